@@ -1,0 +1,1 @@
+"""featstore's command line (installed as featstore.cli): a thin click layer over the library."""

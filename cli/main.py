@@ -1,0 +1,302 @@
+"""`featstore` command: models list, embed, fit-head, search, predict, heads, stats."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import click
+
+from featstore.errors import FeatstoreError
+from featstore.home import STORE_ENV, default_store
+
+from .output import emit_json, pct, table
+
+
+class FeatstoreGroup(click.Group):
+    """Turns library errors into one clear line (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FeatstoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; everything written before now is kept in the store") from None
+
+
+store_option = click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+                            help=f"Store folder [default: ${STORE_ENV} or ./.featstore]")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _store_path(store_path):
+    return store_path or default_store()
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(cls=FeatstoreGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="featstore")
+def cli():
+    """Embed datasets once with frozen pretrained backbones; fit heads and search on the cached features."""
+
+
+# ---- models ---------------------------------------------------------------------------------------------------
+@cli.group()
+def models():
+    """The backbone catalogue."""
+
+
+@models.command("list")
+@json_option
+def models_list(as_json):
+    """The built-in backbones: name, modality, dim, input, licence, exported?"""
+    from featstore.catalog import builtin_models
+    from featstore.export import is_exported
+
+    rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label, "licence": s.licence,
+             "exported": is_exported(s), "default": s.default, "source": s.source.get("weights_package")}
+            for s in builtin_models().values()]
+    if as_json:
+        return emit_json(rows)
+    click.echo(table([[r["name"] + (" *" if r["default"] else ""), r["modality"], r["dim"], r["input"], r["licence"],
+                       "yes" if r["exported"] else "no", r["source"]] for r in rows],
+                     ["name", "modality", "dim", "input", "licence", "exported", "weights package"], "llrllll"))
+    click.echo("* default backbone")
+
+
+# ---- embed ----------------------------------------------------------------------------------------------------
+def _model_spec(model, input_size, mean, std):
+    from featstore.catalog import custom_onnx_spec, resolve
+
+    if model and model.lower().endswith(".onnx"):
+        if not input_size:
+            raise FeatstoreError("--model path.onnx needs --input-size (and --mean/--std if not (x-127)/128)")
+        return custom_onnx_spec(model, input_size, mean=_triple(mean), std=_triple(std))
+    return resolve(model)
+
+
+def _triple(text: str) -> tuple:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise FeatstoreError(f"expected one or three numbers separated by commas, got {text!r}") from None
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3:
+        raise FeatstoreError(f"expected one or three numbers, got {text!r}")
+    return tuple(vals)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--task", default=None, help="Task name for the subfolder labels [default: the folder's name]")
+@click.option("--model", default=None, help="Catalogue backbone name, or a path to your own .onnx [default: efficientnet-lite0]")
+@click.option("--input-size", type=int, default=None, help="With --model path.onnx: square input size in pixels.")
+@click.option("--mean", default="127", help="With --model path.onnx: per-channel mean on 0..255 (one or three numbers).")
+@click.option("--std", default="128", help="With --model path.onnx: per-channel std on 0..255 (one or three numbers).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--retry-failed", is_flag=True, help="Try again files that failed in an earlier run.")
+@click.option("--wait", is_flag=True, help="If another process is writing the store, wait for it.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@store_option
+@json_option
+def embed(folder, task, model, input_size, mean, std, batch_size, device, retry_failed, wait, no_progress,
+          store_path, as_json):
+    """Embed every image under FOLDER (recursively) into the store; subfolder names become labels."""
+    from featstore.embed import embed_files
+    from featstore.sets import open_backbone
+    from featstore.source import scan_folder
+    from featstore.store import Store
+
+    spec = _model_spec(model, input_size, mean, std)
+    files, warnings = scan_folder(folder)
+    for w in warnings:
+        _log(f"warning: {w}")
+    task = task or os.path.basename(os.path.abspath(folder))
+    backbone, eset = open_backbone(spec, device=device, log=_log)
+    if device == "auto":
+        _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
+    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
+        labels = {f.key: f.label for f in files if f.label}
+        store.set_labels(task, labels)
+        summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
+                              retry_failed=retry_failed, progress=not no_progress and not as_json)
+    summary.task = task if labels else None
+    summary.warnings = warnings
+    if as_json:
+        return emit_json(summary.__dict__ | {"images_per_second": summary.images_per_second})
+    _print_embed_summary(summary, len(labels))
+
+
+def _print_embed_summary(s, n_labelled: int) -> None:
+    click.echo(f"model {s.model} (set {s.set_id}) on {s.device}; {s.listed} image files listed")
+    if not s.listed:
+        click.echo("no image files found (extensions: jpg jpeg png webp bmp tif tiff gif)")
+    rows = [["embedded now (backbone ran)", s.embedded], ["already stored, unchanged", s.already],
+            ["copies of stored content (no backbone)", s.copies], ["failed", s.failed],
+            ["failed earlier, unchanged (--retry-failed)", s.failed_before]]
+    click.echo(table(rows, ["outcome", "files"], "lr"))
+    if s.embedded:
+        st = s.stage_seconds
+        click.echo(f"{s.embedded} images in {s.seconds:.1f} s = {s.images_per_second:.1f} images/s; "
+                   f"time: read+decode {st['read+decode']:.1f} s (worker threads, overlapped), "
+                   f"inference {st['inference']:.1f} s, write {st['write']:.1f} s")
+    else:
+        click.echo(f"backbone ran on 0 images: nothing new to embed ({s.seconds:.1f} s)")
+    if s.task:
+        click.echo(f"labels: task {s.task!r} ({n_labelled} labelled files, from subfolder names)")
+    for path, reason in s.failures[:20]:
+        click.echo(f"failed: {path}: {reason}")
+    if len(s.failures) > 20:
+        click.echo(f"... and {len(s.failures) - 20} more failures (featstore stats --json lists them)")
+
+
+# ---- fit-head -------------------------------------------------------------------------------------------------
+@cli.command("fit-head")
+@click.option("--task", required=True, help="Task whose labels to learn.")
+@click.option("--head", "kind", default="logreg", help="Head kind.")
+@click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
+@click.option("--name", default=None, help="Name to store the head under [default: the task name]")
+@click.option("--C", "C", type=float, default=0.1, help="Inverse regularisation strength (on standardised features).")
+@store_option
+@json_option
+def fit_head(task, kind, model, name, C, store_path, as_json):
+    """Fit a head on cached features (the backbone is not run) and report held-out metrics."""
+    from featstore.heads import fit_head as fit
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path), write=True) as store:
+        out = fit(store, task, model=model, name=name, kind=kind, C=C)
+    if as_json:
+        return emit_json(out)
+    m = out["metrics"]
+    click.echo(f"head {out['name']!r} ({out['kind']}, C={C}) for task {task!r} on {out['model']} features: "
+               f"{out['n_items']} distinct items, {len(out['classes'])} classes")
+    click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stratified, seed {m['seed']})")
+    if m["cv"]:
+        cv = m["cv"]
+        click.echo(f"{cv['folds']}-fold CV accuracy on the training part: {pct(cv['accuracy_mean'])} "
+                   f"± {100 * cv['accuracy_std']:.1f}")
+    click.echo(f"held-out accuracy {pct(m['test_accuracy'])}, macro-F1 {pct(m['test_macro_f1'])} "
+               f"(fit {m['fit_seconds']:.2f} s)")
+    click.echo("")
+    click.echo(table([[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]]
+                      for c, v in m["per_class"].items()], ["class", "precision", "recall", "f1", "support"], "lrrrr"))
+    click.echo("")
+    labels = m["confusion"]["labels"]
+    click.echo("confusion matrix (rows: true, columns: predicted)")
+    click.echo(table([[lab] + row for lab, row in zip(labels, m["confusion"]["matrix"])], ["true \\ pred"] + labels,
+                     "l" + "r" * len(labels)))
+
+
+# ---- search ---------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--like", type=click.Path(dir_okay=False), default=None, help="Query image file (not added to the store).")
+@click.option("--id", "item_id", type=int, default=None, help="Query by stored item id (itself excluded).")
+@click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
+@click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
+@click.option("--task", default=None, help="Whose labels to show [default: the only or first task]")
+@store_option
+@json_option
+def search(like, item_id, k, model, task, store_path, as_json):
+    """Nearest neighbours by cosine similarity: path, label, score."""
+    from featstore.search import search as run_search
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path)) as store:
+        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity)")
+    click.echo(table([[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]]
+                      for r in out["results"]], ["rank", "score", out["task"] or "label", "id", "path"], "rrlrl"))
+
+
+# ---- predict --------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--head", "head_name", required=True, help="Stored head name (see `featstore heads`).")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option("--no-progress", is_flag=True)
+@store_option
+@json_option
+def predict(head_name, files, as_csv, no_progress, store_path, as_json):
+    """Label and probability for each file (new files are embedded once and kept in the store)."""
+    from featstore.predict import predict as run_predict
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path), write=True) as store:
+        out = run_predict(store, head_name, list(files), progress=not (no_progress or as_json or as_csv))
+    rows = out["predictions"]
+    if as_json:
+        return emit_json(out)
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["path", "label", "probability", "status", "error"])
+        for r in rows:
+            w.writerow([r["path"], r["label"], r["probability"], r["status"], r["error"]])
+        return
+    click.echo(table([[r["label"] or "-", "-" if r["probability"] is None else f"{r['probability']:.3f}",
+                       r["path"] + (f"  (failed: {r['error']})" if r["status"] != "ok" else "")] for r in rows],
+                     ["label", "probability", "path"], "lrl"))
+    failed = sum(r["status"] != "ok" for r in rows)
+    click.echo(f"{len(rows) - failed} predicted, {failed} failed; head {out['head']!r} (task {out['task']!r}, "
+               f"{out['model']}); backbone ran on {out['embedded_now']} new files")
+
+
+# ---- heads, stats ---------------------------------------------------------------------------------------------
+@cli.command()
+@store_option
+@json_option
+def heads(store_path, as_json):
+    """The heads stored in the store."""
+    from featstore.stats import stats
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path)) as store:
+        rows = stats(store)["heads"]
+    if as_json:
+        return emit_json(rows)
+    click.echo(table([[r["name"], r["kind"], r["task"], r["set_id"], pct(r["test_accuracy"])] for r in rows],
+                     ["name", "kind", "task", "embedding set", "held-out acc"], "llllr"))
+
+
+@cli.command()
+@store_option
+@json_option
+def stats(store_path, as_json):
+    """What the store holds: items by status, duplicates, embedding sets, tasks, heads."""
+    from featstore.stats import stats as get_stats
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path)) as store:
+        out = get_stats(store)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"store {out['store']} (schema {out['schema_version']})")
+    click.echo("items: " + ", ".join(f"{n} {k}" for k, n in out["items"].items())
+               + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
+    click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
+    click.echo("")
+    click.echo(table([[s["set_id"], s["model"], s["dim"], s["precision"], s["provider"], s["vectors"],
+                       s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",
+                       (s["index"] or {}).get("count", "-")] for s in out["embedding_sets"]],
+                     ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed"],
+                     "lllllrrrr"))
+    if out["heads"]:
+        click.echo("")
+        click.echo(table([[h["name"], h["kind"], h["task"], h["set_id"], pct(h["test_accuracy"])] for h in out["heads"]],
+                         ["head", "kind", "task", "set", "held-out acc"], "llllr"))
+
+
+def main():
+    cli(prog_name="featstore")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Run: an exported backbone in ONNX Runtime (CUDA when asked or available, else the CPU). No torch here."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FeatstoreError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise FeatstoreError("--device cuda: this onnxruntime has no CUDA provider "
+                                 f"(available: {', '.join(available)}); install featstore[gpu]")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    raise FeatstoreError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+
+
+def provider_class(device_used: str) -> str:
+    """The provider class that goes into an embedding set's key: 'cpu' or 'cuda'."""
+    return "cuda" if device_used == "cuda" else "cpu"
+
+
+class Backbone:
+    """One ONNX Runtime session over an exported backbone: NCHW float32 in, pooled features out."""
+
+    def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=_providers(device))
+        except FeatstoreError:
+            raise
+        except Exception as exc:
+            raise FeatstoreError(f"{onnx_path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        active = self.session.get_providers()
+        # Trust what the session uses, not what was requested: CUDA can silently fall back to the CPU.
+        self.device = "cuda" if "CUDAExecutionProvider" in active else "cpu"
+        if device == "cuda" and self.device != "cuda":
+            raise FeatstoreError(f"--device cuda: the session fell back to {', '.join(active)}")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Features for one batch, float32 (N, dim)."""
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+
+
+def probe_dim(onnx_path: str | Path, size: int) -> int:
+    """Output dimension of a user's ONNX backbone, found by running one blank image through it."""
+    out = Backbone(onnx_path, device="cpu").run(np.zeros((1, 3, size, size), np.float32))
+    return int(out.shape[1])

@@ -1,0 +1,129 @@
+"""The backbone catalogue: reads the declarative files in featstore.models (models/ in the repository)."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import FeatstoreError, one_of
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the backbone's input tensor: the one spec shared by embed, search and predict."""
+
+    size: int
+    crop_fraction: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple = (127.0, 127.0, 127.0)
+    std: tuple = (128.0, 128.0, 128.0)
+    resize: str = "shorter-side"
+    crop: str = "center"
+
+    def as_dict(self) -> dict:
+        return {"size": self.size, "resize": self.resize, "crop": self.crop, "crop_fraction": self.crop_fraction,
+                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One backbone: where its weights come from, its input and its pooled output."""
+
+    name: str
+    modality: str
+    dim: int
+    licence: str
+    description: str = ""
+    default: bool = False
+    source: dict = field(default_factory=dict)
+    input: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)
+    onnx_path: str | None = None          # set for a user's own ONNX file
+
+    @property
+    def preprocess(self) -> Preprocess:
+        if self.modality != "image":
+            raise FeatstoreError(f"model {self.name!r} embeds {self.modality}, not images "
+                                 "(text embedding is not available in this release)")
+        i = self.input
+        return Preprocess(size=int(i["size"]), crop_fraction=float(i.get("crop_fraction", 0.875)),
+                          interpolation=i.get("interpolation", "bicubic"), mean=tuple(i.get("mean", (127.0,) * 3)),
+                          std=tuple(i.get("std", (128.0,) * 3)), resize=i.get("resize", "shorter-side"),
+                          crop=i.get("crop", "center"))
+
+    @property
+    def input_label(self) -> str:
+        if self.modality == "image":
+            return f"{self.input['size']}x{self.input['size']} RGB"
+        return f"text <= {self.input.get('max_tokens')} tokens"
+
+    def spec_hash(self) -> str:
+        """Hash of everything in the spec that determines exported values."""
+        blob = json.dumps({"source": self.source, "input": self.input, "output": self.output}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _parse(text: str, origin: str) -> ModelSpec:
+    try:
+        d = tomllib.loads(text)
+        return ModelSpec(name=d["name"], modality=d["modality"], dim=int(d["output"]["dim"]), licence=d["licence"],
+                         description=d.get("description", ""), default=bool(d.get("default", False)),
+                         source=d.get("source", {}), input=d.get("input", {}), output=d["output"])
+    except (KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise FeatstoreError(f"{origin}: invalid catalogue file ({exc})") from exc
+
+
+def builtin_models() -> dict[str, ModelSpec]:
+    """All catalogue entries, by name."""
+    specs = {}
+    for entry in sorted(resources.files("featstore.models").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            spec = _parse(entry.read_text(encoding="utf-8"), entry.name)
+            specs[spec.name] = spec
+    return specs
+
+
+def default_model() -> ModelSpec:
+    return next(s for s in builtin_models().values() if s.default)
+
+
+def custom_onnx_spec(path: str | Path, size: int, mean=(127.0,) * 3, std=(128.0,) * 3,
+                     crop_fraction: float = 0.875, interpolation: str = "bicubic") -> ModelSpec:
+    """A user's own ONNX file (NCHW float input, one pooled feature output) with its preprocessing."""
+    from .backbone import probe_dim
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatstoreError(f"{path}: ONNX file not found")
+    dim = probe_dim(path, size)
+    return ModelSpec(name=f"onnx:{path.stem}", modality="image", dim=dim, licence="user-supplied",
+                     description=f"user ONNX file {path}", source={"builder": "onnx-file", "path": str(path.resolve())},
+                     input={"size": size, "resize": "shorter-side", "crop": "center", "crop_fraction": crop_fraction,
+                            "interpolation": interpolation, "mean": list(mean), "std": list(std)},
+                     output={"pooling": "as exported", "dim": dim}, onnx_path=str(path.resolve()))
+
+
+def resolve(name: str | None) -> ModelSpec:
+    """A catalogue entry by name (None: the default backbone)."""
+    if name is None:
+        return default_model()
+    models = builtin_models()
+    if name not in models:
+        raise one_of("model", name, models)
+    return models[name]
+
+
+def weights_path(spec: ModelSpec) -> Path:
+    """The weights file shipped inside the spec's weights package (found without importing it)."""
+    module = spec.source["weights_module"]
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise FeatstoreError(f"model {spec.name!r}: package {spec.source['weights_package']} is not installed")
+    path = Path(list(found.submodule_search_locations)[0]) / spec.source["weights_file"]
+    if not path.is_file():
+        raise FeatstoreError(f"model {spec.name!r}: weights file {path} is missing")
+    return path

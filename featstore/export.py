@@ -1,0 +1,103 @@
+"""Export: catalogue backbone -> ONNX file, once, checked against torch on real photos, cached in the home."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .catalog import ModelSpec, weights_path
+from .errors import FeatstoreError
+from .hashing import file_sha256
+from .home import exports_dir
+
+EXPORT_FORMAT = 1          # bump when the export code changes what a file contains
+OPSET = 17
+PARITY_TOLERANCE = 1e-4    # max abs difference ONNX Runtime vs torch on real photos, else the export is refused
+
+
+def parity_photos() -> list[Path]:
+    """Real photos shipped with featstore (CC BY 2.0, credits beside them) for export checks."""
+    folder = resources.files("featstore.data") / "parity"
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jpg"))
+
+
+def export_key(spec: ModelSpec) -> str:
+    """Hash of weights + spec + export format: names the cached ONNX file."""
+    blob = json.dumps({"weights": file_sha256(weights_path(spec)), "spec": spec.spec_hash(), "format": EXPORT_FORMAT})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_path(spec: ModelSpec) -> Path:
+    return exports_dir() / f"{spec.name}-{export_key(spec)}.onnx"
+
+
+def is_exported(spec: ModelSpec) -> bool:
+    if spec.onnx_path:
+        return Path(spec.onnx_path).is_file()
+    if spec.modality != "image":
+        return False
+    return cached_path(spec).is_file()
+
+
+def ensure_exported(spec: ModelSpec, log=print) -> Path:
+    """The ONNX file for a backbone, exporting (and checking) it on first use."""
+    if spec.onnx_path:
+        return Path(spec.onnx_path)
+    if spec.modality != "image":
+        raise FeatstoreError(f"model {spec.name!r} embeds {spec.modality}; text embedding is not available in this release")
+    target = cached_path(spec)
+    if target.is_file():
+        return target
+    log(f"exporting {spec.name} to ONNX (once; cached in {target.parent}) ...")
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        diff = _export_and_check(spec, Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {len(parity_photos())} real photos")
+    return target
+
+
+def _export_and_check(spec: ModelSpec, out: Path) -> float:
+    """torch.onnx.export with a dynamic batch axis, then the parity check; returns the max abs difference."""
+    import torch  # export time only
+
+    from .backbone import Backbone
+    from .torch_backbones import load_features
+
+    model = load_features(spec)
+    size = spec.preprocess.size
+    dummy = torch.zeros(2, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), str(out), input_names=["image"], output_names=["features"],
+                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=OPSET, dynamo=False)
+    batch = photo_batch(spec)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    got = Backbone(out, device="cpu").run(batch)
+    diff = float(np.abs(got - expected).max())
+    if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+        raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
+                             f"(> {PARITY_TOLERANCE:g}) on real photos")
+    return diff
+
+
+def photo_batch(spec: ModelSpec) -> np.ndarray:
+    """The parity photos preprocessed exactly as embedding does: NCHW float32."""
+    from .decode import decode_image
+    from .preprocess import crop_resize, draft_target, normalise
+
+    p = spec.preprocess
+    arrays = [crop_resize(decode_image(f.read_bytes(), draft_target(p)), p) for f in parity_photos()]
+    return normalise(np.stack(arrays), p)

@@ -1,0 +1,65 @@
+"""Search: nearest stored items to a query file or a stored item, by cosine similarity through FAISS."""
+from __future__ import annotations
+
+from .embed import embed_query
+from .errors import FeatstoreError, one_of
+from .index import open_index, search as index_search
+from .hashing import content_hash
+from .sets import backbone_for_set
+from .source import display_path
+from .store import Store
+
+
+def default_task(store: Store, task: str | None) -> str | None:
+    """The task whose labels are shown: the one asked for, else the only one, else the first by name."""
+    tasks = store.tasks()
+    if task is not None:
+        if task not in tasks:
+            raise one_of("task", task, tasks)
+        return task
+    return next(iter(tasks), None)
+
+
+def search(store: Store, like: str | None = None, item_id: int | None = None, k: int = 10,
+           model: str | None = None, task: str | None = None) -> dict:
+    """Neighbours of a query file (embedded on the fly, not stored) or of a stored item (itself excluded)."""
+    if (like is None) == (item_id is None):
+        raise FeatstoreError("give exactly one query: --like FILE or --id ITEM_ID")
+    if k < 1:
+        raise FeatstoreError("-k must be at least 1")
+    s = store.pick_set(model)
+    exclude = None
+    if item_id is not None:
+        item = store.item(item_id)
+        vec = store.vectors_for_hashes(s, [item.hash] if item.hash else []).get(item.hash)
+        if vec is None:
+            raise FeatstoreError(f"item {item_id} ({item.path}) has no {s.model} vector "
+                                 f"(status {item.status}{': ' + item.error if item.error else ''})")
+        exclude, query_name = item.hash, item.path
+    else:
+        query_name = display_path(like)
+        try:
+            with open(like, "rb") as f:
+                stored = store.vectors_for_hashes(s, [content_hash(f.read())])
+        except OSError as exc:
+            raise FeatstoreError(f"{query_name}: cannot read query file ({exc.strerror})") from None
+        if stored:
+            vec = next(iter(stored.values()))
+        else:
+            backbone, pre = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
+            vec, _ = embed_query(like, backbone, pre)
+    index = open_index(store, s)
+    extra = 1 if exclude else 0
+    scores, ids = index_search(index, vec[None], k + extra)
+    task = default_task(store, task)
+    found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
+    info = store.describe_vecs(s, [i for i, _ in found], task)
+    results = []
+    for vid, score in found:
+        if vid not in info or info[vid]["hash"] == exclude:
+            continue
+        results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
+        if len(results) == k:
+            break
+    return {"query": query_name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "results": results}
+

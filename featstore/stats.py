@@ -1,0 +1,27 @@
+"""Stats: what a store holds (items by status, embedding sets, tasks, heads, indexes)."""
+from __future__ import annotations
+
+import json
+
+from .store import Store
+
+
+def stats(store: Store) -> dict:
+    con = store.con
+    by_status = dict(con.execute("SELECT status, count(*) FROM items GROUP BY status ORDER BY status").fetchall())
+    contents = con.execute("SELECT count(DISTINCT hash) FROM items WHERE status = 'ok'").fetchone()[0]
+    sets = []
+    for s in store.sets():
+        n, live = con.execute(f"SELECT count(*), count(*) FILTER (WHERE hash IN "
+                              f"(SELECT hash FROM items WHERE status = 'ok')) FROM {s.table}").fetchone()
+        stamp = store.root / "index" / f"{s.set_id}.json"
+        index = json.loads(stamp.read_text()) if stamp.exists() else None
+        sets.append({"set_id": s.set_id, "model": s.model, "dim": s.dim, "precision": s.precision,
+                     "provider": s.provider, "vectors": n, "live_vectors": live,
+                     "bytes": n * s.dim * 4, "index": index})
+    heads = [{"name": r[0], "kind": r[1], "task": r[2], "set_id": r[3],
+              "test_accuracy": json.loads(r[4]).get("test_accuracy")}
+             for r in con.execute("SELECT name, kind, task, set_id, metrics FROM heads ORDER BY name").fetchall()]
+    return {"store": str(store.root), "schema_version": int(store.meta("schema_version")),
+            "items": by_status, "distinct_contents": contents, "duplicate_paths": by_status.get("ok", 0) - contents,
+            "tasks": store.tasks(), "embedding_sets": sets, "heads": heads}

@@ -1,0 +1,1 @@
+"""The backbone catalogue: one declarative TOML file per backbone (read by featstore.catalog)."""
