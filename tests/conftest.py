@@ -1,0 +1,54 @@
+"""Shared fixtures: a featstore home with the default backbone exported once per test session, real photos."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+SAMPLE = Path(__file__).parent / "data" / "flowers"
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory):
+    """FEATSTORE_HOME for the whole session, with efficientnet-lite0 exported (and parity-checked) into it."""
+    path = tmp_path_factory.mktemp("featstore-home")
+    old = os.environ.get("FEATSTORE_HOME")
+    os.environ["FEATSTORE_HOME"] = str(path)
+    from featstore.catalog import resolve
+    from featstore.export import ensure_exported
+
+    ensure_exported(resolve(None), log=lambda *_: None)
+    yield path
+    if old is None:
+        os.environ.pop("FEATSTORE_HOME", None)
+    else:
+        os.environ["FEATSTORE_HOME"] = old
+
+
+@pytest.fixture
+def run(home):
+    """Run the featstore CLI in-process; returns the click Result (asserting on the exit code is up to the test)."""
+    from featstore.cli.main import cli
+
+    def _run(*args, ok=True):
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return _run
+
+
+def sample_images(per_class: int = 20) -> list[Path]:
+    return [p for c in sorted(SAMPLE.iterdir()) if c.is_dir() for p in sorted(c.glob("*.jpg"))[:per_class]]
+
+
+@pytest.fixture
+def small_folder(tmp_path):
+    """A labelled folder of real photos: 8 per class, 5 classes (copied from the bundled sample)."""
+    root = tmp_path / "flowers"
+    for p in sample_images(8):
+        (root / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, root / p.parent.name / p.name)
+    return root
