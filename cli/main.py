@@ -1,4 +1,4 @@
-"""`featstore` command: models list, embed, fit-head, search, predict, heads, stats."""
+"""`featstore` command: models list, embed, fit-head, search, predict, heads, stats, verify, gc."""
 from __future__ import annotations
 
 import csv
@@ -292,6 +292,54 @@ def stats(store_path, as_json):
         click.echo("")
         click.echo(table([[h["name"], h["kind"], h["task"], h["set_id"], pct(h["test_accuracy"])] for h in out["heads"]],
                          ["head", "kind", "task", "set", "held-out acc"], "llllr"))
+
+
+@cli.command()
+@click.option("--rehash", is_flag=True, help="Also re-read every stored file and report what changed or vanished.")
+@store_option
+@json_option
+def verify(rehash, store_path, as_json):
+    """Check the store: finite vectors, FAISS in step with DuckDB, files unchanged (--rehash)."""
+    from featstore.store import Store
+    from featstore.verify import verify as run_verify
+
+    with Store.open(_store_path(store_path)) as store:
+        out = run_verify(store, rehash=rehash)
+    if as_json:
+        emit_json(out)
+    else:
+        click.echo(table([[s["set_id"], s["model"], s["vectors"], s["non_finite"], s["live"],
+                           "-" if s["indexed"] is None else s["indexed"], s["index"]] for s in out["sets"]],
+                         ["set", "model", "vectors", "non-finite", "live", "indexed", "index"], "llrrrrl"))
+        if rehash:
+            f = out["files"]
+            click.echo(f"files: {f['checked']} checked, {len(f['changed'])} changed, {len(f['vanished'])} vanished")
+            for p in f["changed"]:
+                click.echo(f"changed: {p}")
+            for p in f["vanished"]:
+                click.echo(f"vanished: {p}")
+        click.echo("ok" if out["ok"] else "problems found")
+    if not out["ok"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+@store_option
+@json_option
+def gc(dry_run, store_path, as_json):
+    """Remove superseded vectors and old embedding sets (not the newest of their model, used by no head)."""
+    from featstore.gc import collect
+    from featstore.store import Store
+
+    with Store.open(_store_path(store_path), write=True) as store:
+        out = collect(store, dry_run=dry_run)
+    if as_json:
+        return emit_json(out)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(out['removed_sets'])} old embedding sets"
+               + "".join(f"\n  {s['set_id']} ({s['model']})" for s in out["removed_sets"]))
+    click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
 
 
 def main():

@@ -247,19 +247,23 @@ class Store:
             self._bump_generation()
 
     def upsert_items(self, items: list[dict]) -> None:
+        """Insert or update item rows by path, in one statement (column lists unnested, not row by row)."""
         cols = ["path", "hash", "size", "mtime", "width", "height", "status", "error"]
-        self.con.executemany(
-            f"INSERT INTO items ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) ON CONFLICT (path) DO UPDATE "
+        types = ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "INTEGER", "INTEGER", "VARCHAR", "VARCHAR"]
+        select = ", ".join(f"unnest(${i + 1}::{t}[])" for i, t in enumerate(types))
+        self.con.execute(
+            f"INSERT INTO items ({', '.join(cols)}) SELECT {select} ON CONFLICT (path) DO UPDATE "
             "SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]) + ", updated_at = now()",
-            [[it.get(c) for c in cols] for it in items])
+            [[it.get(c) for it in items] for c in cols])
 
     def set_labels(self, task: str, labels: dict[str, str]) -> None:
         """Replace a task's labels for these paths."""
         if not labels:
             return
         with self.transaction():
-            self.con.executemany("INSERT INTO labels VALUES (?, ?, ?) ON CONFLICT (task, path) DO UPDATE "
-                                 "SET label = excluded.label", [[task, p, l] for p, l in labels.items()])
+            self.con.execute("INSERT INTO labels SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
+                             "ON CONFLICT (task, path) DO UPDATE SET label = excluded.label",
+                             [task, list(labels), list(labels.values())])
 
     def tasks(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())

@@ -1,0 +1,37 @@
+"""Garbage collection: drop superseded vectors and old embedding sets no head uses, then compact the file."""
+from __future__ import annotations
+
+from .store import Store
+
+
+def collect(store: Store, dry_run: bool = False) -> dict:
+    """Old sets = not the newest set of their model and not used by any stored head."""
+    sets = store.sets()
+    newest = {s.model: s.set_id for s in sets}            # sets() is ordered by creation time
+    used = {r[0] for r in store.con.execute("SELECT DISTINCT set_id FROM heads").fetchall()}
+    old = [s for s in sets if newest[s.model] != s.set_id and s.set_id not in used]
+    superseded = {}
+    for s in sets:
+        if s in old:
+            continue
+        superseded[s.set_id] = store.con.execute(
+            f"SELECT count(*) FROM {s.table} WHERE hash NOT IN (SELECT hash FROM items WHERE hash IS NOT NULL)"
+        ).fetchone()[0]
+    report = {"removed_sets": [{"set_id": s.set_id, "model": s.model} for s in old],
+              "removed_vectors": superseded, "dry_run": dry_run}
+    if dry_run:
+        return report
+    with store.transaction():
+        for s in old:
+            store.con.execute(f"DROP TABLE {s.table}")
+            store.con.execute("DELETE FROM embedding_sets WHERE set_id = ?", [s.set_id])
+        for s in sets:
+            if s not in old and superseded[s.set_id]:
+                store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN "
+                                  "(SELECT hash FROM items WHERE hash IS NOT NULL)")
+        store._bump_generation()
+    for s in old:
+        for suffix in (".faiss", ".json"):
+            (store.root / "index" / f"{s.set_id}{suffix}").unlink(missing_ok=True)
+    store.con.execute("CHECKPOINT")
+    return report

@@ -1,0 +1,63 @@
+"""Verify: vectors are finite, FAISS agrees with DuckDB, and (optionally) files on disk still match the store."""
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+
+from .hashing import content_hash
+from .source import fs_path
+from .store import Store
+
+CHUNK = 50_000
+
+
+def verify(store: Store, rehash: bool = False) -> dict:
+    """A report of problems; `ok` is True when there are none."""
+    sets = []
+    for s in store.sets():
+        bad = 0
+        n = store.con.execute(f"SELECT count(*) FROM {s.table}").fetchone()[0]
+        for start in range(0, n, CHUNK):     # bounded memory: one chunk of vectors at a time
+            rows = store.con.execute(f"SELECT vector FROM {s.table} ORDER BY vec_id LIMIT {CHUNK} OFFSET {start}"
+                                     ).fetchnumpy()["vector"]
+            if len(rows):
+                bad += int((~np.isfinite(np.stack(rows))).any(axis=1).sum())
+        live = store.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN "
+                                 "(SELECT hash FROM items WHERE status = 'ok')").fetchone()[0]
+        index_path = store.root / "index" / f"{s.set_id}.faiss"
+        stamp_path = store.root / "index" / f"{s.set_id}.json"
+        indexed, index_state = None, "missing (built on next search)"
+        if index_path.exists():
+            try:
+                indexed = faiss.read_index(str(index_path)).ntotal
+                stamp = json.loads(stamp_path.read_text())
+                current = stamp.get("generation") == store.generation() and indexed == live
+                index_state = "in sync" if current else "stale (rebuilt from DuckDB on next search)"
+            except (OSError, ValueError, RuntimeError):
+                index_state = "unreadable (rebuilt from DuckDB on next search)"
+        sets.append({"set_id": s.set_id, "model": s.model, "vectors": n, "non_finite": bad, "live": live,
+                     "indexed": indexed, "index": index_state})
+    report = {"store": str(store.root), "sets": sets}
+    if rehash:
+        report["files"] = _rehash(store)
+    report["ok"] = all(s["non_finite"] == 0 for s in sets) and (
+        not rehash or not (report["files"]["changed"] or report["files"]["vanished"]))
+    return report
+
+
+def _rehash(store: Store) -> dict:
+    """Re-read every ok item's file and compare its content hash with the stored one."""
+    changed, vanished, checked = [], [], 0
+    for path, h in store.con.execute("SELECT path, hash FROM items WHERE status = 'ok' ORDER BY path").fetchall():
+        checked += 1
+        try:
+            with open(fs_path(path), "rb") as f:
+                now = content_hash(f.read())
+        except OSError:
+            vanished.append(path)
+            continue
+        if now != h:
+            changed.append(path)
+    return {"checked": checked, "changed": changed, "vanished": vanished}
