@@ -282,6 +282,14 @@ def stats(store_path, as_json):
     click.echo("items: " + ", ".join(f"{n} {k}" for k, n in out["items"].items())
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
+    for group in out["duplicates"][:10]:
+        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(group["paths"]))
+    if len(out["duplicates"]) > 10:
+        click.echo(f"... {len(out['duplicates']) - 10} more duplicate groups (--json lists all)")
+    for f in out["failed"][:10]:
+        click.echo(f"failed: {f['path']}: {f['error']}")
+    if len(out["failed"]) > 10:
+        click.echo(f"... {len(out['failed']) - 10} more failed items (--json lists all)")
     click.echo("")
     click.echo(table([[s["set_id"], s["model"], s["dim"], s["precision"], s["provider"], s["vectors"],
                        s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",

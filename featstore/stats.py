@@ -1,4 +1,4 @@
-"""Stats: what a store holds (items by status, embedding sets, tasks, heads, indexes)."""
+"""Stats: what a store holds (items by status, duplicates, failures, embedding sets, tasks, heads, indexes)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,11 @@ def stats(store: Store) -> dict:
     heads = [{"name": r[0], "kind": r[1], "task": r[2], "set_id": r[3],
               "test_accuracy": json.loads(r[4]).get("test_accuracy")}
              for r in con.execute("SELECT name, kind, task, set_id, metrics FROM heads ORDER BY name").fetchall()]
+    groups = con.execute("SELECT hash, list(path ORDER BY path) FROM items WHERE status = 'ok' GROUP BY hash "
+                         "HAVING count(*) > 1 ORDER BY min(path)").fetchall()
+    failed = con.execute("SELECT path, error FROM items WHERE status = 'failed' ORDER BY path").fetchall()
     return {"store": str(store.root), "schema_version": int(store.meta("schema_version")),
             "items": by_status, "distinct_contents": contents, "duplicate_paths": by_status.get("ok", 0) - contents,
+            "duplicates": [{"hash": h, "paths": paths} for h, paths in groups],
+            "failed": [{"path": p, "error": e} for p, e in failed],
             "tasks": store.tasks(), "embedding_sets": sets, "heads": heads}

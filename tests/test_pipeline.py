@@ -148,6 +148,10 @@ def test_copies_are_not_reembedded(run, home, small_folder, tmp_path):
     assert out["embedded"] == 0 and out["copies"] == 40
     rows = items(store)
     assert len(rows) == 80 and len({r["hash"] for r in rows.values()}) == 40
+    stats = json.loads(run("stats", "--store", store, "--json").stdout)
+    assert stats["duplicate_paths"] == 40 and len(stats["duplicates"]) == 40
+    assert all(len(g["paths"]) == 2 for g in stats["duplicates"])
+    assert "same content at 2 paths" in run("stats", "--store", store).output
 
 
 def test_changed_file_supersedes_old_vector(run, small_folder, tmp_path):
@@ -186,6 +190,8 @@ def test_bad_inputs_recorded_and_run_goes_on(run, tmp_path, small_folder):
     assert again["embedded"] == 0 and again["failed_before"] == 5
     human = run("embed", root, "--store", store, "--retry-failed").output
     assert "failed: " in human and "bomb.png" in human
+    stats = json.loads(run("stats", "--store", store, "--json").stdout)
+    assert stats["items"] == {"failed": 5, "ok": 49} and len(stats["failed"]) == 5
 
 
 def test_file_deleted_between_listing_and_reading(home, small_folder, tmp_path):
@@ -272,6 +278,27 @@ def test_second_writer_and_reader_get_a_clear_message(home, sample_store):
         assert r.returncode == 1 and "is being written" in r.stderr
     r = _cli(["search", "--id", "1", "--store", store, "--json"], home)
     assert r.returncode == 0, r.stderr
+
+
+def test_second_writer_waits_with_wait_flag(home, sample_store):
+    import threading
+    import time
+
+    from featstore.store import Store
+
+    store, _, _ = sample_store
+    holder = Store.open(store, write=True)
+    released = []
+
+    def release():
+        time.sleep(3)
+        released.append(time.time())
+        holder.close()
+
+    threading.Thread(target=release).start()
+    w = _cli(["embed", SAMPLE, "--store", store, "--no-progress", "--wait", "--json"], home)
+    assert w.returncode == 0, w.stderr
+    assert released and json.loads(w.stdout)["already"] == 100
 
 
 def test_stale_index_is_rebuilt(run, sample_store):
