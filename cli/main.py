@@ -119,13 +119,13 @@ def embed(folder, task, model, input_size, mean, std, batch_size, device, retry_
         _log(f"warning: {w}")
     task = task or os.path.basename(os.path.abspath(folder))
     backbone, eset = open_backbone(spec, device=device, log=_log)
-    if device == "auto":
-        _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     with Store.open(_store_path(store_path), write=True, wait=wait) as store:
         labels = {f.key: f.label for f in files if f.label}
         store.set_labels(task, labels)
         summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
                               retry_failed=retry_failed, progress=not no_progress and not as_json)
+    if device == "auto" and summary.embedded:
+        _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     summary.task = task if labels else None
     summary.warnings = warnings
     if as_json:

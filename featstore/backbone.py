@@ -32,33 +32,56 @@ def provider_class(device_used: str) -> str:
     return "cuda" if device_used == "cuda" else "cpu"
 
 
+def expected_device(device: str) -> str:
+    """The device a session for this request will use: 'cuda' or 'cpu' (checked when the session starts)."""
+    return "cuda" if "CUDAExecutionProvider" in _providers(device) else "cpu"
+
+
 class Backbone:
-    """One ONNX Runtime session over an exported backbone: NCHW float32 in, pooled features out."""
+    """One ONNX Runtime session over an exported backbone: NCHW float32 in, pooled features out.
+
+    The session starts on first use, so a run with nothing to embed never pays for it. `device` is known before
+    (it is part of the embedding-set key) and checked against the providers the session really uses.
+    """
 
     def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None):
+        self.onnx_path = Path(onnx_path)
+        self.requested = device
+        self.device = expected_device(device)
+        self.threads = threads or os.cpu_count() or 1
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._start()
+        return self._session
+
+    def _start(self):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=_providers(device))
-        except FeatstoreError:
-            raise
+            session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=_providers(self.requested))
         except Exception as exc:
-            raise FeatstoreError(f"{onnx_path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
-        active = self.session.get_providers()
+            raise FeatstoreError(f"{self.onnx_path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        active = session.get_providers()
         # Trust what the session uses, not what was requested: CUDA can silently fall back to the CPU.
-        self.device = "cuda" if "CUDAExecutionProvider" in active else "cpu"
-        if device == "cuda" and self.device != "cuda":
-            raise FeatstoreError(f"--device cuda: the session fell back to {', '.join(active)}")
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        used = "cuda" if "CUDAExecutionProvider" in active else "cpu"
+        if used != self.device:
+            raise FeatstoreError(f"--device {self.requested}: expected the {self.device} provider but the session "
+                                 f"runs on {', '.join(active)}; pass --device cpu to embed on the CPU")
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        return session
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for one batch, float32 (N, dim)."""
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        session = self.session
+        out = session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
 

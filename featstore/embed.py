@@ -21,7 +21,7 @@ from .catalog import Preprocess
 from .decode import decode_image
 from .errors import DecodeError
 from .hashing import content_hash
-from .index import refresh
+from .index import is_current, refresh
 from .preprocess import crop_resize, draft_target, normalise
 from .source import SourceFile, display_path
 from .store import EmbeddingSet, Store
@@ -151,7 +151,8 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
         if pending:
             flush()
     bar.close()
-    refresh(store, eset)
+    if not is_current(store, eset):
+        refresh(store, eset)
     summary.seconds = time.perf_counter() - started
     return summary
 

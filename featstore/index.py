@@ -35,18 +35,25 @@ def build(vec_ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
     return index
 
 
-def open_index(store: Store, s: EmbeddingSet) -> faiss.Index:
-    """The set's index, rebuilt from DuckDB first if missing or stale."""
+def is_current(store: Store, s: EmbeddingSet) -> bool:
+    """True when the set's index file exists and its stamp matches the store's generation."""
     index_path, stamp_path = _paths(store, s)
-    generation = store.generation()
     try:
-        stamp = json.loads(stamp_path.read_text())
-        if stamp.get("generation") == generation and index_path.exists():
+        return json.loads(stamp_path.read_text()).get("generation") == store.generation() and index_path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def open_index(store: Store, s: EmbeddingSet) -> faiss.Index:
+    """The set's index, rebuilt from DuckDB first if missing, stale or unreadable."""
+    index_path, stamp_path = _paths(store, s)
+    if is_current(store, s):
+        try:
             index = faiss.read_index(str(index_path))
-            if index.ntotal == stamp.get("count"):
+            if index.ntotal == json.loads(stamp_path.read_text()).get("count"):
                 return index
-    except (OSError, ValueError, RuntimeError):
-        pass
+        except (OSError, ValueError, RuntimeError):
+            pass
     return refresh(store, s)
 
 

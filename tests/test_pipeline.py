@@ -325,3 +325,13 @@ def test_newer_schema_refused(sample_store, tmp_path):
     con.close()
     with pytest.raises(FeatstoreError, match="newer featstore"):
         Store.open(copy)
+
+
+def test_device_cuda_fails_loudly_without_cuda(run, small_folder, tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider; the GPU path is exercised instead")
+    r = run("embed", small_folder, "--device", "cuda", "--store", tmp_path / "s", ok=False)
+    assert r.exit_code == 1 and "no CUDA provider" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "s" / "store.duckdb").exists()     # refused before anything was written
