@@ -24,6 +24,14 @@ class Preprocess:
     resize: str = "shorter-side"
     crop: str = "center"
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        """From a catalogue [input] table or a stored set's preprocess JSON (defaults: the EfficientNet-Lite spec)."""
+        return cls(size=int(d["size"]), crop_fraction=float(d.get("crop_fraction", 0.875)),
+                   interpolation=d.get("interpolation", "bicubic"), mean=tuple(d.get("mean", (127.0,) * 3)),
+                   std=tuple(d.get("std", (128.0,) * 3)), resize=d.get("resize", "shorter-side"),
+                   crop=d.get("crop", "center"))
+
     def as_dict(self) -> dict:
         return {"size": self.size, "resize": self.resize, "crop": self.crop, "crop_fraction": self.crop_fraction,
                 "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
@@ -49,11 +57,7 @@ class ModelSpec:
         if self.modality != "image":
             raise FeatstoreError(f"model {self.name!r} embeds {self.modality}, not images "
                                  "(text embedding is not available in this release)")
-        i = self.input
-        return Preprocess(size=int(i["size"]), crop_fraction=float(i.get("crop_fraction", 0.875)),
-                          interpolation=i.get("interpolation", "bicubic"), mean=tuple(i.get("mean", (127.0,) * 3)),
-                          std=tuple(i.get("std", (128.0,) * 3)), resize=i.get("resize", "shorter-side"),
-                          crop=i.get("crop", "center"))
+        return Preprocess.from_dict(self.input)
 
     @property
     def input_label(self) -> str:

@@ -50,7 +50,4 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print) -> tuple[B
     if file_sha256(path) != s.onnx_sha256:
         raise FeatstoreError(f"{path} no longer matches the ONNX graph that embedded set {s.set_id} "
                              f"(model {s.model}); re-embed with the current model")
-    p = s.preprocess
-    pre = Preprocess(size=p["size"], crop_fraction=p["crop_fraction"], interpolation=p["interpolation"],
-                     mean=tuple(p["mean"]), std=tuple(p["std"]), resize=p["resize"], crop=p["crop"])
-    return Backbone(path, device=device), pre
+    return Backbone(path, device=device), Preprocess.from_dict(s.preprocess)
