@@ -200,7 +200,7 @@ def fit_head(task, kind, model, name, C, store_path, as_json):
 @click.option("--id", "item_id", type=int, default=None, help="Query by stored item id (itself excluded).")
 @click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
-@click.option("--task", default=None, help="Whose labels to show [default: the only or first task]")
+@click.option("--task", default=None, help="Whose labels to show [default: the task labelling the most items]")
 @store_option
 @json_option
 def search(like, item_id, k, model, task, store_path, as_json):

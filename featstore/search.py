@@ -11,13 +11,13 @@ from .store import Store
 
 
 def default_task(store: Store, task: str | None) -> str | None:
-    """The task whose labels are shown: the one asked for, else the only one, else the first by name."""
+    """The task whose labels are shown: the one asked for, else the one labelling the most items."""
     tasks = store.tasks()
     if task is not None:
         if task not in tasks:
             raise one_of("task", task, tasks)
         return task
-    return next(iter(tasks), None)
+    return max(sorted(tasks), key=lambda t: tasks[t], default=None)
 
 
 def search(store: Store, like: str | None = None, item_id: int | None = None, k: int = 10,
