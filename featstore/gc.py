@@ -1,7 +1,8 @@
 """Garbage collection: drop superseded vectors and old embedding sets no head uses, then compact the file."""
 from __future__ import annotations
 
-from .store import Store
+from .index import paths
+from .store import REFERENCED_HASHES, Store
 
 
 def collect(store: Store, dry_run: bool = False) -> dict:
@@ -15,8 +16,7 @@ def collect(store: Store, dry_run: bool = False) -> dict:
         if s in old:
             continue
         superseded[s.set_id] = store.con.execute(
-            f"SELECT count(*) FROM {s.table} WHERE hash NOT IN (SELECT hash FROM items WHERE hash IS NOT NULL)"
-        ).fetchone()[0]
+            f"SELECT count(*) FROM {s.table} WHERE hash NOT IN {REFERENCED_HASHES}").fetchone()[0]
     report = {"removed_sets": [{"set_id": s.set_id, "model": s.model} for s in old],
               "removed_vectors": superseded, "dry_run": dry_run}
     if dry_run:
@@ -27,11 +27,10 @@ def collect(store: Store, dry_run: bool = False) -> dict:
             store.con.execute("DELETE FROM embedding_sets WHERE set_id = ?", [s.set_id])
         for s in sets:
             if s not in old and superseded[s.set_id]:
-                store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN "
-                                  "(SELECT hash FROM items WHERE hash IS NOT NULL)")
+                store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN {REFERENCED_HASHES}")
         store._bump_generation()
     for s in old:
-        for suffix in (".faiss", ".json"):
-            (store.root / "index" / f"{s.set_id}{suffix}").unlink(missing_ok=True)
+        for path in paths(store, s):
+            path.unlink(missing_ok=True)
     store.con.execute("CHECKPOINT")
     return report

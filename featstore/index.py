@@ -23,8 +23,17 @@ def normalise_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
-def _paths(store: Store, s: EmbeddingSet) -> tuple[Path, Path]:
+def paths(store: Store, s: EmbeddingSet) -> tuple[Path, Path]:
+    """(index file, stamp file) of an embedding set."""
     return store.root / "index" / f"{s.set_id}.faiss", store.root / "index" / f"{s.set_id}.json"
+
+
+def read_stamp(store: Store, s: EmbeddingSet) -> dict | None:
+    """The generation and count the set's index file was built for, or None if there is no readable stamp."""
+    try:
+        return json.loads(paths(store, s)[1].read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def build(vec_ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
@@ -37,29 +46,25 @@ def build(vec_ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
 
 def is_current(store: Store, s: EmbeddingSet) -> bool:
     """True when the set's index file exists and its stamp matches the store's generation."""
-    index_path, stamp_path = _paths(store, s)
-    try:
-        return json.loads(stamp_path.read_text()).get("generation") == store.generation() and index_path.exists()
-    except (OSError, ValueError):
-        return False
+    stamp = read_stamp(store, s)
+    return stamp is not None and stamp.get("generation") == store.generation() and paths(store, s)[0].exists()
 
 
 def open_index(store: Store, s: EmbeddingSet) -> faiss.Index:
     """The set's index, rebuilt from DuckDB first if missing, stale or unreadable."""
-    index_path, stamp_path = _paths(store, s)
     if is_current(store, s):
         try:
-            index = faiss.read_index(str(index_path))
-            if index.ntotal == json.loads(stamp_path.read_text()).get("count"):
+            index = faiss.read_index(str(paths(store, s)[0]))
+            if index.ntotal == (read_stamp(store, s) or {}).get("count"):
                 return index
-        except (OSError, ValueError, RuntimeError):
+        except RuntimeError:   # unreadable index file
             pass
     return refresh(store, s)
 
 
 def refresh(store: Store, s: EmbeddingSet) -> faiss.Index:
     """Rebuild the set's index from DuckDB's live vectors and save it with the current generation stamp."""
-    index_path, stamp_path = _paths(store, s)
+    index_path, stamp_path = paths(store, s)
     generation = store.generation()
     vec_ids, vectors = store.live_vectors(s)
     index = build(vec_ids, vectors, s.dim)

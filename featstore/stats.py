@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from .index import read_stamp
 from .store import Store
 
 
@@ -12,10 +13,8 @@ def stats(store: Store) -> dict:
     contents = con.execute("SELECT count(DISTINCT hash) FROM items WHERE status = 'ok'").fetchone()[0]
     sets = []
     for s in store.sets():
-        n, live = con.execute(f"SELECT count(*), count(*) FILTER (WHERE hash IN "
-                              f"(SELECT hash FROM items WHERE status = 'ok')) FROM {s.table}").fetchone()
-        stamp = store.root / "index" / f"{s.set_id}.json"
-        index = json.loads(stamp.read_text()) if stamp.exists() else None
+        n = con.execute(f"SELECT count(*) FROM {s.table}").fetchone()[0]
+        live, index = store.live_count(s), read_stamp(store, s)
         sets.append({"set_id": s.set_id, "model": s.model, "dim": s.dim, "precision": s.precision,
                      "provider": s.provider, "vectors": n, "live_vectors": live,
                      "bytes": n * s.dim * 4, "index": index})

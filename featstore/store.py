@@ -21,6 +21,8 @@ import numpy as np
 from .errors import FeatstoreError, one_of
 
 SCHEMA_VERSION = 1
+LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
+REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
 DB_FILE = "store.duckdb"
 LOCK_FILE = "writer.lock"
 
@@ -272,9 +274,12 @@ class Store:
     def live_vectors(self, s: EmbeddingSet) -> tuple[np.ndarray, np.ndarray]:
         """(vec_ids, vectors) of every vector some ok item still points at."""
         rows = self.con.execute(
-            f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN "
-            "(SELECT hash FROM items WHERE status = 'ok') ORDER BY e.vec_id").fetchnumpy()
+            f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN {LIVE_HASHES} ORDER BY e.vec_id").fetchnumpy()
         return _unpack(rows, s.dim)
+
+    def live_count(self, s: EmbeddingSet) -> int:
+        """How many of the set's vectors are live (what its FAISS index must hold)."""
+        return self.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN {LIVE_HASHES}").fetchone()[0]
 
     def vectors_for_hashes(self, s: EmbeddingSet, hashes: list[str]) -> dict[str, np.ndarray]:
         if not hashes:

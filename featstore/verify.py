@@ -1,12 +1,11 @@
 """Verify: vectors are finite, FAISS agrees with DuckDB, and (optionally) files on disk still match the store."""
 from __future__ import annotations
 
-import json
-
 import faiss
 import numpy as np
 
 from .hashing import content_hash
+from .index import is_current, paths
 from .source import fs_path
 from .store import Store
 
@@ -24,18 +23,15 @@ def verify(store: Store, rehash: bool = False) -> dict:
                                      ).fetchnumpy()["vector"]
             if len(rows):
                 bad += int((~np.isfinite(np.stack(rows))).any(axis=1).sum())
-        live = store.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN "
-                                 "(SELECT hash FROM items WHERE status = 'ok')").fetchone()[0]
-        index_path = store.root / "index" / f"{s.set_id}.faiss"
-        stamp_path = store.root / "index" / f"{s.set_id}.json"
+        live = store.live_count(s)
+        index_path = paths(store, s)[0]
         indexed, index_state = None, "missing (built on next search)"
         if index_path.exists():
             try:
                 indexed = faiss.read_index(str(index_path)).ntotal
-                stamp = json.loads(stamp_path.read_text())
-                current = stamp.get("generation") == store.generation() and indexed == live
+                current = is_current(store, s) and indexed == live
                 index_state = "in sync" if current else "stale (rebuilt from DuckDB on next search)"
-            except (OSError, ValueError, RuntimeError):
+            except RuntimeError:
                 index_state = "unreadable (rebuilt from DuckDB on next search)"
         sets.append({"set_id": s.set_id, "model": s.model, "vectors": n, "non_finite": bad, "live": live,
                      "indexed": indexed, "index": index_state})
