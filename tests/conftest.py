@@ -40,6 +40,17 @@ def run(home):
     return _run
 
 
+def query(store: Path, sql: str) -> list[tuple]:
+    """Rows of a SQL query against a store's DuckDB file, opened read-only (the test looks, featstore aside)."""
+    import duckdb
+
+    con = duckdb.connect(str(store / "store.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 def sample_images(per_class: int = 20) -> list[Path]:
     return [p for c in sorted(SAMPLE.iterdir()) if c.is_dir() for p in sorted(c.glob("*.jpg"))[:per_class]]
 

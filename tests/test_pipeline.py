@@ -10,17 +10,13 @@ import duckdb
 import pytest
 
 import badfiles
-from conftest import SAMPLE
+from conftest import SAMPLE, query
 
 PARITY = Path(__file__).parents[1] / "featstore" / "data" / "parity"
 
 
 def items(store: Path) -> dict:
-    con = duckdb.connect(str(store / "store.duckdb"), read_only=True)
-    try:
-        rows = con.execute("SELECT path, status, error, hash FROM items").fetchall()
-    finally:
-        con.close()
+    rows = query(store, "SELECT path, status, error, hash FROM items")
     return {r[0]: {"status": r[1], "error": r[2], "hash": r[3]} for r in rows}
 
 

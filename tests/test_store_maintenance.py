@@ -8,23 +8,18 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 
-from conftest import SAMPLE
+from conftest import SAMPLE, query
 
 
-def vectors(store) -> dict:
-    con = duckdb.connect(str(store / "store.duckdb"), read_only=True)
-    try:
-        out = {}
-        for (table,) in con.execute("SELECT table_name FROM embedding_sets").fetchall():
-            for h, v in con.execute(f"SELECT hash, vector FROM {table}").fetchall():
-                out[(table, h)] = np.asarray(v, np.float32)
-        paths = con.execute("SELECT path, hash, status FROM items ORDER BY path").fetchall()
-    finally:
-        con.close()
-    return out, paths
+def vectors(store) -> tuple[dict, list]:
+    """({(set table, hash): vector}, [(path, hash, status)]) of a store."""
+    out = {}
+    for (table,) in query(store, "SELECT table_name FROM embedding_sets"):
+        for h, v in query(store, f"SELECT hash, vector FROM {table}"):
+            out[(table, h)] = np.asarray(v, np.float32)
+    return out, query(store, "SELECT path, hash, status FROM items ORDER BY path")
 
 
 def test_own_onnx_file_and_sets_do_not_mix(run, home, small_folder, tmp_path):
@@ -94,11 +89,7 @@ def test_verify_reports_changed_and_vanished_files(run, small_folder, tmp_path):
 
 
 def _count_items(store) -> int:
-    con = duckdb.connect(str(store / "store.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT count(*) FROM items").fetchone()[0]
-    finally:
-        con.close()
+    return query(store, "SELECT count(*) FROM items")[0][0]
 
 
 def _wait_until_writing(store, proc, timeout=60.0):
