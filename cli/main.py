@@ -8,9 +8,9 @@ import sys
 import click
 
 from featstore.errors import FeatstoreError
-from featstore.home import STORE_ENV, default_store
 
-from .output import emit_json, pct, table
+from .common import json_option, log as _log, store_option, store_path as _store_path
+from .output import emit_json, table
 
 
 class FeatstoreGroup(click.Group):
@@ -24,18 +24,6 @@ class FeatstoreGroup(click.Group):
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything written before now is kept in the store") from None
 
-
-store_option = click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
-                            help=f"Store folder [default: ${STORE_ENV} or ./.featstore]")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
-
-def _store_path(store_path):
-    return store_path or default_store()
-
-
-def _log(msg: str) -> None:
-    click.echo(msg, err=True)
 
 
 @click.group(cls=FeatstoreGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -156,44 +144,6 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         click.echo(f"... and {len(s.failures) - 20} more failures (featstore stats --json lists them)")
 
 
-# ---- fit-head -------------------------------------------------------------------------------------------------
-@cli.command("fit-head")
-@click.option("--task", required=True, help="Task whose labels to learn.")
-@click.option("--head", "kind", default="logreg", help="Head kind.")
-@click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
-@click.option("--name", default=None, help="Name to store the head under [default: the task name]")
-@click.option("--C", "C", type=float, default=0.1, help="Inverse regularisation strength (on standardised features).")
-@store_option
-@json_option
-def fit_head(task, kind, model, name, C, store_path, as_json):
-    """Fit a head on cached features (the backbone is not run) and report held-out metrics."""
-    from featstore.heads import fit_head as fit
-    from featstore.store import Store
-
-    with Store.open(_store_path(store_path), write=True) as store:
-        out = fit(store, task, model=model, name=name, kind=kind, C=C)
-    if as_json:
-        return emit_json(out)
-    m = out["metrics"]
-    click.echo(f"head {out['name']!r} ({out['kind']}, C={C}) for task {task!r} on {out['model']} features: "
-               f"{out['n_items']} distinct items, {len(out['classes'])} classes")
-    click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stratified, seed {m['seed']})")
-    if m["cv"]:
-        cv = m["cv"]
-        click.echo(f"{cv['folds']}-fold CV accuracy on the training part: {pct(cv['accuracy_mean'])} "
-                   f"± {100 * cv['accuracy_std']:.1f}")
-    click.echo(f"held-out accuracy {pct(m['test_accuracy'])}, macro-F1 {pct(m['test_macro_f1'])} "
-               f"(fit {m['fit_seconds']:.2f} s)")
-    click.echo("")
-    click.echo(table([[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]]
-                      for c, v in m["per_class"].items()], ["class", "precision", "recall", "f1", "support"], "lrrrr"))
-    click.echo("")
-    labels = m["confusion"]["labels"]
-    click.echo("confusion matrix (rows: true, columns: predicted)")
-    click.echo(table([[lab] + row for lab, row in zip(labels, m["confusion"]["matrix"])], ["true \\ pred"] + labels,
-                     "l" + "r" * len(labels)))
-
-
 # ---- search ---------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--like", type=click.Path(dir_okay=False), default=None, help="Query image file (not added to the store).")
@@ -249,23 +199,7 @@ def predict(head_name, files, as_csv, no_progress, store_path, as_json):
                f"{out['model']}); backbone ran on {out['embedded_now']} new files")
 
 
-# ---- heads, stats ---------------------------------------------------------------------------------------------
-@cli.command()
-@store_option
-@json_option
-def heads(store_path, as_json):
-    """The heads stored in the store."""
-    from featstore.stats import stats
-    from featstore.store import Store
-
-    with Store.open(_store_path(store_path)) as store:
-        rows = stats(store)["heads"]
-    if as_json:
-        return emit_json(rows)
-    click.echo(table([[r["name"], r["kind"], r["task"], r["set_id"], pct(r["test_accuracy"])] for r in rows],
-                     ["name", "kind", "task", "embedding set", "held-out acc"], "llllr"))
-
-
+# ---- stats --------------------------------------------------------------------------------------------------
 @cli.command()
 @store_option
 @json_option
@@ -298,8 +232,7 @@ def stats(store_path, as_json):
                      "lllllrrrr"))
     if out["heads"]:
         click.echo("")
-        click.echo(table([[h["name"], h["kind"], h["task"], h["set_id"], pct(h["test_accuracy"])] for h in out["heads"]],
-                         ["head", "kind", "task", "set", "held-out acc"], "llllr"))
+        click.echo(heads_table(out["heads"]))
 
 
 @cli.command()
@@ -348,6 +281,12 @@ def gc(dry_run, store_path, as_json):
     click.echo(f"{verb} {len(out['removed_sets'])} old embedding sets"
                + "".join(f"\n  {s['set_id']} ({s['model']})" for s in out["removed_sets"]))
     click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
+
+
+from .heads import export, heads_table, fit_head, heads, label  # noqa: E402  (commands defined beside, registered here)
+
+for _command in (fit_head, heads, label, export):
+    cli.add_command(_command)
 
 
 def main():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import ModelSpec, weights_path
+from .catalog import ModelSpec, Preprocess, weights_path
 from .errors import FeatstoreError
 from .hashing import file_sha256
 from .home import exports_dir
@@ -82,7 +82,7 @@ def _export_and_check(spec: ModelSpec, out: Path) -> float:
         torch.onnx.export(model, (dummy,), str(out), input_names=["image"], output_names=["features"],
                           dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
                           opset_version=OPSET, dynamo=False)
-    batch = photo_batch(spec)
+    batch = photo_batch(spec.preprocess)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
     got = Backbone(out, device="cpu").run(batch)
@@ -93,11 +93,10 @@ def _export_and_check(spec: ModelSpec, out: Path) -> float:
     return diff
 
 
-def photo_batch(spec: ModelSpec) -> np.ndarray:
+def photo_batch(p: Preprocess) -> np.ndarray:
     """The parity photos preprocessed exactly as embedding does: NCHW float32."""
     from .decode import decode_image
     from .preprocess import crop_resize, draft_target, normalise
 
-    p = spec.preprocess
     arrays = [crop_resize(decode_image(f.read_bytes(), draft_target(p)), p) for f in parity_photos()]
     return normalise(np.stack(arrays), p)

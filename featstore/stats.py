@@ -1,8 +1,8 @@
 """Stats: what a store holds (items by status, duplicates, failures, embedding sets, tasks, heads, indexes)."""
 from __future__ import annotations
 
-import json
-
+from .heads.evaluate import main_metric
+from .heads.storage import head_records
 from .index import read_stamp
 from .store import Store
 
@@ -18,9 +18,12 @@ def stats(store: Store) -> dict:
         sets.append({"set_id": s.set_id, "model": s.model, "dim": s.dim, "precision": s.precision,
                      "provider": s.provider, "vectors": n, "live_vectors": live,
                      "bytes": n * s.dim * 4, "index": index})
-    heads = [{"name": r[0], "kind": r[1], "task": r[2], "set_id": r[3],
-              "test_accuracy": json.loads(r[4]).get("test_accuracy")}
-             for r in con.execute("SELECT name, kind, task, set_id, metrics FROM heads ORDER BY name").fetchall()]
+    heads = [{"name": r["name"], "kind": r["kind"], "task": r["task"], "set_id": r["set_id"],
+              "metric": main_metric(r["metrics"])[0], "value": main_metric(r["metrics"])[1],
+              "test_accuracy": r["metrics"].get("test_accuracy"), "n_train": r["metrics"].get("n_train"),
+              "chosen": {(r["metrics"].get("cv") or {}).get("param"): (r["metrics"].get("cv") or {}).get("chosen")},
+              "created_at": r["created_at"]}
+             for r in head_records(store)]
     groups = con.execute("SELECT hash, list(path ORDER BY path) FROM items WHERE status = 'ok' GROUP BY hash "
                          "HAVING count(*) > 1 ORDER BY min(path)").fetchall()
     failed = con.execute("SELECT path, error FROM items WHERE status = 'failed' ORDER BY path").fetchall()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import FeatstoreError, one_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2       # 2: + splits (a task's fixed held-out split); 1 -> 2 migrates on first write
 LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
 REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
 DB_FILE = "store.duckdb"
@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS heads (
     params     JSON NOT NULL,
     metrics    JSON NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS splits (
+    task  VARCHAR NOT NULL,
+    hash  VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    PRIMARY KEY (task, hash)
 );
 CREATE TABLE IF NOT EXISTS head_arrays (
     head  VARCHAR NOT NULL,
@@ -164,7 +170,10 @@ class Store:
         if version > SCHEMA_VERSION:
             raise FeatstoreError(f"{self.root}: store schema version {version} was written by a newer featstore "
                                  f"(this one reads up to {SCHEMA_VERSION}); upgrade featstore")
-        if version < SCHEMA_VERSION:
+        if version == 1 and self.writable:      # additive: the splits table
+            self.con.execute(SCHEMA)
+            self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        elif version < 1:
             raise FeatstoreError(f"{self.root}: store schema version {version} is older than {SCHEMA_VERSION} "
                                  "and has no migration; re-embed into a new store")
 
@@ -269,6 +278,21 @@ class Store:
 
     def tasks(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
+
+    def split_of(self, task: str) -> dict[str, str]:
+        """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
+        if not self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'splits'"
+                                ).fetchone()[0]:
+            return {}
+        return dict(self.con.execute("SELECT hash, split FROM splits WHERE task = ?", [task]).fetchall())
+
+    def add_split(self, task: str, assignments: dict[str, str]) -> None:
+        """Record split assignments for contents not assigned yet (existing ones never change)."""
+        if not assignments:
+            return
+        with self.transaction():
+            self.con.execute("INSERT INTO splits SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
+                             "ON CONFLICT DO NOTHING", [task, list(assignments), list(assignments.values())])
 
     # ---- reading vectors -----------------------------------------------------------------------------------
     def live_vectors(self, s: EmbeddingSet) -> tuple[np.ndarray, np.ndarray]:

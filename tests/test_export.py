@@ -15,7 +15,7 @@ from featstore.torch_backbones import load_classifier, load_features
 def test_onnx_matches_torch_on_real_photos(home):
     spec = resolve("efficientnet-lite0")
     path = export.ensure_exported(spec)
-    batch = export.photo_batch(spec)
+    batch = export.photo_batch(spec.preprocess)
     assert batch.shape == (5, 3, 224, 224)
     with torch.no_grad():
         expected = load_features(spec)(torch.from_numpy(batch)).numpy()

@@ -57,7 +57,7 @@ def test_fit_head_metrics(sample_store):
 def test_fit_head_human_output(run, sample_store):
     store, _, _ = sample_store
     out = run("fit-head", "--task", "flowers", "--name", "flowers-copy", "--store", store).output
-    assert "5-fold CV accuracy" in out and "held-out accuracy" in out and "confusion matrix" in out
+    assert "by 5-fold CV" in out and "held-out accuracy" in out and "confusion matrix" in out
     assert "precision" in out and "tulips" in out
 
 

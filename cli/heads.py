@@ -1,0 +1,197 @@
+"""Head commands: fit-head (one head, a leaderboard, or a few-shot curve), heads, label, export."""
+from __future__ import annotations
+
+import click
+
+from .common import json_option, log, store_option
+from .common import store_path as resolve_store
+from .output import emit_json, pct, table
+
+
+def _shots(value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,2,5,10, got {value!r}") from None
+
+
+@click.command("fit-head")
+@click.option("--task", required=True, help="Task whose labels to learn.")
+@click.option("--head", "kind", default="logreg",
+              help="Head kind: logreg, svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), or 'all' "
+                   "for a leaderboard.")
+@click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
+@click.option("--name", default=None, help="Name to store the head under [default: the task; with --head all, "
+                                           "TASK-KIND]")
+@click.option("--C", "C", type=float, default=None,
+              help="logreg only: a fixed inverse regularisation strength instead of choosing it by CV.")
+@click.option("--target", type=click.Choice(["auto", "class", "numeric"]), default="auto",
+              help="Labels are classes or numbers (auto: numeric when all labels are numbers with more than "
+                   "10 distinct values).")
+@click.option("--shots", default=None, help="Few-shot learning curve instead of one head: examples per class, "
+                                            "e.g. 1,2,5,10,20.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=5, help="With --shots: draws per point.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the held-out confusion matrix (or the few-shot curve) as a PNG.")
+@store_option
+@json_option
+def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path, as_json):
+    """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
+    held-out split."""
+    from featstore.errors import FeatstoreError
+    from featstore.heads import fit as fitting
+    from featstore.store import Store
+
+    shot_list = _shots(shots)
+    if C is not None and kind != "logreg":
+        raise FeatstoreError("--C applies to --head logreg only")
+    params = {"C": C} if C is not None else {}
+    with Store.open(resolve_store(store_path), write=True) as store:
+        if shot_list:
+            out = fitting.few_shot(store, task, shot_list, seeds=seeds, kind=kind if kind != "all" else "logreg",
+                                   model=model)
+        elif kind == "all":
+            out = fitting.leaderboard(store, task, model=model, name=name, target=target,
+                                      log=None if as_json else log)
+        else:
+            out = fitting.fit_head(store, task, kind, model=model, name=name, target=target, **params)
+    if plot:
+        from featstore.heads.plot import confusion_png, curve_png
+
+        if shot_list:
+            curve_png(out, plot)
+        elif kind != "all" and out["task_type"] == "classification":
+            confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
+        else:
+            raise FeatstoreError("--plot draws a confusion matrix (one classification head) or a --shots curve")
+    if as_json:
+        return emit_json(out)
+    if shot_list:
+        _print_curve(out)
+    elif kind == "all":
+        _print_leaderboard(out)
+    else:
+        _print_head(out)
+    if plot:
+        click.echo(f"plot written to {plot}")
+
+
+def _print_head(out):
+    m = out["metrics"]
+    kind_desc = out["kind"] + (f", C={out['params']['params'].get('C')}" if out["params"]["params"].get("C") else "")
+    click.echo(f"head {out['name']!r} ({kind_desc}) for task {out['task']!r} on {out['model']} features: "
+               f"{out['n_items']} distinct items" + (f", {len(out['classes'])} classes" if out["classes"] else
+                                                     ", numeric target"))
+    click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stored; stratified, seed {m['seed']})")
+    cv = m["cv"] or {}
+    if cv.get("param"):
+        how = (f"{cv['folds']}-fold CV" if cv.get("folds") and cv.get("cv_accuracy") and "cv" not in cv
+               else cv.get("cv", "validation part"))
+        acc = f" (CV accuracy {pct(cv['accuracy_mean'])})" if cv.get("accuracy_mean") is not None else ""
+        click.echo(f"{cv['param']} chosen on the training part by {how}: {cv['chosen']:g}{acc}")
+    speed = f"fit {m['fit_seconds']:.2f} s, {m['predictions_per_second']:,.0f} predictions/s"
+    if out["task_type"] == "regression":
+        click.echo(f"held-out R^2 {m['test_r2']:.3f}, MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g} ({speed})")
+        return
+    click.echo(f"held-out accuracy {pct(m['test_accuracy'])}, balanced accuracy {pct(m['test_balanced_accuracy'])}, "
+               f"macro-F1 {pct(m['test_macro_f1'])} ({speed})")
+    click.echo("")
+    click.echo(table([[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]]
+                      for c, v in m["per_class"].items()], ["class", "precision", "recall", "f1", "support"], "lrrrr"))
+    click.echo("")
+    labels = m["confusion"]["labels"]
+    click.echo("confusion matrix (rows: true, columns: predicted)")
+    click.echo(table([[lab] + row for lab, row in zip(labels, m["confusion"]["matrix"])], ["true \\ pred"] + labels,
+                     "l" + "r" * len(labels)))
+
+
+def _print_leaderboard(out):
+    click.echo(f"task {out['task']!r} on {out['model']} features: {out['n_train']} train / {out['n_test']} "
+               f"held-out (stored split); every head scored on the same held-out items")
+    metric = out["rows"][0]["metric"] if out["rows"] else "accuracy"
+    click.echo(table([[i + 1, r["head"], r["kind"], pct(r["value"]) if metric == "accuracy" else f"{r['value']:.3f}",
+                       f"{r['fit_seconds']:.2f}", f"{r['predictions_per_second']:,.0f}",
+                       ", ".join(f"{k}={v:g}" for k, v in r["chosen"].items() if k)]
+                      for i, r in enumerate(out["rows"])],
+                     ["#", "head", "kind", f"held-out {metric}", "fit s", "predictions/s", "chosen"], "rllrrrl"))
+
+
+def _print_curve(out):
+    click.echo(f"few-shot learning curve for task {out['task']!r} ({out['kind']} on {out['model']} features): "
+               f"accuracy on the {out['n_test']} stored held-out items, {out['seeds']} draws per point "
+               f"(chance {pct(out['chance'])})")
+    click.echo(table([[r["shots"], r["runs"], pct(r["accuracy_mean"]), f"± {100 * r['accuracy_std']:.1f}",
+                       pct(r["accuracy_min"]), pct(r["accuracy_max"])
+                       + (" (capped: a class has fewer)" if r["capped_by_class_size"] else "")]
+                      for r in out["rows"]], ["shots/class", "runs", "accuracy", "spread", "min", "max"], "rrrrrl"))
+
+
+def heads_table(rows: list[dict]) -> str:
+    return table([[r["name"], r["kind"], r["task"], r["set_id"],
+                   (pct(r["value"]) if r["metric"] == "accuracy" else f"R^2 {r['value']:.3f}") if r["value"] is not None
+                   else "-", r["n_train"] or "-",
+                   ", ".join(f"{k}={v:g}" for k, v in r["chosen"].items() if k and v is not None),
+                   r["created_at"][:19]] for r in rows],
+                 ["head", "kind", "task", "embedding set", "held-out", "trained on", "chosen", "created"], "llllrrll")
+
+
+@click.command()
+@store_option
+@json_option
+def heads(store_path, as_json):
+    """The heads stored in the store."""
+    from featstore.stats import stats
+    from featstore.store import Store
+
+    with Store.open(resolve_store(store_path)) as store:
+        rows = stats(store)["heads"]
+    if as_json:
+        return emit_json(rows)
+    click.echo(heads_table(rows) if rows else "no heads yet (featstore fit-head --task TASK)")
+
+
+@click.command()
+@click.option("--task", required=True, help="Task to label (created if new).")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="CSV with a header: a 'path' or 'hash' column and a 'label' column.")
+@store_option
+@json_option
+def label(task, csv_path, store_path, as_json):
+    """Attach labels for a task from a CSV (by file path or content hash), so one dataset carries many tasks."""
+    from featstore.labels import label_from_csv
+    from featstore.store import Store
+
+    with Store.open(resolve_store(store_path), write=True) as store:
+        out = label_from_csv(store, task, csv_path)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"task {task!r}: {out['labelled_paths']} paths labelled from {out['rows']} rows "
+               f"({out['distinct_labels']} distinct labels)")
+    for row in out["unmatched"][:10]:
+        click.echo(f"not in the store: line {row['line']}: {row['key']}")
+    if len(out["unmatched"]) > 10:
+        click.echo(f"... {len(out['unmatched']) - 10} more rows not in the store (--json lists all)")
+
+
+@click.command()
+@click.option("--head", "head_name", required=True, help="Stored head to fuse with its backbone.")
+@click.argument("output", type=click.Path(dir_okay=False))
+@store_option
+@json_option
+def export(head_name, output, store_path, as_json):
+    """Write one ONNX model: image tensor in, class probabilities out (backbone and head fused)."""
+    from featstore.fuse import export_fused
+    from featstore.store import Store
+
+    with Store.open(resolve_store(store_path)) as store:
+        out = export_fused(store, head_name, output)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"wrote {out['path']} ({out['bytes'] / 1e6:.1f} MB): input {out['input']} "
+               f"{out['input_shape']}, output {out['output']} over {len(out['outputs'])} "
+               f"{'classes' if out['task_type'] == 'classification' else 'target'}")
+    click.echo(f"checked against backbone + head on {out['checked_on']} real photos: max |difference| "
+               f"{out['max_abs_diff']:.2e}")
+    click.echo(f"preprocessing (also in the model's metadata): {out['preprocess_text']}")

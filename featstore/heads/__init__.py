@@ -1,0 +1,28 @@
+"""Heads: estimators trained on cached features (never the backbone), evaluated on a stored split, stored as
+plain arrays. Every head follows the scikit-learn estimator contract and compiles to a Program (program.py)."""
+from __future__ import annotations
+
+from functools import partial
+
+from .knn import KNNHead
+from .linear import LinearSVMHead, RidgeHead, RidgeRegressionHead
+from .logreg import LogisticRegressionHead
+from .torch_heads import TorchHead, TorchMLPRegressor
+
+# kind -> (factory, one-line description); the first is the default
+CLASSIFIERS = {
+    "logreg": (LogisticRegressionHead, "standardise + logistic regression, C by 5-fold CV"),
+    "svm": (LinearSVMHead, "standardise + linear SVM, C by 3-fold CV (scores, not probabilities)"),
+    "ridge": (RidgeHead, "standardise + ridge classifier, alpha by leave-one-out"),
+    "knn": (KNNHead, "cosine k-NN (FAISS), k by leave-one-out"),
+    "linear": (partial(TorchHead, hidden=0), "torch linear layer, AdamW + early stopping"),
+    "mlp": (partial(TorchHead, hidden=512, dropout=0.2), "torch MLP (512 hidden), AdamW + early stopping"),
+}
+REGRESSORS = {
+    "ridge": (RidgeRegressionHead, "standardise + ridge regression, alpha by leave-one-out"),
+    "mlp": (TorchMLPRegressor, "torch MLP regressor (256 hidden), early stopping"),
+}
+TORCH_KINDS = {"linear", "mlp"}
+
+__all__ = ["CLASSIFIERS", "REGRESSORS", "TORCH_KINDS", "KNNHead", "LinearSVMHead", "LogisticRegressionHead",
+           "RidgeHead", "RidgeRegressionHead", "TorchHead", "TorchMLPRegressor"]

@@ -1,0 +1,187 @@
+"""fit-head: load a task's cached features, split them the stored way, fit, evaluate, store.
+
+Also the leaderboard (every head kind on the same split) and few-shot learning curves.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FeatstoreError, one_of
+from ..store import EmbeddingSet, Store
+from . import CLASSIFIERS, REGRESSORS
+from .evaluate import (SEED, TEST_FRACTION, assign_split, classification_metrics, main_metric,
+                       predictions_per_second, regression_metrics, strata_for)
+from .storage import save_head
+
+NUMERIC_MIN_DISTINCT = 10   # target=auto: labels that all parse as numbers, with more distinct values, are numeric
+
+
+@dataclass
+class TaskData:
+    eset: EmbeddingSet
+    task: str
+    task_type: str             # classification | regression
+    hashes: list[str]
+    X: np.ndarray
+    y: np.ndarray              # str labels, or floats for regression
+    test: np.ndarray           # bool mask: the stored held-out split
+
+    @property
+    def train(self):
+        return self.X[~self.test], self.y[~self.test]
+
+    @property
+    def held_out(self):
+        return self.X[self.test], self.y[self.test]
+
+
+def load_task(store: Store, task: str, model: str | None = None, target: str = "auto") -> TaskData:
+    """Features + labels of a task on one embedding set, with its stored split (drawn and saved on first use)."""
+    s = store.pick_set(model)
+    hashes, X, labels = store.labelled(s, task)
+    task_type = _task_type(labels, target, task)
+    y = labels.astype(float) if task_type == "regression" else labels.astype(str)
+    if task_type == "classification":
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) < 2:
+            raise FeatstoreError(f"task {task!r} needs at least two classes to fit a head; it has {len(classes)}")
+        rare = [str(c) for c, n in zip(classes, counts) if n < 2]
+        if rare:
+            raise FeatstoreError(f"task {task!r}: classes with fewer than 2 examples cannot be split for "
+                                 f"evaluation: {', '.join(rare)}")
+    existing = store.split_of(task)
+    new = assign_split(hashes, strata_for(y, task_type), existing)
+    if new and store.writable:
+        store.add_split(task, new)
+    split = {**existing, **new}
+    test = np.array([split[h] == "test" for h in hashes])
+    return TaskData(s, task, task_type, hashes, X, y, test)
+
+
+def _task_type(labels: np.ndarray, target: str, task: str) -> str:
+    if target not in ("auto", "class", "numeric"):
+        raise one_of("target", target, ["auto", "class", "numeric"])
+    if target == "class":
+        return "classification"
+    try:
+        values = labels.astype(float)
+    except ValueError:
+        if target == "numeric":
+            raise FeatstoreError(f"task {task!r} has labels that are not numbers; it cannot be a numeric target")
+        return "classification"
+    if target == "numeric" or len(np.unique(values)) > NUMERIC_MIN_DISTINCT:
+        return "regression"
+    return "classification"
+
+
+def kinds_for(task_type: str) -> dict:
+    return CLASSIFIERS if task_type == "classification" else REGRESSORS
+
+
+def make_head(task_type: str, kind: str, **params):
+    kinds = kinds_for(task_type)
+    if kind not in kinds:
+        raise one_of(f"head kind for a {task_type} task", kind, list(kinds))
+    return kinds[kind][0](**params)
+
+
+def evaluate_head(data: TaskData, kind: str, **params) -> tuple[object, dict]:
+    """Fit on the training part (hyperparameters chosen inside it), score on the held-out part."""
+    est = make_head(data.task_type, kind, **params)
+    X_tr, y_tr = data.train
+    X_te, y_te = data.held_out
+    t0 = time.perf_counter()
+    est.fit(X_tr, y_tr)
+    fit_seconds = time.perf_counter() - t0
+    if data.task_type == "classification":
+        metrics = classification_metrics(y_te, est.predict(X_te), [str(c) for c in est.classes_])
+    else:
+        metrics = regression_metrics(y_te, est.predict(X_te))
+    search = dict(est.search_)
+    if search.get("cv_accuracy"):
+        search["accuracy_mean"] = max(search["cv_accuracy"])      # CV accuracy at the chosen value
+    report = {"n_train": int(len(y_tr)), "n_test": int(len(y_te)), "seed": SEED, "test_fraction": TEST_FRACTION,
+              "split": "stored", "task_type": data.task_type, "cv": search, "fit_seconds": fit_seconds,
+              "predictions_per_second": predictions_per_second(est.predict, X_te if len(X_te) else X_tr),
+              **metrics}
+    return est, report
+
+
+def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = None, name: str | None = None,
+             target: str = "auto", data: TaskData | None = None, **params) -> dict:
+    """Fit one head kind for a task, evaluate it on the stored split, store it under `name` (default: the task)."""
+    t0 = time.perf_counter()
+    data = data or load_task(store, task, model, target)
+    load_seconds = time.perf_counter() - t0
+    est, report = evaluate_head(data, kind, **params)
+    report["load_seconds"] = load_seconds
+    name = name or task
+    stored_params = {"estimator": type(est).__name__, "params": _jsonable(est.get_params()), "seed": SEED}
+    save_head(store, name, kind, task, data.eset.set_id, est.program_, stored_params, report)
+    return {"name": name, "kind": kind, "task": task, "model": data.eset.model, "set_id": data.eset.set_id,
+            "n_items": len(data.hashes), "classes": est.program_.outputs if data.task_type == "classification"
+            else [], "task_type": data.task_type, "params": stored_params, "metrics": report}
+
+
+def leaderboard(store: Store, task: str, model: str | None = None, name: str | None = None,
+                target: str = "auto", log=lambda msg: None) -> dict:
+    """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first."""
+    data = load_task(store, task, model, target)
+    rows = []
+    for kind in kinds_for(data.task_type):
+        log(f"fitting {kind} ...")
+        out = fit_head(store, task, kind, name=f"{name or task}-{kind}", data=data)
+        metric, value = main_metric(out["metrics"])
+        rows.append({"head": out["name"], "kind": kind, "metric": metric, "value": value,
+                     "fit_seconds": out["metrics"]["fit_seconds"],
+                     "predictions_per_second": out["metrics"]["predictions_per_second"],
+                     "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")}})
+    rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -np.inf))
+    return {"task": task, "model": data.eset.model, "set_id": data.eset.set_id, "task_type": data.task_type,
+            "n_train": int((~data.test).sum()), "n_test": int(data.test.sum()), "rows": rows}
+
+
+def few_shot(store: Store, task: str, shots: list[int], seeds: int = 5, kind: str = "logreg",
+             model: str | None = None) -> dict:
+    """Learning curve: N labelled training examples per class (several seeded draws), scored on the stored
+    held-out split. The last row uses the whole training part."""
+    data = load_task(store, task, model, "class")
+    X_tr, y_tr = data.train
+    X_te, y_te = data.held_out
+    classes = sorted(set(y_tr.tolist()))
+    by_class = {c: np.flatnonzero(y_tr == c) for c in classes}
+    rows = []
+    for n in sorted(set(shots)):
+        if n < 1:
+            raise FeatstoreError(f"--shots must be positive, got {n}")
+        accs = []
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            pick = np.concatenate([rng.choice(ix, size=min(n, len(ix)), replace=False) for ix in by_class.values()])
+            est = make_head("classification", kind).fit(X_tr[pick], y_tr[pick])
+            accs.append(float(np.mean(est.predict(X_te) == y_te)))
+        rows.append(_curve_row(n, accs, min(n, min(len(ix) for ix in by_class.values())) < n))
+    est = make_head("classification", kind).fit(X_tr, y_tr)
+    rows.append(_curve_row("all", [float(np.mean(est.predict(X_te) == y_te))], False))
+    return {"task": task, "kind": kind, "model": data.eset.model, "n_test": int(len(y_te)), "seeds": seeds,
+            "classes": classes, "chance": 1 / len(classes), "rows": rows}
+
+
+def _curve_row(shots, accs: list[float], capped: bool) -> dict:
+    a = np.asarray(accs)
+    return {"shots": shots, "runs": len(a), "accuracy_mean": float(a.mean()), "accuracy_std": float(a.std()),
+            "accuracy_min": float(a.min()), "accuracy_max": float(a.max()), "capped_by_class_size": capped}
+
+
+def _jsonable(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, (tuple, list, np.ndarray)):
+            v = [float(x) for x in v]
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v)
+    return out

@@ -1,0 +1,124 @@
+"""Logistic regression with its regularisation chosen by cross-validation, fast enough to re-run at will.
+
+The linear-probe protocol (CLIP, DINOv2): standardise, multinomial logistic regression with an L2 penalty, the
+penalty swept on the training split. Stock `LogisticRegressionCV` takes ~15 s on 720 x 1280 features; this one
+takes ~1 s for the same 8 values x 5 folds because
+  * it solves in the smaller of the sample and feature dimensions: with an L2 penalty the weights lie in the
+    span of the training rows, so with n < d the problem is rewritten exactly on the n x n Gram matrix
+    (F = U sqrt(L) from its eigendecomposition; ||W|| = ||B||), and mapped back to d weights at the end;
+  * it walks the regularisation path from strong to weak, warm-starting each solve from the previous one;
+  * the many small L-BFGS iterations run with one BLAS thread (threads cost more than they save at this size).
+The objective is scikit-learn's (C * sum of log-losses + |W|^2 / 2), so C means the same thing.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
+
+from .base import ProgramClassifier, cv_folds, record_search, split_folds, standardiser
+from .program import Step, dense, standardise
+
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 1, 8))
+FALLBACK_C = DEFAULT_CS[3]      # used when there are too few examples per class to cross-validate
+
+
+class LogisticRegressionHead(ProgramClassifier):
+    """Standardise + multinomial L2 logistic regression; C by stratified k-fold CV on the data given to fit().
+
+    C: a fixed value skips the search. Cs: the grid searched (ascending). cv: folds. tol: L-BFGS gradient
+    tolerance on the mean loss."""
+
+    def __init__(self, Cs=DEFAULT_CS, C=None, cv=5, seed=0, tol=1e-4, max_iter=1000):
+        self.Cs = Cs
+        self.C = C
+        self.cv = cv
+        self.seed = seed
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _fit(self, X, yi, n_classes):
+        t0 = time.perf_counter()
+        grid = sorted(self.Cs)
+        folds = cv_folds(yi, self.cv) if self.C is None else 0
+        scores = None
+        if folds:
+            scores = np.zeros(len(grid))
+            for tr, va in split_folds(yi, folds, self.seed):
+                sol = _Reduced(X[tr])
+                Fv = sol.project(X[va])
+                w = None
+                for j, C in enumerate(grid):
+                    w = _solve(sol.F, yi[tr], n_classes, C, w, self.tol, self.max_iter)
+                    scores[j] += np.mean(_scores(Fv, w, n_classes).argmax(1) == yi[va]) / folds
+            C = grid[int(np.argmax(scores))]
+        else:
+            C = self.C if self.C is not None else FALLBACK_C
+        sol = _Reduced(X)
+        w = _solve(sol.F, yi, n_classes, C, None, self.tol, self.max_iter)
+        B, b = _unpack(w, sol.F.shape[1], n_classes)
+        record_search(self, "C", grid if folds else [C], scores, C, folds, time.perf_counter() - t0)
+        self.C_ = C
+        return [standardise(sol.mean, sol.scale), dense(sol.to_features(B), b), Step("softmax")]
+
+
+class _Reduced:
+    """Standardised training rows, rewritten in min(n, d) dimensions (exactly, see the module docstring)."""
+
+    def __init__(self, X: np.ndarray):
+        self.mean, self.scale = standardiser(X)
+        Z = (X - self.mean) / self.scale
+        n, d = Z.shape
+        if n >= d:
+            self.F, self.V = Z, None
+            return
+        lam, U = np.linalg.eigh(Z @ Z.T)
+        keep = lam > lam.max() * 1e-10
+        U, s = U[:, keep], np.sqrt(lam[keep])
+        self.F = np.ascontiguousarray(U * s)               # Z = F V^T with V orthonormal (d x r)
+        self.V = Z.T @ (U / s)
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        Z = (X - self.mean) / self.scale
+        return Z if self.V is None else Z @ self.V
+
+    def to_features(self, B: np.ndarray) -> np.ndarray:
+        return B if self.V is None else self.V @ B
+
+
+def _unpack(w: np.ndarray, r: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return w[:r * k].reshape(r, k), w[r * k:]
+
+
+def _scores(F: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
+    B, b = _unpack(w, F.shape[1], k)
+    return F @ B + b
+
+
+def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_iter: int) -> np.ndarray:
+    """argmin mean log-loss + |B|^2 / (2 C n) by L-BFGS (== scikit-learn's objective divided by C n)."""
+    n, r = F.shape
+    Y = np.zeros((n, k))
+    Y[np.arange(n), yi] = 1
+    FT = np.ascontiguousarray(F.T)
+    a = 1.0 / (C * n)
+
+    def loss_grad(w):
+        B, b = _unpack(w, r, k)
+        z = F @ B + b
+        zmax = z.max(axis=1, keepdims=True)
+        e = np.exp(z - zmax)
+        se = e.sum(axis=1, keepdims=True)
+        loss = (np.log(se) + zmax).sum() / n - (z * Y).sum() / n + 0.5 * a * (B * B).sum()
+        D = (e / se - Y) / n
+        g = np.empty_like(w)
+        g[:r * k] = (FT @ D + a * B).ravel()
+        g[r * k:] = D.sum(axis=0)
+        return loss, g
+
+    w0 = np.zeros(r * k + k) if w0 is None else w0
+    with threadpool_limits(1, user_api="blas"):
+        res = minimize(loss_grad, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": tol})
+    return res.x
