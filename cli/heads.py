@@ -54,7 +54,7 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
                                    model=model)
         elif kind == "all":
             out = fitting.leaderboard(store, task, model=model, name=name, target=target,
-                                      log=None if as_json else log)
+                                      log=(lambda _msg: None) if as_json else log)
         else:
             out = fitting.fit_head(store, task, kind, model=model, name=name, target=target, **params)
     if plot:

@@ -187,13 +187,18 @@ def predict(head_name, files, as_csv, no_progress, store_path, as_json):
         return emit_json(out)
     if as_csv:
         w = csv.writer(sys.stdout)
-        w.writerow(["path", "label", "probability", "status", "error"])
+        w.writerow(["path", "label", "probability", "value", "status", "error"])
         for r in rows:
-            w.writerow([r["path"], r["label"], r["probability"], r["status"], r["error"]])
+            w.writerow([r["path"], r["label"], r["probability"], r.get("value"), r["status"], r["error"]])
         return
-    click.echo(table([[r["label"] or "-", "-" if r["probability"] is None else f"{r['probability']:.3f}",
-                       r["path"] + (f"  (failed: {r['error']})" if r["status"] != "ok" else "")] for r in rows],
-                     ["label", "probability", "path"], "lrl"))
+    if out["task_type"] == "regression":
+        click.echo(table([["-" if r.get("value") is None else f"{r['value']:.4g}",
+                           r["path"] + (f"  (failed: {r['error']})" if r["status"] != "ok" else "")] for r in rows],
+                         ["prediction", "path"], "rl"))
+    else:
+        click.echo(table([[r["label"] or "-", "-" if r["probability"] is None else f"{r['probability']:.3f}",
+                           r["path"] + (f"  (failed: {r['error']})" if r["status"] != "ok" else "")] for r in rows],
+                         ["label", "probability", "path"], "lrl"))
     failed = sum(r["status"] != "ok" for r in rows)
     click.echo(f"{len(rows) - failed} predicted, {failed} failed; head {out['head']!r} (task {out['task']!r}, "
                f"{out['model']}); backbone ran on {out['embedded_now']} new files")
