@@ -7,7 +7,8 @@ takes ~1 s for the same 8 values x 5 folds because
     span of the training rows, so with n < d the problem is rewritten exactly on the n x n Gram matrix
     (F = U sqrt(L) from its eigendecomposition; ||W|| = ||B||), and mapped back to d weights at the end;
   * it walks the regularisation path from strong to weak, warm-starting each solve from the previous one;
-  * the many small L-BFGS iterations run with one BLAS thread (threads cost more than they save at this size).
+  * the many small L-BFGS iterations run with one BLAS thread (threads cost more than they save at this size;
+    large problems keep every thread).
 The objective is scikit-learn's (C * sum of log-losses + |W|^2 / 2), so C means the same thing.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .program import Step, dense, standardise
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 1, 8))
 FALLBACK_C = DEFAULT_CS[3]      # used when there are too few examples per class to cross-validate
+SMALL_PROBLEM = 4_000_000       # F entries below which L-BFGS steps run single-threaded (BLAS threads cost more)
 
 
 class LogisticRegressionHead(ProgramClassifier):
@@ -119,6 +121,6 @@ def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_
         return loss, g
 
     w0 = np.zeros(r * k + k) if w0 is None else w0
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1 if F.size < SMALL_PROBLEM else None, user_api="blas"):
         res = minimize(loss_grad, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": tol})
     return res.x
