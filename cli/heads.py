@@ -192,6 +192,6 @@ def export(head_name, output, store_path, as_json):
     click.echo(f"wrote {out['path']} ({out['bytes'] / 1e6:.1f} MB): input {out['input']} "
                f"{out['input_shape']}, output {out['output']} over {len(out['outputs'])} "
                f"{'classes' if out['task_type'] == 'classification' else 'target'}")
-    click.echo(f"checked against backbone + head on {out['checked_on']} real photos: max |difference| "
+    click.echo(f"checked against backbone + head on {out['checked_on']}: max |difference| "
                f"{out['max_abs_diff']:.2e}")
     click.echo(f"preprocessing (also in the model's metadata): {out['preprocess_text']}")

@@ -80,12 +80,16 @@ def _triple(text: str) -> tuple:
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--task", default=None, help="Task name for the subfolder labels [default: the folder's name]")
-@click.option("--model", default=None, help="Catalogue backbone name, or a path to your own .onnx [default: efficientnet-lite0]")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--task", default=None, help="Task name for the labels [default: the folder's (or file's) name]")
+@click.option("--model", default=None, help="Catalogue backbone name, or a path to your own .onnx [default: "
+                                            "efficientnet-lite0 for images, all-minilm-l6-v2 for text]")
 @click.option("--input-size", type=int, default=None, help="With --model path.onnx: square input size in pixels.")
 @click.option("--mean", default="127", help="With --model path.onnx: per-channel mean on 0..255 (one or three numbers).")
 @click.option("--std", default="128", help="With --model path.onnx: per-channel std on 0..255 (one or three numbers).")
+@click.option("--text-column", default="text", help="Text tables: the column holding the text.")
+@click.option("--label-column", default=None, help="Text tables: a column of labels (becomes the task's labels).")
+@click.option("--id-column", default=None, help="Text tables: a column of stable row ids [default: row number].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=32)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed in an earlier run.")
@@ -93,14 +97,25 @@ def _triple(text: str) -> tuple:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @store_option
 @json_option
-def embed(folder, task, model, input_size, mean, std, batch_size, device, retry_failed, wait, no_progress,
-          store_path, as_json):
-    """Embed every image under FOLDER (recursively) into the store; subfolder names become labels."""
+def embed(source, task, model, input_size, mean, std, text_column, label_column, id_column, batch_size, device,
+          retry_failed, wait, no_progress, store_path, as_json):
+    """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), or text: a
+    CSV/TSV, Parquet or JSON Lines file, or a folder of .txt files in class subfolders."""
+    from featstore.catalog import resolve
     from featstore.embed import embed_files
     from featstore.sets import open_backbone
     from featstore.source import scan_folder
     from featstore.store import Store
+    from featstore.text_source import is_text_source
 
+    is_custom = bool(model and model.lower().endswith(".onnx"))
+    if (model is None and is_text_source(source)) or (model and not is_custom and resolve(model).modality == "text"):
+        return _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device,
+                           retry_failed, wait, no_progress, store_path, as_json)
+    if not os.path.isdir(source):
+        raise FeatstoreError(f"{source}: images are embedded from a folder; a file must be a text table "
+                             "(.csv .tsv .parquet .jsonl)")
+    folder = source
     spec = _model_spec(model, input_size, mean, std)
     files, warnings = scan_folder(folder)
     for w in warnings:
@@ -114,30 +129,67 @@ def embed(folder, task, model, input_size, mean, std, batch_size, device, retry_
                               retry_failed=retry_failed, progress=not no_progress and not as_json)
     if device == "auto" and summary.embedded:
         _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
+    _finish_embed(summary, task, labels, warnings, as_json)
+
+
+def _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device, retry_failed, wait,
+                no_progress, store_path, as_json):
+    from featstore.catalog import resolve
+    from featstore.embed_text import embed_texts
+    from featstore.sets import open_backbone
+    from featstore.store import Store
+    from featstore.text_source import read_text_source
+    from featstore.tokenize import TextTokenizer
+
+    spec = resolve(model, modality="text")
+    records, warnings = read_text_source(source, text_column, label_column, id_column)
+    for w in warnings:
+        _log(f"warning: {w}")
+    name = os.path.basename(os.path.abspath(source))
+    task = task or (name if os.path.isdir(source) else os.path.splitext(name)[0])
+    backbone, eset = open_backbone(spec, device=device, log=_log)
+    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
+        labels = {r.key: r.label for r in records if r.label}
+        store.set_labels(task, labels)
+        summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=batch_size,
+                              retry_failed=retry_failed, progress=not no_progress and not as_json)
+    _finish_embed(summary, task, labels, warnings, as_json)
+
+
+def _finish_embed(summary, task, labels, warnings, as_json) -> None:
     summary.task = task if labels else None
     summary.warnings = warnings
     if as_json:
-        return emit_json(summary.__dict__ | {"images_per_second": summary.images_per_second})
+        return emit_json(summary.__dict__ | {"images_per_second": summary.images_per_second,
+                                             "items_per_second": summary.images_per_second})
     _print_embed_summary(summary, len(labels))
 
 
 def _print_embed_summary(s, n_labelled: int) -> None:
-    click.echo(f"model {s.model} (set {s.set_id}) on {s.device}; {s.listed} image files listed")
+    what = "image files" if s.unit == "image" else "texts"
+    click.echo(f"model {s.model} (set {s.set_id}) on {s.device}; {s.listed} {what} listed")
     if not s.listed:
-        click.echo("no image files found (extensions: jpg jpeg png webp bmp tif tiff gif)")
+        click.echo("no image files found (extensions: jpg jpeg png webp bmp tif tiff gif)" if s.unit == "image"
+                   else "no texts found")
     rows = [["embedded now (backbone ran)", s.embedded], ["already stored, unchanged", s.already],
             ["copies of stored content (no backbone)", s.copies], ["failed", s.failed],
             ["failed earlier, unchanged (--retry-failed)", s.failed_before]]
-    click.echo(table(rows, ["outcome", "files"], "lr"))
+    click.echo(table(rows, ["outcome", "files" if s.unit == "image" else "texts"], "lr"))
+    unit = s.unit + "s"
     if s.embedded:
         st = s.stage_seconds
-        click.echo(f"{s.embedded} images in {s.seconds:.1f} s = {s.images_per_second:.1f} images/s; "
-                   f"time: read+decode {st['read+decode']:.1f} s (worker threads, overlapped), "
-                   f"inference {st['inference']:.1f} s, write {st['write']:.1f} s")
+        stages = ", ".join(f"{k} {v:.1f} s" + (" (worker threads, overlapped)" if k == "read+decode" else "")
+                           for k, v in st.items())
+        click.echo(f"{s.embedded} {unit} in {s.seconds:.1f} s = {s.images_per_second:.1f} {unit}/s; time: {stages}")
     else:
-        click.echo(f"backbone ran on 0 images: nothing new to embed ({s.seconds:.1f} s)")
+        click.echo(f"backbone ran on 0 {unit}: nothing new to embed ({s.seconds:.1f} s)")
+    if s.truncated:
+        click.echo(f"truncated: {s.truncated} texts were longer than the model's token limit and were cut "
+                   "(flagged in the store: texts.truncated)")
     if s.task:
-        click.echo(f"labels: task {s.task!r} ({n_labelled} labelled files, from subfolder names)")
+        source = "from subfolder names" if s.unit == "image" or not s.listed else "from the source"
+        click.echo(f"labels: task {s.task!r} ({n_labelled} labelled {'files' if s.unit == 'image' else 'texts'}, "
+                   f"{source})")
     for path, reason in s.failures[:20]:
         click.echo(f"failed: {path}: {reason}")
     if len(s.failures) > 20:
@@ -148,23 +200,34 @@ def _print_embed_summary(s, n_labelled: int) -> None:
 @cli.command()
 @click.option("--like", type=click.Path(dir_okay=False), default=None, help="Query image file (not added to the store).")
 @click.option("--id", "item_id", type=int, default=None, help="Query by stored item id (itself excluded).")
+@click.option("--text", "text", default=None, help="Query text, ranked against stored texts (not added to the store).")
 @click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
 @click.option("--task", default=None, help="Whose labels to show [default: the task labelling the most items]")
 @store_option
 @json_option
-def search(like, item_id, k, model, task, store_path, as_json):
+def search(like, item_id, text, k, model, task, store_path, as_json):
     """Nearest neighbours by cosine similarity: path, label, score."""
     from featstore.search import search as run_search
     from featstore.store import Store
 
     with Store.open(_store_path(store_path)) as store:
-        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task)
+        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task, text=text)
     if as_json:
         return emit_json(out)
     click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity)")
-    click.echo(table([[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]]
-                      for r in out["results"]], ["rank", "score", out["task"] or "label", "id", "path"], "rrlrl"))
+    rows = [[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]] for r in out["results"]]
+    headers = ["rank", "score", out["task"] or "label", "id", "path"]
+    if any(r.get("text") for r in out["results"]):
+        for row, r in zip(rows, out["results"]):
+            row.append(_snippet(r.get("text")))
+        headers.append("text")
+    click.echo(table(rows, headers, "rrlrll"))
+
+
+def _snippet(text: str | None, width: int = 70) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 # ---- predict --------------------------------------------------------------------------------------------------

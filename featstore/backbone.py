@@ -75,14 +75,20 @@ class Backbone:
             raise FeatstoreError(f"--device {self.requested}: expected the {self.device} provider but the session "
                                  f"runs on {', '.join(active)}; pass --device cpu to embed on the CPU")
         self.input_name = session.get_inputs()[0].name
+        self.input_names = [i.name for i in session.get_inputs()]
         self.output_name = session.get_outputs()[0].name
         return session
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Features for one batch, float32 (N, dim)."""
+        """Features for one batch of images, float32 (N, dim)."""
+        self.session  # noqa: B018  (starts the session, which names the input)
+        return self.run_feeds({self.input_name: np.ascontiguousarray(batch, np.float32)})
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Features for one batch given every named input (text models: token ids, mask, type ids)."""
         session = self.session
-        out = session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        out = session.run([self.output_name], {k: feeds[k] for k in self.input_names})[0]
+        return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
 
 
 def probe_dim(onnx_path: str | Path, size: int) -> int:

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import FeatstoreError, one_of
+from .hashing import file_sha256
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,16 @@ class ModelSpec:
     @property
     def preprocess(self) -> Preprocess:
         if self.modality != "image":
-            raise FeatstoreError(f"model {self.name!r} embeds {self.modality}, not images "
-                                 "(text embedding is not available in this release)")
+            raise FeatstoreError(f"model {self.name!r} embeds {self.modality}, not images")
         return Preprocess.from_dict(self.input)
+
+    def input_key(self) -> dict:
+        """What turns an input into the backbone's tensors: part of the embedding-set key."""
+        if self.modality == "image":
+            return self.preprocess.as_dict()
+        return {"modality": "text", "max_tokens": int(self.input["max_tokens"]),
+                "tokenizer_sha256": file_sha256(package_file(self, self.input["tokenizer"])),
+                "pooling": self.output.get("pooling", "mean"), "normalise": True}
 
     @property
     def input_label(self) -> str:
@@ -91,8 +99,10 @@ def builtin_models() -> dict[str, ModelSpec]:
     return specs
 
 
-def default_model() -> ModelSpec:
-    return next(s for s in builtin_models().values() if s.default)
+def default_model(modality: str = "image") -> ModelSpec:
+    """The default backbone of a modality: the one marked default, else the first of that modality."""
+    specs = [s for s in builtin_models().values() if s.modality == modality]
+    return next((s for s in specs if s.default), specs[0])
 
 
 def custom_onnx_spec(path: str | Path, size: int, mean=(127.0,) * 3, std=(128.0,) * 3,
@@ -111,10 +121,10 @@ def custom_onnx_spec(path: str | Path, size: int, mean=(127.0,) * 3, std=(128.0,
                      output={"pooling": "as exported", "dim": dim}, onnx_path=str(path.resolve()))
 
 
-def resolve(name: str | None) -> ModelSpec:
-    """A catalogue entry by name (None: the default backbone)."""
+def resolve(name: str | None, modality: str = "image") -> ModelSpec:
+    """A catalogue entry by name (None: the default backbone of the modality)."""
     if name is None:
-        return default_model()
+        return default_model(modality)
     models = builtin_models()
     if name not in models:
         raise one_of("model", name, models)
@@ -123,11 +133,16 @@ def resolve(name: str | None) -> ModelSpec:
 
 def weights_path(spec: ModelSpec) -> Path:
     """The weights file shipped inside the spec's weights package (found without importing it)."""
+    return package_file(spec, spec.source["weights_file"])
+
+
+def package_file(spec: ModelSpec, relative: str) -> Path:
+    """A file inside the spec's weights package (weights, tokenizer), located without importing the package."""
     module = spec.source["weights_module"]
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
         raise FeatstoreError(f"model {spec.name!r}: package {spec.source['weights_package']} is not installed")
-    path = Path(list(found.submodule_search_locations)[0]) / spec.source["weights_file"]
+    path = Path(list(found.submodule_search_locations)[0]) / relative
     if not path.is_file():
-        raise FeatstoreError(f"model {spec.name!r}: weights file {path} is missing")
+        raise FeatstoreError(f"model {spec.name!r}: file {path} is missing")
     return path

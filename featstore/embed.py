@@ -56,6 +56,8 @@ class EmbedSummary:
     set_id: str = ""
     device: str = ""
     task: str | None = None
+    unit: str = "image"
+    truncated: int = 0            # texts cut at the model's token limit (flagged in the store)
 
     @property
     def images_per_second(self) -> float:

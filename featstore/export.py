@@ -27,6 +27,12 @@ def parity_photos() -> list[Path]:
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jpg"))
 
 
+def parity_sentences() -> list[str]:
+    """Real sentences shipped with featstore for text export checks (one per line; one longer than the limit)."""
+    text = (resources.files("featstore.data") / "parity_text.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def export_key(spec: ModelSpec) -> str:
     """Hash of weights + spec + export format: names the cached ONNX file."""
     blob = json.dumps({"weights": file_sha256(weights_path(spec)), "spec": spec.spec_hash(), "format": EXPORT_FORMAT})
@@ -40,8 +46,6 @@ def cached_path(spec: ModelSpec) -> Path:
 def is_exported(spec: ModelSpec) -> bool:
     if spec.onnx_path:
         return Path(spec.onnx_path).is_file()
-    if spec.modality != "image":
-        return False
     return cached_path(spec).is_file()
 
 
@@ -49,8 +53,6 @@ def ensure_exported(spec: ModelSpec, log=print) -> Path:
     """The ONNX file for a backbone, exporting (and checking) it on first use."""
     if spec.onnx_path:
         return Path(spec.onnx_path)
-    if spec.modality != "image":
-        raise FeatstoreError(f"model {spec.name!r} embeds {spec.modality}; text embedding is not available in this release")
     target = cached_path(spec)
     if target.is_file():
         return target
@@ -58,12 +60,13 @@ def ensure_exported(spec: ModelSpec, log=print) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(fd)
     try:
-        diff = _export_and_check(spec, Path(tmp))
+        diff = (_export_and_check if spec.modality == "image" else _export_text_and_check)(spec, Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {len(parity_photos())} real photos")
+    what = f"{len(parity_photos())} real photos" if spec.modality == "image" else f"{len(parity_sentences())} real texts"
+    log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {what}")
     return target
 
 
@@ -90,6 +93,33 @@ def _export_and_check(spec: ModelSpec, out: Path) -> float:
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
         raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
                              f"(> {PARITY_TOLERANCE:g}) on real photos")
+    return diff
+
+
+def _export_text_and_check(spec: ModelSpec, out: Path) -> float:
+    """A text backbone with dynamic batch and sequence axes (token ids, mask, type ids in; pooled, normalised
+    sentence vector out), then the same parity check as for images, on real sentences."""
+    import torch  # export time only
+
+    from .backbone import Backbone
+    from .tokenize import TEXT_INPUTS, TextTokenizer
+    from .torch_backbones import load_text_features
+
+    model = load_text_features(spec)
+    feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
+    dummy = tuple(torch.from_numpy(feeds[k][:2]) for k in TEXT_INPUTS)
+    axes = {k: {0: "batch", 1: "tokens"} for k in TEXT_INPUTS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, dummy, str(out), input_names=list(TEXT_INPUTS), output_names=["features"],
+                          dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        with torch.no_grad():
+            expected = model(*[torch.from_numpy(feeds[k]) for k in TEXT_INPUTS]).numpy()
+    got = Backbone(out, device="cpu").run_feeds(feeds)
+    diff = float(np.abs(got - expected).max())
+    if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+        raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
+                             f"(> {PARITY_TOLERANCE:g}) on real texts")
     return diff
 
 

@@ -1,4 +1,4 @@
-"""One-file deployment: a stored head fused onto its backbone as a single ONNX model (image in, answer out).
+"""One-file deployment: a stored head fused onto its backbone as one ONNX model (image or tokens in, answer out).
 
 The fused model is checked at export against the two-step path featstore itself uses (backbone session, then
 the head's Program in numpy) on real photos, and refused above FUSE_TOLERANCE. Its metadata carries the class
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import FeatstoreError
-from .export import parity_photos, photo_batch
+from .export import parity_photos, parity_sentences, photo_batch
 from .heads.storage import load_head
 from .sets import backbone_for_set
 from .store import Store
@@ -43,9 +43,14 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
     graph.output.append(onnx.helper.make_tensor_value_info(out_name, onnx.TensorProto.FLOAT,
                                                            ["batch", len(program.outputs)]))
     graph.name = f"featstore-{head_name}"
-    p = pre.as_dict()
-    text = (f"RGB; centre square of {p['crop_fraction']} x the shorter side, resized ({p['interpolation']}) to "
-            f"{p['size']} x {p['size']}; (pixel - {p['mean']}) / {p['std']} per channel; NCHW float32")
+    if s.modality == "text":
+        p = dict(s.preprocess)
+        text = (f"token ids, attention mask and token type ids (int64, batch x tokens) from the model's "
+                f"tokenizer.json, truncated at {p['max_tokens']} tokens")
+    else:
+        p = pre.as_dict()
+        text = (f"RGB; centre square of {p['crop_fraction']} x the shorter side, resized ({p['interpolation']}) "
+                f"to {p['size']} x {p['size']}; (pixel - {p['mean']}) / {p['std']} per channel; NCHW float32")
     meta = {"featstore.head": head_name, "featstore.kind": record["kind"], "featstore.task": record["task"],
             "featstore.backbone": s.model, "featstore.embedding_set": s.set_id,
             "featstore.outputs": json.dumps(program.outputs), "featstore.task_type": program.task_type,
@@ -59,10 +64,15 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
     tmp = output.with_name(f".{output.name}.tmp")
     try:
         onnx.save(model, str(tmp))
-        batch = photo_batch(pre)
-        expected = program.run(backbone.run(batch))
+        if s.modality == "text":
+            feeds = pre.encode(parity_sentences()).feeds
+            checked_on = f"{len(parity_sentences())} real texts"
+        else:
+            feeds = {graph.input[0].name: photo_batch(pre)}
+            checked_on = f"{len(parity_photos())} real photos"
+        expected = program.run(backbone.run_feeds(feeds))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run([out_name], {session.get_inputs()[0].name: batch})[0]
+        got = session.run([out_name], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
         diff = float(np.abs(got - expected).max())
         if not np.isfinite(diff) or diff > FUSE_TOLERANCE:
             raise FeatstoreError(f"fused export of head {head_name!r} refused: it differs from backbone + head by "
@@ -73,7 +83,9 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
     finally:
         if tmp.exists():
             tmp.unlink()
-    return {"path": str(output), "bytes": output.stat().st_size, "head": head_name, "input": graph.input[0].name,
-            "input_shape": ["batch", 3, p["size"], p["size"]], "output": out_name, "outputs": program.outputs,
-            "task_type": program.task_type, "checked_on": len(parity_photos()), "max_abs_diff": diff,
+    return {"path": str(output), "bytes": output.stat().st_size, "head": head_name,
+            "input": ", ".join(i.name for i in graph.input),
+            "input_shape": ["batch", 3, p["size"], p["size"]] if s.modality == "image" else ["batch", "tokens"],
+            "output": out_name, "outputs": program.outputs,
+            "task_type": program.task_type, "checked_on": checked_on, "max_abs_diff": diff,
             "preprocess": p, "preprocess_text": text}

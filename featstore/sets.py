@@ -23,7 +23,7 @@ PRECISION = "fp32"
 def set_for(spec: ModelSpec, onnx_path: Path, device_used: str) -> EmbeddingSet:
     """The embedding set that vectors from this backbone, preprocessing and device belong to."""
     sha = file_sha256(onnx_path)
-    pre = spec.preprocess.as_dict()
+    pre = spec.input_key()
     provider = provider_class(device_used)
     key = json.dumps({"onnx_sha256": sha, "preprocess": pre, "precision": PRECISION, "provider": provider,
                       "feature_format": FEATURE_FORMAT}, sort_keys=True)
@@ -40,8 +40,9 @@ def open_backbone(spec: ModelSpec, device: str = "auto", log=print) -> tuple[Bac
     return backbone, set_for(spec, onnx_path, backbone.device)
 
 
-def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print) -> tuple[Backbone, Preprocess]:
-    """A session that reproduces a stored set's vectors (for queries and predictions on new files)."""
+def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
+    """A session that reproduces a stored set's vectors (for queries and predictions on new inputs), with what
+    turns an input into its tensors: a Preprocess for images, a TextTokenizer for text."""
     path = Path(s.onnx_path)
     if not path.is_file() and s.model in builtin_models():
         path = ensure_exported(builtin_models()[s.model], log=log)
@@ -50,4 +51,16 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print) -> tuple[B
     if file_sha256(path) != s.onnx_sha256:
         raise FeatstoreError(f"{path} no longer matches the ONNX graph that embedded set {s.set_id} "
                              f"(model {s.model}); re-embed with the current model")
+    if s.modality == "text":
+        return Backbone(path, device=device), _tokenizer_for_set(s)
     return Backbone(path, device=device), Preprocess.from_dict(s.preprocess)
+
+
+def _tokenizer_for_set(s: EmbeddingSet):
+    from .tokenize import TextTokenizer
+
+    spec = builtin_models().get(s.model)
+    if spec is None or spec.input_key() != s.preprocess:
+        raise FeatstoreError(f"the tokenizer that embedded set {s.set_id} (model {s.model}) is not the installed "
+                             "one; re-embed with the current model")
+    return TextTokenizer(spec)

@@ -48,8 +48,9 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def scan_folder(root: str | Path) -> tuple[list[SourceFile], list[str]]:
-    """All image files under root, sorted by path; labels are first-level subfolder names.
+def scan_folder(root: str | Path, wanted=None) -> tuple[list[SourceFile], list[str]]:
+    """All image files (or files whose name `wanted` accepts) under root, sorted by path; labels are first-level
+    subfolder names.
 
     Returns (files, warnings): a folder that cannot be listed or a symlink loop is a warning, not a failure.
     """
@@ -72,7 +73,7 @@ def scan_folder(root: str | Path) -> tuple[list[SourceFile], list[str]]:
         rel = os.path.relpath(dirpath, root)
         label = None if rel == "." else rel.split(os.sep)[0]
         for name in sorted(filenames):
-            if is_image_name(name):
+            if (wanted or is_image_name)(name):
                 files.append(_entry(os.path.join(dirpath, name), display_path(label) if label else None))
     files.sort(key=lambda f: f.key)
     return files, warnings

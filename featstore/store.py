@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import FeatstoreError, one_of
 
-SCHEMA_VERSION = 2       # 2: + splits (a task's fixed held-out split); 1 -> 2 migrates on first write
+SCHEMA_VERSION = 2       # 2: + splits (a task's fixed held-out split), texts; 1 -> 2 migrates on first write
 LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
 REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
 DB_FILE = "store.duckdb"
@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS heads (
     metrics    JSON NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS texts (
+    hash      VARCHAR PRIMARY KEY,
+    text      VARCHAR NOT NULL,
+    tokens    INTEGER NOT NULL,
+    truncated BOOLEAN NOT NULL
+);
 CREATE TABLE IF NOT EXISTS splits (
     task  VARCHAR NOT NULL,
     hash  VARCHAR NOT NULL,
@@ -99,6 +105,10 @@ class EmbeddingSet:
     preprocess: dict
     precision: str
     provider: str
+
+    @property
+    def modality(self) -> str:
+        return self.preprocess.get("modality", "image")
 
 
 @dataclass(frozen=True)
@@ -225,11 +235,12 @@ class Store:
     def get_set(self, set_id: str) -> EmbeddingSet | None:
         return next((s for s in self.sets() if s.set_id == set_id), None)
 
-    def pick_set(self, model: str | None) -> EmbeddingSet:
-        """The embedding set to read: by model name or set id; without one, the only set or the newest."""
-        sets = self.sets()
+    def pick_set(self, model: str | None, modality: str | None = None) -> EmbeddingSet:
+        """The embedding set to read: by model name or set id; without one, the newest (of the modality)."""
+        sets = [s for s in self.sets() if modality in (None, s.modality)]
         if not sets:
-            raise FeatstoreError(f"{self.root}: nothing embedded yet (run `featstore embed FOLDER`)")
+            raise FeatstoreError(f"{self.root}: nothing embedded yet"
+                                 + (f" with a {modality} model" if modality else "") + " (run `featstore embed ...`)")
         if model is None:
             return sets[-1]
         matches = [s for s in sets if model in (s.model, s.set_id)]
@@ -245,9 +256,16 @@ class Store:
     def embedded_hashes(self, s: EmbeddingSet) -> set[str]:
         return {r[0] for r in self.con.execute(f"SELECT hash FROM {s.table}").fetchall()}
 
-    def write_batch(self, s: EmbeddingSet, items: list[dict], hashes: list[str], vectors: np.ndarray | None) -> None:
-        """One atomic write: new vectors for `hashes` plus the item rows (ok or failed) they belong to."""
+    def write_batch(self, s: EmbeddingSet, items: list[dict], hashes: list[str], vectors: np.ndarray | None,
+                    texts: list[tuple] | None = None) -> None:
+        """One atomic write: new vectors for `hashes` plus the item rows (ok or failed) they belong to, and for
+        text, the texts themselves (hash, text, tokens, truncated)."""
         with self.transaction():
+            if texts:
+                cols = list(zip(*texts))
+                self.con.execute("INSERT INTO texts SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                                 "unnest($3::INTEGER[]), unnest($4::BOOLEAN[]) ON CONFLICT DO NOTHING",
+                                 [list(c) for c in cols])
             if vectors is not None and len(hashes):
                 start = self.con.execute(f"SELECT coalesce(max(vec_id), 0) + 1 FROM {s.table}").fetchone()[0]
                 ids = list(range(start, start + len(hashes)))
@@ -279,10 +297,13 @@ class Store:
     def tasks(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
 
+    def has_table(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                     [name]).fetchone()[0])
+
     def split_of(self, task: str) -> dict[str, str]:
         """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
-        if not self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'splits'"
-                                ).fetchone()[0]:
+        if not self.has_table("splits"):
             return {}
         return dict(self.con.execute("SELECT hash, split FROM splits WHERE task = ?", [task]).fetchall())
 
@@ -312,6 +333,20 @@ class Store:
                                 [list(hashes)]).fetchall()
         return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
 
+    def labelled_count(self, s: EmbeddingSet, task: str) -> int:
+        """How many of a task's labelled contents have a vector in this set."""
+        return self.con.execute(
+            f"""SELECT count(DISTINCT e.hash) FROM labels l JOIN items i ON i.path = l.path AND i.status = 'ok'
+                JOIN {s.table} e ON e.hash = i.hash WHERE l.task = ?""", [task]).fetchone()[0]
+
+    def set_for_task(self, task: str, model: str | None) -> EmbeddingSet:
+        """The set to fit a task on: the one asked for, else the newest holding vectors for the task's items."""
+        if model is None:
+            for s in reversed(self.sets()):
+                if self.labelled_count(s, task):
+                    return s
+        return self.pick_set(model)
+
     def labelled(self, s: EmbeddingSet, task: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(hashes, vectors, labels) of a task, one row per distinct content (duplicates counted once)."""
         if task not in self.tasks():
@@ -332,15 +367,19 @@ class Store:
         return hashes, vectors, np.asarray([r[2] for r in rows], dtype=object)
 
     def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None) -> dict[int, dict]:
-        """For result vec_ids: item id, one path (the first by name), how many paths share it, label."""
+        """For result vec_ids: item id, one path (the first by name), how many paths share it, label, and for
+        text the text itself."""
         if not vec_ids:
             return {}
+        texts = "texts" if self.has_table("texts") else "(SELECT NULL AS hash, NULL AS text)"  # schema-1 store
         rows = self.con.execute(
-            f"""SELECT e.vec_id, min(i.item_id), min(i.path), count(*), min(l.label), e.hash
+            f"""SELECT e.vec_id, min(i.item_id), min(i.path), count(*), min(l.label), e.hash, min(t.text)
                 FROM {s.table} e JOIN items i ON i.hash = e.hash AND i.status = 'ok'
                 LEFT JOIN labels l ON l.path = i.path AND l.task = ?
+                LEFT JOIN {texts} t ON t.hash = e.hash
                 WHERE e.vec_id IN (SELECT unnest($2)) GROUP BY e.vec_id, e.hash""", [task, list(vec_ids)]).fetchall()
-        return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5]} for r in rows}
+        return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
+                for r in rows}
 
     def item(self, item_id: int) -> Item:
         row = self.con.execute("SELECT item_id, path, hash, size, mtime, status, error FROM items WHERE item_id = ?",

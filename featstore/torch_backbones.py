@@ -35,3 +35,33 @@ def load_classifier(spec: ModelSpec):
 def load_features(spec: ModelSpec) -> torch.nn.Module:
     """The pooled-feature extractor for a catalogue backbone, in eval mode."""
     return PooledFeatures(load_classifier(spec)).eval()
+
+
+class MeanPooledText(torch.nn.Module):
+    """A BERT encoder + masked mean pooling + L2 normalisation: what sentence-transformers' encode returns for
+    all-MiniLM-L6-v2 (Transformer -> Pooling(mean) -> Normalize)."""
+
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+
+def load_text_features(spec: ModelSpec) -> torch.nn.Module:
+    """The sentence-embedding module for a text catalogue entry (weights read from the installed package)."""
+    if spec.source.get("builder") != "sentence_transformer":
+        raise FeatstoreError(f"model {spec.name!r}: no torch builder for {spec.source.get('builder')!r}")
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()       # its load report lists the unused pooler weights: expected here
+    hf_logging.disable_progress_bar()
+    bert = BertModel.from_pretrained(str(weights_path(spec).parent), attn_implementation="eager",
+                                     add_pooling_layer=False)
+    return MeanPooledText(bert).eval()

@@ -75,7 +75,7 @@ def test_predict_new_files(run, sample_store):
     assert again["embedded_now"] == 0                  # embedded once, kept
     assert [p["label"] for p in again["predictions"]] == [p["label"] for p in preds]
     csv_out = run("predict", "--head", "flowers", sorted(PARITY.glob("*.jpg"))[0], "--store", store, "--csv").output
-    assert csv_out.splitlines()[0] == "path,label,probability,status,error"
+    assert csv_out.splitlines()[0] == "path,label,probability,value,status,error"
 
 
 def test_predict_reports_bad_file(run, sample_store, tmp_path):

@@ -40,7 +40,9 @@ class TaskData:
 
 def load_task(store: Store, task: str, model: str | None = None, target: str = "auto") -> TaskData:
     """Features + labels of a task on one embedding set, with its stored split (drawn and saved on first use)."""
-    s = store.pick_set(model)
+    if task not in store.tasks():
+        raise one_of("task", task, store.tasks())
+    s = store.set_for_task(task, model)
     hashes, X, labels = store.labelled(s, task)
     task_type = _task_type(labels, target, task)
     y = labels.astype(float) if task_type == "regression" else labels.astype(str)
