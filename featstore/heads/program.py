@@ -10,8 +10,8 @@ Steps (x is a float batch, one row per item):
   dense        x = x @ weight + bias          weight: (d_in, d_out)
   relu         x = max(x, 0)
   softmax      x = softmax(x) over the last axis
-  knn          similarity-weighted vote of the k most similar reference rows (refs are unit vectors,
-               onehot is (n_refs, n_classes)); x must be unit-normalised first
+  knn          similarity-weighted vote of the k most similar reference rows, found with FAISS (refs are unit
+               vectors, onehot is (n_refs, n_classes)); x must be unit-normalised first
 """
 from __future__ import annotations
 
@@ -108,10 +108,13 @@ def _softmax(x, s):
 
 
 def _knn(x, s):
+    import faiss
+
     refs, onehot, k = s.arrays["refs"], s.arrays["onehot"], int(s.attrs["k"])
-    sims = x @ refs.T
-    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    w = np.maximum(np.take_along_axis(sims, idx, axis=1), 0) + KNN_EPS
+    index = faiss.IndexFlatIP(refs.shape[1])
+    index.add(np.ascontiguousarray(refs, np.float32))
+    sims, idx = index.search(np.ascontiguousarray(x, np.float32), k)
+    w = np.maximum(sims, 0) + KNN_EPS
     votes = (onehot[idx] * w[:, :, None]).sum(axis=1)
     return votes / w.sum(axis=1, keepdims=True)
 
