@@ -201,21 +201,25 @@ def _print_embed_summary(s, n_labelled: int) -> None:
 @click.option("--like", type=click.Path(dir_okay=False), default=None, help="Query image file (not added to the store).")
 @click.option("--id", "item_id", type=int, default=None, help="Query by stored item id (itself excluded).")
 @click.option("--text", "text", default=None, help="Query text, ranked against stored texts (not added to the store).")
+@click.option("--where", default=None, help="SQL condition on the stored items, e.g. \"label = 'roses' AND width > "
+                                             "300\" (columns: item_id path hash size mtime width height label split "
+                                             "text). k results whenever k items pass.")
 @click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
 @click.option("--task", default=None, help="Whose labels to show [default: the task labelling the most items]")
 @store_option
 @json_option
-def search(like, item_id, text, k, model, task, store_path, as_json):
+def search(like, item_id, text, where, k, model, task, store_path, as_json):
     """Nearest neighbours by cosine similarity: path, label, score."""
     from featstore.search import search as run_search
     from featstore.store import Store
 
     with Store.open(_store_path(store_path)) as store:
-        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task, text=text)
+        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task, text=text, where=where)
     if as_json:
         return emit_json(out)
-    click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity)")
+    passing = f"; {out['passing']} items pass --where" if out["passing"] is not None else ""
+    click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity{passing})")
     rows = [[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]] for r in out["results"]]
     headers = ["rank", "score", out["task"] or "label", "id", "path"]
     if any(r.get("text") for r in out["results"]):

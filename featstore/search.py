@@ -1,10 +1,13 @@
 """Search: nearest stored items to a query file or a stored item, by cosine similarity through FAISS."""
 from __future__ import annotations
 
+import duckdb
+import numpy as np
+
 from .embed import embed_query
 from .embed_text import embed_query_text
 from .errors import FeatstoreError, one_of
-from .index import open_index, search as index_search
+from .index import normalise_rows, open_index, search as index_search
 from .hashing import content_hash
 from .sets import backbone_for_set
 from .source import display_path
@@ -31,8 +34,50 @@ def _set_holding(store: Store, content: str | None, model: str | None):
     return store.pick_set(None)
 
 
+EXACT_SUBSET = 50_000      # a --where subset up to this size is searched exactly in numpy, beyond through FAISS
+
+
+def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarray:
+    """vec_ids of the set whose items pass a SQL condition, evaluated in DuckDB over one row per ok item:
+    item_id, path, hash, size, mtime, width, height, updated_at, label and split (of the task shown), text."""
+    splits = ("LEFT JOIN splits sp ON sp.hash = i.hash AND sp.task = $task" if store.has_table("splits")
+              else "LEFT JOIN (SELECT NULL AS hash, NULL AS split) sp ON false")
+    texts = ("LEFT JOIN texts t ON t.hash = i.hash" if store.has_table("texts")
+             else "LEFT JOIN (SELECT NULL AS hash, NULL AS text) t ON false")
+    sql = f"""SELECT vec_id FROM {s.table} WHERE hash IN (
+                SELECT hash FROM (
+                    SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
+                           l.label, sp.split, t.text
+                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task {splits} {texts}
+                    WHERE i.status = 'ok') AS item
+                WHERE ({where}))"""
+    try:
+        rows = store.con.execute(sql, {"task": task}).fetchnumpy()
+    except duckdb.Error as exc:
+        raise FeatstoreError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
+    return np.asarray(rows["vec_id"], dtype=np.int64)
+
+
+def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, k: int):
+    """Top-k among the given vec_ids only: exact in numpy for a small subset, FAISS with an ID selector beyond."""
+    if len(ids) == 0:
+        return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+    if len(ids) <= EXACT_SUBSET:
+        vecs = store.vectors_for_ids(s, ids)
+        keys = np.fromiter(vecs, dtype=np.int64, count=len(vecs))
+        scores = normalise_rows(np.stack(list(vecs.values()))) @ normalise_rows(vec[None])[0]
+        top = np.argsort(-scores, kind="stable")[:k]
+        return scores[top][None], keys[top][None]
+    import faiss
+
+    index = open_index(store, s)
+    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+    return index.search(normalise_rows(vec[None]), min(k, len(ids)), params=params)
+
+
 def search(store: Store, like: str | None = None, item_id: int | None = None, k: int = 10,
-           model: str | None = None, task: str | None = None, text: str | None = None) -> dict:
+           model: str | None = None, task: str | None = None, text: str | None = None,
+           where: str | None = None) -> dict:
     """Neighbours of a query file or text (embedded on the fly, not stored) or of a stored item (itself
     excluded)."""
     if sum(q is not None for q in (like, item_id, text)) != 1:
@@ -67,10 +112,14 @@ def search(store: Store, like: str | None = None, item_id: int | None = None, k:
         else:
             backbone, pre = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
             vec, _ = embed_query(like, backbone, pre)
-    index = open_index(store, s)
     extra = 1 if exclude else 0
-    scores, ids = index_search(index, vec[None], k + extra)
     task = default_task(store, task)
+    passing = None
+    if where:
+        passing = filtered_vec_ids(store, s, where, task)
+        scores, ids = _filtered_search(store, s, vec, passing, k + extra)
+    else:
+        scores, ids = index_search(open_index(store, s), vec[None], k + extra)
     found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
     info = store.describe_vecs(s, [i for i, _ in found], task)
     results = []
@@ -80,5 +129,6 @@ def search(store: Store, like: str | None = None, item_id: int | None = None, k:
         results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
         if len(results) == k:
             break
-    return {"query": query_name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "results": results}
+    return {"query": query_name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "where": where,
+            "passing": None if passing is None else int(len(passing)), "results": results}
 

@@ -333,6 +333,12 @@ class Store:
                                 [list(hashes)]).fetchall()
         return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
 
+    def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> dict[int, np.ndarray]:
+        rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1))",
+                                [list(map(int, vec_ids))]).fetchnumpy()
+        ids, vecs = _unpack(rows, s.dim)
+        return dict(zip(ids.tolist(), vecs))
+
     def labelled_count(self, s: EmbeddingSet, task: str) -> int:
         """How many of a task's labelled contents have a vector in this set."""
         return self.con.execute(

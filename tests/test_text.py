@@ -154,6 +154,9 @@ def test_images_and_texts_share_one_store(run, home, tmp_path):
     photo = sorted((SAMPLE / "roses").glob("*.jpg"))[0]
     assert _json(run("search", "--like", photo, "--store", store, "--json"))["model"] == "efficientnet-lite0"
     assert _json(run("search", "--text", "election", "--store", store, "--json"))["model"] == TEXT_MODEL
+    hits = _json(run("search", "--text", "election", "--where", "text ILIKE '%minister%' AND label <> 'sports'",
+                     "--task", "news", "--store", store, "--json"))["results"]
+    assert hits and all("minister" in r["text"].lower() and r["label"] != "sports" for r in hits)
 
 
 def test_text_embedding_imports_neither_torch_nor_transformers(bbc, home, tmp_path):

@@ -1,0 +1,61 @@
+"""Filtered search (--where): SQL over items in DuckDB, k results whenever k items pass, the exact-subset and the
+FAISS ID-selector paths agree."""
+import json
+
+import pytest
+
+from conftest import SAMPLE, query
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, home):
+    from click.testing import CliRunner
+
+    from featstore.cli.main import cli
+
+    path = tmp_path_factory.mktemp("search") / "store"
+    r = CliRunner().invoke(cli, ["embed", str(SAMPLE), "--store", str(path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def _search(run, store, *args):
+    return json.loads(run("search", *args, "--store", store, "--json").stdout)
+
+
+def test_where_returns_k_matching_items_even_when_the_unfiltered_top_k_has_none(run, store):
+    rose = sorted((SAMPLE / "roses").glob("*.jpg"))[0]
+    plain = _search(run, store, "--like", rose, "-k", "5")
+    assert "tulips" not in [r["label"] for r in plain["results"]][:1]
+    out = _search(run, store, "--like", rose, "-k", "7", "--where", "label = 'tulips' AND width >= 200")
+    wide_tulips = query(store, "SELECT count(*) FROM items i JOIN labels l ON l.path = i.path "
+                               "WHERE l.label = 'tulips' AND i.width >= 200 AND i.status = 'ok'")[0][0]
+    assert out["passing"] == wide_tulips >= 7
+    assert len(out["results"]) == 7 and {r["label"] for r in out["results"]} == {"tulips"}
+    scores = [r["score"] for r in out["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_where_on_path_and_fewer_passing_than_k(run, store):
+    out = _search(run, store, "--id", "1", "-k", "10", "--where", "path LIKE '%daisy%' AND item_id <= 4")
+    assert out["passing"] == 4 and len(out["results"]) == 3          # the query item itself is excluded
+    assert all("daisy" in r["path"] for r in out["results"])
+
+
+def test_faiss_selector_path_matches_exact_subset(store, monkeypatch):
+    from featstore import search as search_mod
+    from featstore.store import Store
+
+    rose = str(sorted((SAMPLE / "roses").glob("*.jpg"))[0])
+    with Store.open(store) as st:
+        exact = search_mod.search(st, like=rose, k=6, where="label IN ('roses', 'daisy')")
+        monkeypatch.setattr(search_mod, "EXACT_SUBSET", 0)
+        via_faiss = search_mod.search(st, like=rose, k=6, where="label IN ('roses', 'daisy')")
+    assert [r["item_id"] for r in exact["results"]] == [r["item_id"] for r in via_faiss["results"]]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(exact["results"], via_faiss["results"]))
+
+
+def test_bad_where_is_one_line(run, store):
+    r = run("search", "--id", "1", "--where", "colour = 'red'", "--store", store, ok=False)
+    assert r.exit_code != 0 and "--where" in r.output and '"colour" not found' in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
