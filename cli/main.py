@@ -355,9 +355,10 @@ def gc(dry_run, store_path, as_json):
     click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
 
 
-from .heads import export, heads_table, fit_head, heads, label  # noqa: E402  (commands defined beside, registered here)
+from .duplicates import duplicates  # noqa: E402  (commands defined beside, registered here)
+from .heads import export, heads_table, fit_head, heads, label  # noqa: E402
 
-for _command in (fit_head, heads, label, export):
+for _command in (fit_head, heads, label, export, duplicates):
     cli.add_command(_command)
 
 

@@ -59,3 +59,32 @@ def test_bad_where_is_one_line(run, store):
     r = run("search", "--id", "1", "--where", "colour = 'red'", "--store", store, ok=False)
     assert r.exit_code != 0 and "--where" in r.output and '"colour" not found' in r.output, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_duplicates_exact_near_and_leakage(run, small_folder, tmp_path):
+    from PIL import Image
+
+    originals = sorted(small_folder.rglob("*.jpg"))
+    for p in originals[:3]:            # re-encoded: new bytes, same picture
+        Image.open(p).convert("RGB").save(p.with_name(f"reenc-{p.name}"), quality=90)
+    (small_folder / "daisy" / "copy.jpg").write_bytes(originals[5].read_bytes())
+    store = tmp_path / "store"
+    run("embed", small_folder, "--store", store, "--no-progress")
+    out = json.loads(run("duplicates", "--store", store, "--json").stdout)
+    assert len(out["exact"]) == 1 and len(out["exact"][0]["paths"]) == 2
+    groups = [sorted(it["path"].rsplit("/", 1)[1] for it in g["items"]) for g in out["near_groups"]]
+    for p in originals[:3]:
+        assert any({p.name, f"reenc-{p.name}"} <= set(g) for g in groups), groups
+    assert all(g["max_similarity"] >= 0.97 for g in out["near_groups"])
+
+    r = run("duplicates", "--task", "flowers", "--store", store, ok=False)
+    assert r.exit_code != 0 and "no stored held-out split yet" in r.output
+    run("fit-head", "--task", "flowers", "--store", store)
+    out = json.loads(run("duplicates", "--task", "flowers", "--store", store, "--json").stdout)
+    split = dict(query(store, "SELECT hash, split FROM splits WHERE task = 'flowers'"))
+    by_path = dict(query(store, "SELECT path, hash FROM items"))
+    straddling = sum(split[by_path[str(p)]] != split[by_path[str(p.with_name('reenc-' + p.name))]]
+                     for p in originals[:3])
+    assert len(out["leakage"]["pairs"]) == straddling
+    human = run("duplicates", "--task", "flowers", "--store", store).output
+    assert "leakage for task 'flowers'" in human and "exact duplicate groups" in human
