@@ -299,12 +299,21 @@ def stats(store_path, as_json):
     click.echo("")
     click.echo(table([[s["set_id"], s["model"], s["dim"], s["precision"], s["provider"], s["vectors"],
                        s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",
-                       (s["index"] or {}).get("count", "-")] for s in out["embedding_sets"]],
-                     ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed"],
-                     "lllllrrrr"))
+                       (s["index"] or {}).get("count", "-"), _index_text(s["index"])] for s in out["embedding_sets"]],
+                     ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed", "index"],
+                     "lllllrrrrl"))
     if out["heads"]:
         click.echo("")
         click.echo(heads_table(out["heads"]))
+
+
+def _index_text(stamp: dict | None) -> str:
+    if not stamp:
+        return "-"
+    kind = {"flat-ip": "flat"}.get(stamp.get("kind"), stamp.get("kind", "flat"))
+    params = ",".join(f"{k}={v}" for k, v in (stamp.get("params") or {}).items())
+    recall = f" recall@10 {stamp['recall_at_10']:.3f}" if "recall_at_10" in stamp and kind != "flat" else ""
+    return kind + (f" ({params})" if params else "") + recall
 
 
 @cli.command()
@@ -357,8 +366,9 @@ def gc(dry_run, store_path, as_json):
 
 from .duplicates import duplicates  # noqa: E402  (commands defined beside, registered here)
 from .heads import export, heads_table, fit_head, heads, label  # noqa: E402
+from .index_cmd import index_group  # noqa: E402
 
-for _command in (fit_head, heads, label, export, duplicates):
+for _command in (fit_head, heads, label, export, duplicates, index_group):
     cli.add_command(_command)
 
 

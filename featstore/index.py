@@ -1,8 +1,9 @@
 """FAISS index over an embedding set: cosine similarity (inner product of L2-normalised vectors).
 
-DuckDB is the truth; an index file is a cache stamped with the store generation it reflects. Opening one whose
-stamp differs from the store's (a crash, a newer embed, a superseded file) rebuilds it from DuckDB, so the index and
-DuckDB never disagree.
+DuckDB is the truth; an index file is a cache stamped with the store generation it reflects, its kind (see
+index_kinds.py), tuned search parameter and measured recall. Opening one whose stamp differs from the store's (a
+crash, a newer embed, a superseded file) first brings it up to date from DuckDB, so the index and DuckDB never
+disagree.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from . import index_kinds as kinds
 from .store import EmbeddingSet, Store
 
 
@@ -36,14 +38,6 @@ def read_stamp(store: Store, s: EmbeddingSet) -> dict | None:
         return None
 
 
-def build(vec_ids: np.ndarray, vectors: np.ndarray, dim: int) -> faiss.Index:
-    """Exact inner-product index with the store's vec_ids as FAISS ids."""
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    if len(vec_ids):
-        index.add_with_ids(normalise_rows(vectors), np.asarray(vec_ids, dtype=np.int64))
-    return index
-
-
 def is_current(store: Store, s: EmbeddingSet) -> bool:
     """True when the set's index file exists and its stamp matches the store's generation."""
     stamp = read_stamp(store, s)
@@ -51,31 +45,99 @@ def is_current(store: Store, s: EmbeddingSet) -> bool:
 
 
 def open_index(store: Store, s: EmbeddingSet) -> faiss.Index:
-    """The set's index, rebuilt from DuckDB first if missing, stale or unreadable."""
+    """The set's index with its tuned search parameter, brought up to date from DuckDB first if it is stale."""
+    stamp = read_stamp(store, s)
     if is_current(store, s):
-        try:
-            index = faiss.read_index(str(paths(store, s)[0]))
-            if index.ntotal == (read_stamp(store, s) or {}).get("count"):
-                return index
-        except RuntimeError:   # unreadable index file
-            pass
+        index = _read(store, s)
+        if index is not None and index.ntotal == stamp.get("count"):
+            kinds.set_param(index, stamp.get("kind", "flat"), stamp.get("params", {}))
+            return index
     return refresh(store, s)
 
 
-def refresh(store: Store, s: EmbeddingSet) -> faiss.Index:
-    """Rebuild the set's index from DuckDB's live vectors and save it with the current generation stamp."""
+def _read(store: Store, s: EmbeddingSet) -> faiss.Index | None:
+    try:
+        return faiss.read_index(str(paths(store, s)[0]))
+    except RuntimeError:   # missing or unreadable index file
+        return None
+
+
+def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
+    """Bring the set's index in step with DuckDB's live vectors, incrementally where the kind allows.
+
+    New live vectors are added; vectors no longer live are removed (flat, IVF). A full rebuild of the same kind
+    happens when the file is missing or unreadable, when an HNSW index would need removals, when the counts
+    still disagree afterwards, or, for IVF, when the data has drifted: the set has grown to DRIFT_GROWTH x the
+    vectors the lists were trained on, or the new vectors sit DRIFT_ERROR x farther from their centroids than
+    the training vectors did (then the lists are retrained and nprobe re-tuned)."""
+    stamp = read_stamp(store, s) or {}
+    kind = stamp.get("kind", "flat")
+    if kind == "flat-ip":      # stamps written by featstore 0.1
+        kind = "flat"
+    index = _read(store, s) if stamp else None
+    live_ids, live_vecs = store.live_vectors(s)
+    if index is not None and "max_vec_id" in stamp:
+        top = stamp["max_vec_id"]
+        gone = np.setdiff1d(np.arange(1, top + 1), live_ids[live_ids <= top]) if top else np.zeros(0, np.int64)
+        fresh = live_ids > top
+        if kind == "hnsw" and len(gone):
+            index = None
+        else:
+            if len(gone):
+                index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
+            new_vecs = normalise_rows(live_vecs[fresh])
+            if kind.startswith("ivf") and fresh.any() and _drifted(index, stamp, new_vecs, len(live_ids)):
+                log("the IVF lists no longer describe the data: retraining")
+                index = None
+            else:
+                kinds.add(index, live_ids[fresh], new_vecs)
+                if index.ntotal != len(live_ids):
+                    index = None
+    if index is None:
+        return rebuild(store, s, kind, stamp.get("target_recall", DEFAULT_RECALL), log=log,
+                       vectors=(live_ids, live_vecs))
+    _save(store, s, index, {**stamp, "kind": kind}, live_ids)
+    kinds.set_param(index, kind, stamp.get("params", {}))
+    return index
+
+
+DEFAULT_RECALL = 0.95
+DRIFT_GROWTH = 2.0
+DRIFT_ERROR = 1.25
+
+
+def _drifted(index, stamp: dict, new_vecs: np.ndarray, n_live: int) -> bool:
+    if n_live >= DRIFT_GROWTH * max(stamp.get("trained_count", n_live), 1):
+        return True
+    base = stamp.get("train_error")
+    return bool(base) and kinds.quantisation_error(index, new_vecs) > DRIFT_ERROR * base
+
+
+def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = DEFAULT_RECALL,
+            memory: int | None = None, log=lambda msg: None, vectors=None) -> faiss.Index:
+    """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it."""
+    vec_ids, vecs = vectors if vectors is not None else store.live_vectors(s)
+    if kind == "auto":
+        kind = kinds.choose(len(vec_ids), s.dim, memory or 4 * 10**9)
+        log(f"auto: {kind} for {len(vec_ids)} vectors of dimension {s.dim}")
+    index, record = kinds.build_tuned(kind, vec_ids, normalise_rows(vecs), s.dim, target, log=log)
+    _save(store, s, index, record, vec_ids)
+    kinds.set_param(index, kind, record.get("params", {}))
+    return index
+
+
+def _save(store: Store, s: EmbeddingSet, index: faiss.Index, record: dict, live_ids: np.ndarray) -> None:
     index_path, stamp_path = paths(store, s)
-    generation = store.generation()
-    vec_ids, vectors = store.live_vectors(s)
-    index = build(vec_ids, vectors, s.dim)
     index_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = index_path.with_suffix(f".tmp{os.getpid()}")
     faiss.write_index(index, str(tmp))
     os.replace(tmp, index_path)
+    stamp = {**record, "generation": store.generation(), "count": int(index.ntotal),
+             "max_vec_id": int(live_ids.max()) if len(live_ids) else 0,
+             "bytes": index_path.stat().st_size}
     stamp_tmp = stamp_path.with_suffix(f".tmp{os.getpid()}")
-    stamp_tmp.write_text(json.dumps({"generation": generation, "count": int(index.ntotal), "kind": "flat-ip"}))
+    stamp_tmp.write_text(json.dumps(stamp))
     os.replace(stamp_tmp, stamp_path)
-    return index
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import numpy as np
 from .embed import embed_query
 from .embed_text import embed_query_text
 from .errors import FeatstoreError, one_of
-from .index import normalise_rows, open_index, search as index_search
+from .index import normalise_rows, open_index, read_stamp, search as index_search
 from .hashing import content_hash
 from .sets import backbone_for_set
 from .source import display_path
@@ -34,7 +34,7 @@ def _set_holding(store: Store, content: str | None, model: str | None):
     return store.pick_set(None)
 
 
-EXACT_SUBSET = 50_000      # a --where subset up to this size is searched exactly in numpy, beyond through FAISS
+EXACT_SUBSET = 50_000      # --where: larger subsets go through the flat index's ID selector (or numpy in chunks)
 
 
 def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarray:
@@ -59,20 +59,26 @@ def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarra
 
 
 def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, k: int):
-    """Top-k among the given vec_ids only: exact in numpy for a small subset, FAISS with an ID selector beyond."""
+    """Exact top-k among the given vec_ids only: the flat index with an ID selector for a large subset, else the
+    subset's vectors scored in numpy, EXACT_SUBSET at a time (approximate kinds never drop a passing item)."""
     if len(ids) == 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
-    if len(ids) <= EXACT_SUBSET:
-        vecs = store.vectors_for_ids(s, ids)
-        keys = np.fromiter(vecs, dtype=np.int64, count=len(vecs))
-        scores = normalise_rows(np.stack(list(vecs.values()))) @ normalise_rows(vec[None])[0]
-        top = np.argsort(-scores, kind="stable")[:k]
-        return scores[top][None], keys[top][None]
-    import faiss
+    q = normalise_rows(vec[None])[0]
+    if len(ids) > EXACT_SUBSET and (read_stamp(store, s) or {}).get("kind", "flat") in ("flat", "flat-ip"):
+        import faiss
 
-    index = open_index(store, s)
-    params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
-    return index.search(normalise_rows(vec[None]), min(k, len(ids)), params=params)
+        index = open_index(store, s)
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        return index.search(q[None], min(k, len(ids)), params=params)
+    best_scores, best_ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    for start in range(0, len(ids), EXACT_SUBSET):
+        vecs = store.vectors_for_ids(s, ids[start:start + EXACT_SUBSET])
+        keys = np.fromiter(vecs, dtype=np.int64, count=len(vecs))
+        scores = normalise_rows(np.stack(list(vecs.values()))) @ q
+        best_scores, best_ids = np.concatenate([best_scores, scores]), np.concatenate([best_ids, keys])
+        top = np.argsort(-best_scores, kind="stable")[:k]
+        best_scores, best_ids = best_scores[top], best_ids[top]
+    return best_scores[None], best_ids[None]
 
 
 def search(store: Store, like: str | None = None, item_id: int | None = None, k: int = 10,

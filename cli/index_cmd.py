@@ -1,0 +1,48 @@
+"""The index command group: build an embedding set's FAISS index of a chosen kind, tuned to a recall target."""
+from __future__ import annotations
+
+import click
+
+from .common import json_option, log, store_option
+from .common import store_path as resolve_store
+from .output import emit_json
+
+
+@click.group("index")
+def index_group():
+    """FAISS indexes: which kind, tuned how."""
+
+
+@index_group.command("build")
+@click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-sq8"]), default="auto",
+              help="auto: exact flat up to 50,000 vectors, then IVF-Flat if it fits --memory, else IVF-SQ8.")
+@click.option("--recall", type=click.FloatRange(0.5, 1.0), default=0.95,
+              help="Target recall@10 against exact search; the search parameter is tuned until it is reached.")
+@click.option("--memory", default="4GB", help="Memory budget for the index (auto's choice).")
+@click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
+@click.option("--wait", is_flag=True, help="If another process is writing the store, wait for it.")
+@store_option
+@json_option
+def build(kind, recall, memory, model, wait, store_path, as_json):
+    """(Re)build the index of an embedding set and record its kind, parameters and measured recall."""
+    from featstore.errors import FeatstoreError
+    from featstore.index import read_stamp, rebuild
+    from featstore.index_kinds import parse_bytes
+    from featstore.store import Store
+
+    try:
+        budget = parse_bytes(memory)
+    except ValueError as exc:
+        raise FeatstoreError(f"--memory: {exc}") from None
+    with Store.open(resolve_store(store_path), write=True, wait=wait) as store:
+        s = store.pick_set(model)
+        rebuild(store, s, kind, recall, budget, log=(lambda _m: None) if as_json else log)
+        stamp = read_stamp(store, s)
+    if as_json:
+        return emit_json({"set_id": s.set_id, "model": s.model, **stamp})
+    params = ", ".join(f"{k}={v}" for k, v in stamp.get("params", {}).items())
+    quality = (f"recall@10 {stamp['recall_at_10']:.4f} measured on {stamp['tuned_on']} held-out stored vectors "
+               f"(target {recall})" if stamp["tuned_on"] else "exact search")
+    click.echo(f"{s.model} (set {s.set_id}): {stamp['kind']} index over {stamp['count']} vectors"
+               + (f" ({params})" if params else "") + f"; {quality}; built in {stamp['build_seconds']:.1f} s, "
+               f"{stamp['bytes'] / 1e6:.1f} MB")

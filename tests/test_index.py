@@ -1,0 +1,78 @@
+"""Index kinds: the recall each kind is tuned to holds on fresh queries; auto's rule; incremental updates keep
+the index in step with DuckDB without a rebuild (and rebuild when they must)."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    x = centres[rng.integers(0, 50, n)] + 0.6 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivf-sq8"])
+def test_tuned_recall_holds_on_fresh_queries(kind):
+    import faiss
+
+    from featstore.index_kinds import build_tuned, set_param
+
+    data = clustered(20500, 64, 0)
+    base, queries = data[:20000], data[20000:]              # the queries are not used for tuning
+    ids = np.arange(1, 20001, dtype=np.int64)
+    index, record = build_tuned(kind, ids, base, 64, target=0.95)
+    assert record["recall_at_10"] >= 0.95 and index.ntotal == 20000 and record["tuned_on"] == 1000
+    set_param(index, kind, record["params"])
+    flat = faiss.IndexFlatIP(64)
+    flat.add(base)
+    _, truth = flat.search(queries, 10)
+    _, got = index.search(queries, 10)
+    recall = np.mean([len(set(g) & set(ids[t])) / 10 for g, t in zip(got.tolist(), truth.tolist())])
+    assert recall >= 0.93, (kind, recall, record)
+
+
+def test_auto_rule():
+    from featstore.index_kinds import choose, parse_bytes
+
+    assert choose(10_000, 1280, parse_bytes("4GB")) == "flat"
+    assert choose(500_000, 1280, parse_bytes("4GB")) == "ivf"           # 2.6 GB of floats fits
+    assert choose(1_000_000, 1280, parse_bytes("4GB")) == "ivf-sq8"     # 5.1 GB does not
+    assert parse_bytes("512MB") == 512 * 10**6 and parse_bytes("2GiB") == 2 * 2**30
+
+
+def test_incremental_add_and_remove_then_rebuild_when_needed(run, small_folder, tmp_path):
+    from PIL import Image
+
+    from conftest import query
+
+    store = tmp_path / "store"
+    run("embed", SAMPLE, "--store", store, "--no-progress")
+    out = json.loads(run("index", "build", "--kind", "ivf", "--store", store, "--json").stdout)
+    assert out["kind"] == "ivf" and out["count"] == 100 and out["trained_count"] == 90
+    stamp_file = store / "index" / f"{out['set_id']}.json"
+    for p in small_folder.rglob("*.jpg"):          # 40 new contents (mirrored copies of sample photos)
+        Image.open(p).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(p, quality=90)
+    run("embed", small_folder, "--store", store, "--no-progress")
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["kind"] == "ivf" and stamp["count"] == 140 and stamp["trained_count"] == 90   # no retrain
+    target = sorted(small_folder.rglob("*.jpg"))[0]
+    Image.open(target).convert("RGB").rotate(90, expand=True).save(target, quality=90)   # supersedes a vector
+    run("embed", small_folder, "--store", store, "--no-progress")
+    stamp = json.loads(stamp_file.read_text())
+    live = query(store, f"SELECT count(*) FROM emb_{out['set_id']} WHERE hash IN "
+                        "(SELECT hash FROM items WHERE status = 'ok')")[0][0]
+    assert stamp["kind"] == "ivf" and stamp["count"] == live == 140
+    hits = json.loads(run("search", "--like", target, "-k", "3", "--store", store, "--json").stdout)["results"]
+    assert hits[0]["path"] == str(target) and hits[0]["score"] > 0.999
+    assert json.loads(run("verify", "--store", store, "--json").stdout)["ok"]
+    assert "ivf (nlist=16" in run("stats", "--store", store).output
+
+    run("index", "build", "--kind", "hnsw", "--store", store)
+    Image.open(target).convert("RGB").rotate(90, expand=True).save(target, quality=90)
+    run("embed", small_folder, "--store", store, "--no-progress")              # HNSW cannot remove: rebuilt
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["kind"] == "hnsw" and stamp["count"] == 140 and stamp["recall_at_10"] >= 0.95
