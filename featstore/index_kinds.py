@@ -66,16 +66,18 @@ def empty(kind: str, dim: int, n: int) -> tuple[faiss.Index, dict]:
     return index, {"nlist": nlist}
 
 
-def train(index: faiss.Index, kind: str, vectors: np.ndarray, seed: int = 0) -> dict:
+def train(index: faiss.Index, kind: str, vectors: np.ndarray, seed: int = 0, exclude: np.ndarray | None = None) -> dict:
     """Train an IVF index on a seeded sample (64 per list, as FAISS advises 39-256); returns the training record."""
     if not kind.startswith("ivf"):
         return {}
     ivf = faiss.extract_index_ivf(index)
-    n_train = min(len(vectors), 64 * ivf.nlist)
-    sample = vectors[np.random.default_rng(seed).choice(len(vectors), n_train, replace=False)]
+    pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(vectors))
+    n_train = min(len(pool), 64 * ivf.nlist)
+    sample = np.ascontiguousarray(
+        vectors[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))], np.float32)
     ivf.cp.seed = seed
     index.train(sample)
-    return {"trained_count": int(len(vectors)), "train_error": quantisation_error(index, sample)}
+    return {"trained_count": int(len(pool)), "train_error": quantisation_error(index, sample)}
 
 
 def quantisation_error(index: faiss.Index, vectors: np.ndarray) -> float:
@@ -92,9 +94,16 @@ def set_param(index: faiss.Index, kind: str, params: dict) -> None:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
 
 
-def add(index: faiss.Index, vec_ids: np.ndarray, vectors: np.ndarray) -> None:
-    if len(vec_ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(vec_ids, dtype=np.int64))
+def add(index: faiss.Index, vec_ids: np.ndarray, vectors: np.ndarray, mask: np.ndarray | None = None,
+        chunk: int = 100_000) -> None:
+    """Add vectors (the rows where mask is True) in chunks, so no full-size copy is made."""
+    for start in range(0, len(vec_ids), chunk):
+        ids, vecs = vec_ids[start:start + chunk], vectors[start:start + chunk]
+        if mask is not None:
+            keep = mask[start:start + chunk]
+            ids, vecs = ids[keep], vecs[keep]
+        if len(ids):
+            index.add_with_ids(np.ascontiguousarray(vecs, np.float32), np.asarray(ids, dtype=np.int64))
 
 
 def build_tuned(kind: str, vec_ids: np.ndarray, vectors: np.ndarray, dim: int, target: float,
@@ -105,37 +114,53 @@ def build_tuned(kind: str, vec_ids: np.ndarray, vectors: np.ndarray, dim: int, t
     index, params = empty(kind, dim, n)
     record = {"kind": kind, "params": params, "target_recall": target, "recall_at_10": 1.0, "tuned_on": 0}
     if kind == "flat" or n < 100:
+        if kind.startswith("ivf"):
+            record.update(train(index, kind, vectors, seed))
         add(index, vec_ids, vectors)
-        if kind != "flat":
-            record.update(train(index, kind, vectors, seed) if kind.startswith("ivf") else {})
         record["build_seconds"] = time.perf_counter() - t0
         return index, record
     rng = np.random.default_rng(seed)
     held = np.zeros(n, bool)
     held[rng.choice(n, min(TUNE_QUERIES, n // 10), replace=False)] = True
     log(f"training/building {kind} on {n - held.sum()} vectors ...")
-    record.update(train(index, kind, vectors[~held], seed))
-    add(index, vec_ids[~held], vectors[~held])
-    queries = vectors[held]
-    truth = _exact_top10(vectors[~held], vec_ids[~held], queries)
+    if kind.startswith("ivf"):
+        record.update(train(index, kind, vectors, seed, exclude=held))
+    add(index, vec_ids, vectors, mask=~held)
+    queries = np.ascontiguousarray(vectors[held], np.float32)
+    truth = exact_topk(vectors, vec_ids, queries, 10, exclude=held)
     ladder = EF_LADDER if kind == "hnsw" else [p for p in NPROBE_LADDER if p <= params["nlist"]]
     name = "efSearch" if kind == "hnsw" else "nprobe"
     for value in ladder:
         set_param(index, kind, {name: value})
         _, got = index.search(queries, 10)
-        recall = float(np.mean([len(set(g) & set(t)) / 10 for g, t in zip(got.tolist(), truth.tolist())]))
+        recall = recall_at(got, truth)
         log(f"  {name}={value}: recall@10 {recall:.4f}")
         record["params"][name], record["recall_at_10"] = value, recall
         if recall >= target:
             break
     record["tuned_on"] = int(held.sum())
-    add(index, vec_ids[held], vectors[held])
+    add(index, vec_ids, vectors, mask=held)
     record["build_seconds"] = time.perf_counter() - t0
     return index, record
 
 
-def _exact_top10(base: np.ndarray, base_ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    flat = faiss.IndexFlatIP(base.shape[1])
-    flat.add(np.ascontiguousarray(base, np.float32))
-    _, idx = flat.search(np.ascontiguousarray(queries, np.float32), 10)
-    return base_ids[idx]
+def recall_at(got: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got.tolist(), truth.tolist())]))
+
+
+def exact_topk(base: np.ndarray, base_ids: np.ndarray, queries: np.ndarray, k: int,
+               exclude: np.ndarray | None = None, chunk: int = 100_000) -> np.ndarray:
+    """Exact top-k ids by inner product, scanning base in chunks (memory: one chunk of scores)."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(base), chunk):
+        scores = queries @ np.ascontiguousarray(base[start:start + chunk], np.float32).T
+        if exclude is not None:
+            scores[:, exclude[start:start + chunk]] = -np.inf
+        ids = np.broadcast_to(base_ids[start:start + chunk], scores.shape)
+        s_all, i_all = np.concatenate([best_s, scores], 1), np.concatenate([best_i, ids], 1)
+        top = np.argpartition(-s_all, min(k, s_all.shape[1] - 1), axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(s_all, top, 1), np.take_along_axis(i_all, top, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, 1)

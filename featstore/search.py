@@ -7,7 +7,7 @@ import numpy as np
 from .embed import embed_query
 from .embed_text import embed_query_text
 from .errors import FeatstoreError, one_of
-from .index import normalise_rows, open_index, read_stamp, search as index_search
+from .index import normalise_rows, open_index, search as index_search
 from .hashing import content_hash
 from .sets import backbone_for_set
 from .source import display_path
@@ -34,7 +34,8 @@ def _set_holding(store: Store, content: str | None, model: str | None):
     return store.pick_set(None)
 
 
-EXACT_SUBSET = 50_000      # --where: larger subsets go through the flat index's ID selector (or numpy in chunks)
+EXACT_SUBSET = 50_000      # --where: passing vectors scored exactly in numpy per chunk (and always up to this many)
+SUBSET_FRACTION = 0.05     # --where passing more than this share of the set (and > EXACT_SUBSET): post-filter the index
 
 
 def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarray:
@@ -58,18 +59,38 @@ def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarra
     return np.asarray(rows["vec_id"], dtype=np.int64)
 
 
+def postfilter_topk(index, q: np.ndarray, k: int, passing: np.ndarray, fraction: float):
+    """Top-k passing items by searching the index for k / fraction x 4 neighbours, doubling until k pass (or
+    everything was searched). `passing` is a boolean mask indexed by vec_id."""
+    want = min(int(np.ceil(k / max(fraction, 1e-9) * 4)), index.ntotal)
+    while True:
+        scores, ids = index.search(q, max(want, 1))
+        keep = [[(sc, i) for sc, i in zip(srow, irow) if 0 <= i < len(passing) and passing[i]][:k]
+                for srow, irow in zip(scores.tolist(), ids.tolist())]
+        if all(len(r) == k for r in keep) or want >= index.ntotal:
+            break
+        want = min(want * 2, index.ntotal)
+    width = max((len(r) for r in keep), default=0)
+    out_s = np.full((len(q), width), -np.inf, np.float32)
+    out_i = np.full((len(q), width), -1, np.int64)
+    for row, r in enumerate(keep):
+        for col, (sc, i) in enumerate(r):
+            out_s[row, col], out_i[row, col] = sc, i
+    return out_s, out_i
+
+
 def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, k: int):
-    """Exact top-k among the given vec_ids only: the flat index with an ID selector for a large subset, else the
-    subset's vectors scored in numpy, EXACT_SUBSET at a time (approximate kinds never drop a passing item)."""
+    """Top-k among the given vec_ids only. A selective filter (at most SUBSET_FRACTION of the live vectors, or
+    at most EXACT_SUBSET of them) scores exactly the passing vectors, read EXACT_SUBSET at a time; a broad one
+    searches the index and drops what fails, asking for more neighbours until k pass."""
     if len(ids) == 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
     q = normalise_rows(vec[None])[0]
-    if len(ids) > EXACT_SUBSET and (read_stamp(store, s) or {}).get("kind", "flat") in ("flat", "flat-ip"):
-        import faiss
-
-        index = open_index(store, s)
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
-        return index.search(q[None], min(k, len(ids)), params=params)
+    fraction = len(ids) / max(store.live_count(s), 1)
+    if fraction > SUBSET_FRACTION and len(ids) > EXACT_SUBSET:
+        passing = np.zeros(int(ids.max()) + 1, bool)
+        passing[ids] = True
+        return postfilter_topk(open_index(store, s), q[None], k, passing, fraction)
     best_scores, best_ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
     for start in range(0, len(ids), EXACT_SUBSET):
         vecs = store.vectors_for_ids(s, ids[start:start + EXACT_SUBSET])

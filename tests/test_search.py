@@ -42,7 +42,7 @@ def test_where_on_path_and_fewer_passing_than_k(run, store):
     assert all("daisy" in r["path"] for r in out["results"])
 
 
-def test_faiss_selector_path_matches_exact_subset(store, monkeypatch):
+def test_postfilter_path_matches_exact_subset(store, monkeypatch):
     from featstore import search as search_mod
     from featstore.store import Store
 
