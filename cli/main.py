@@ -198,8 +198,12 @@ def _print_embed_summary(s, n_labelled: int) -> None:
 
 # ---- search ---------------------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--like", type=click.Path(dir_okay=False), default=None, help="Query image file (not added to the store).")
-@click.option("--id", "item_id", type=int, default=None, help="Query by stored item id (itself excluded).")
+@click.option("--like", type=click.Path(), default=None,
+              help="Query image file (not added to the store); a folder: every image in it is a query.")
+@click.option("--id", "item_id", default=None, help="Query by stored item id (itself excluded); several: 3,17,42.")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A batch of queries: CSV with a 'path', 'id' or 'text' column.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per (query, neighbour).")
 @click.option("--text", "text", default=None, help="Query text, ranked against stored texts (not added to the store).")
 @click.option("--where", default=None, help="SQL condition on the stored items, e.g. \"label = 'roses' AND width > "
                                              "300\" (columns: item_id path hash size mtime width height label split "
@@ -209,15 +213,45 @@ def _print_embed_summary(s, n_labelled: int) -> None:
 @click.option("--task", default=None, help="Whose labels to show [default: the task labelling the most items]")
 @store_option
 @json_option
-def search(like, item_id, text, where, k, model, task, store_path, as_json):
-    """Nearest neighbours by cosine similarity: path, label, score."""
-    from featstore.search import search as run_search
+def search(like, item_id, queries, as_csv, text, where, k, model, task, store_path, as_json):
+    """Nearest neighbours by cosine similarity: path, label, score (one query, or a batch)."""
+    from featstore.search import Query, read_queries, search_many
+    from featstore.source import scan_folder
     from featstore.store import Store
 
+    batch = []
+    if queries:
+        batch += read_queries(queries)
+    if like and os.path.isdir(like):
+        batch += [Query("file", f.path) for f in scan_folder(like)[0]]
+    elif like:
+        batch.append(Query("file", like))
+    if item_id:
+        try:
+            batch += [Query("id", int(v)) for v in item_id.split(",") if v.strip()]
+        except ValueError:
+            raise FeatstoreError(f"--id: expected item ids like 42 or 3,17,42, got {item_id!r}") from None
+    if text is not None:
+        batch.append(Query("text", text))
+    if not batch:
+        raise FeatstoreError("give a query: --like FILE|FOLDER, --id ID[,ID...], --text TEXT or --queries CSV")
+    single = len(batch) == 1 and not queries and not (like and os.path.isdir(like))
     with Store.open(_store_path(store_path)) as store:
-        out = run_search(store, like=like, item_id=item_id, k=k, model=model, task=task, text=text, where=where)
+        outs = search_many(store, batch, k=k, model=model, task=task, where=where)
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["query", "rank", "score", "item_id", "path", "label"])
+        for out in outs:
+            for r in out["results"]:
+                w.writerow([out["query"], r["rank"], r["score"], r["item_id"], r["path"], r["label"]])
+        return
     if as_json:
-        return emit_json(out)
+        return emit_json(outs[0] if single else {"queries": outs})
+    for out in outs:
+        _print_neighbours(out)
+
+
+def _print_neighbours(out: dict) -> None:
     passing = f"; {out['passing']} items pass --where" if out["passing"] is not None else ""
     click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity{passing})")
     rows = [[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]] for r in out["results"]]

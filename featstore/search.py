@@ -1,6 +1,9 @@
 """Search: nearest stored items to a query file or a stored item, by cosine similarity through FAISS."""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import duckdb
 import numpy as np
 
@@ -102,6 +105,14 @@ def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, k: int):
     return best_scores[None], best_ids[None]
 
 
+@dataclass
+class Query:
+    """One query: an image file, a stored item id, or a text."""
+
+    kind: str          # "file" | "id" | "text"
+    value: object
+
+
 def search(store: Store, like: str | None = None, item_id: int | None = None, k: int = 10,
            model: str | None = None, task: str | None = None, text: str | None = None,
            where: str | None = None) -> dict:
@@ -109,53 +120,102 @@ def search(store: Store, like: str | None = None, item_id: int | None = None, k:
     excluded)."""
     if sum(q is not None for q in (like, item_id, text)) != 1:
         raise FeatstoreError("give exactly one query: --like FILE, --text TEXT or --id ITEM_ID")
+    query = Query("text", text) if text is not None else Query("id", item_id) if item_id is not None \
+        else Query("file", like)
+    return search_many(store, [query], k, model, task, where)[0]
+
+
+def search_many(store: Store, queries: list[Query], k: int = 10, model: str | None = None, task: str | None = None,
+                where: str | None = None) -> list[dict]:
+    """Neighbours for a batch of queries; backbones, indexes and --where subsets are prepared once per set."""
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
-    exclude = None
-    if text is not None:
+    task = default_task(store, task)
+    backbones, indexes, subsets = {}, {}, {}
+    out = []
+    for query in queries:
+        s, vec, exclude, name = _query_vector(store, query, model, backbones)
+        extra = 1 if exclude else 0
+        passing = None
+        if where:
+            if s.set_id not in subsets:
+                subsets[s.set_id] = filtered_vec_ids(store, s, where, task)
+            passing = subsets[s.set_id]
+            scores, ids = _filtered_search(store, s, vec, passing, k + extra)
+        else:
+            if s.set_id not in indexes:
+                indexes[s.set_id] = open_index(store, s)
+            scores, ids = index_search(indexes[s.set_id], vec[None], k + extra)
+        found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
+        info = store.describe_vecs(s, [i for i, _ in found], task)
+        results = []
+        for vid, score in found:
+            if vid not in info or info[vid]["hash"] == exclude:
+                continue
+            results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
+            if len(results) == k:
+                break
+        out.append({"query": name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "where": where,
+                    "passing": None if passing is None else int(len(passing)), "results": results})
+    return out
+
+
+def _query_vector(store: Store, query: Query, model: str | None, backbones: dict):
+    """(set, vector, content hash to exclude or None, display name) for one query."""
+    def backbone(s):
+        if s.set_id not in backbones:
+            backbones[s.set_id] = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
+        return backbones[s.set_id]
+
+    if query.kind == "text":
+        text = str(query.value)
         if not text.strip():
             raise FeatstoreError("--text: the query is empty")
         s = store.pick_set(model, modality="text")
-        backbone, tokenizer = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
-        vec, query_name = embed_query_text(text, backbone, tokenizer), repr(text)
-    elif item_id is not None:
-        item = store.item(item_id)
+        return s, embed_query_text(text, *backbone(s)), None, repr(text)
+    if query.kind == "id":
+        item = store.item(int(query.value))
         s = _set_holding(store, item.hash, model)
         vec = store.vectors_for_hashes(s, [item.hash] if item.hash else []).get(item.hash)
         if vec is None:
-            raise FeatstoreError(f"item {item_id} ({item.path}) has no {s.model} vector "
+            raise FeatstoreError(f"item {item.item_id} ({item.path}) has no {s.model} vector "
                                  f"(status {item.status}{': ' + item.error if item.error else ''})")
-        exclude, query_name = item.hash, item.path
-    else:
-        s = store.pick_set(model, modality="image")
-        query_name = display_path(like)
-        try:
-            with open(like, "rb") as f:
-                stored = store.vectors_for_hashes(s, [content_hash(f.read())])
-        except OSError as exc:
-            raise FeatstoreError(f"{query_name}: cannot read query file ({exc.strerror})") from None
-        if stored:
-            vec = next(iter(stored.values()))
-        else:
-            backbone, pre = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
-            vec, _ = embed_query(like, backbone, pre)
-    extra = 1 if exclude else 0
-    task = default_task(store, task)
-    passing = None
-    if where:
-        passing = filtered_vec_ids(store, s, where, task)
-        scores, ids = _filtered_search(store, s, vec, passing, k + extra)
-    else:
-        scores, ids = index_search(open_index(store, s), vec[None], k + extra)
-    found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
-    info = store.describe_vecs(s, [i for i, _ in found], task)
-    results = []
-    for vid, score in found:
-        if vid not in info or info[vid]["hash"] == exclude:
-            continue
-        results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
-        if len(results) == k:
-            break
-    return {"query": query_name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "where": where,
-            "passing": None if passing is None else int(len(passing)), "results": results}
+        return s, vec, item.hash, item.path
+    s = store.pick_set(model, modality="image")
+    path = str(query.value)
+    name = display_path(path)
+    try:
+        with open(path, "rb") as f:
+            stored = store.vectors_for_hashes(s, [content_hash(f.read())])
+    except OSError as exc:
+        raise FeatstoreError(f"{name}: cannot read query file ({exc.strerror})") from None
+    if stored:
+        return s, next(iter(stored.values())), None, name
+    return s, embed_query(path, *backbone(s))[0], None, name
 
+
+def read_queries(path: str) -> list[Query]:
+    """Queries from a CSV with a header naming one of the columns path, id or text."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = [c.strip().lower() for c in reader.fieldnames or []]
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise FeatstoreError(f"{path}: cannot read queries CSV ({exc})") from None
+    col = next((c for c in ("path", "id", "text") if c in cols), None)
+    if col is None:
+        raise FeatstoreError(f"{path}: needs a header with a 'path', 'id' or 'text' column "
+                             f"(found: {', '.join(cols) or 'no header'})")
+    kind = {"path": "file", "id": "id", "text": "text"}[col]
+    queries = []
+    for line, row in enumerate(rows, start=2):
+        value = row.get(col, "")
+        if kind == "id" and not value.isdigit():
+            raise FeatstoreError(f"{path}: line {line}: id {value!r} is not a number")
+        if kind == "file" and not os.path.isabs(value):
+            value = os.path.join(os.path.dirname(os.path.abspath(path)), value)
+        queries.append(Query(kind, int(value) if kind == "id" else value))
+    return queries

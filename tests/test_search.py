@@ -88,3 +88,23 @@ def test_duplicates_exact_near_and_leakage(run, small_folder, tmp_path):
     assert len(out["leakage"]["pairs"]) == straddling
     human = run("duplicates", "--task", "flowers", "--store", store).output
     assert "leakage for task 'flowers'" in human and "exact duplicate groups" in human
+
+
+def test_batch_queries_folder_ids_and_csv(run, store, tmp_path):
+    import csv
+    import io
+
+    folder = SAMPLE / "tulips"
+    n_files = len(list(folder.glob("*.jpg")))
+    rows = list(csv.DictReader(io.StringIO(run("search", "--like", folder, "-k", "3", "--csv",
+                                               "--store", store).stdout)))
+    assert len(rows) == 3 * n_files and {r["rank"] for r in rows} == {"1", "2", "3"}
+    (tmp_path / "q.csv").write_text("id\n1\n5\n")
+    batch = _search(run, store, "--queries", tmp_path / "q.csv", "-k", "4")["queries"]
+    singles = [_search(run, store, "--id", i, "-k", "4") for i in (1, 5)]
+    assert [[r["item_id"] for r in b["results"]] for b in batch] == \
+        [[r["item_id"] for r in s["results"]] for s in singles]
+    assert len(_search(run, store, "--id", "1,5", "-k", "2")["queries"]) == 2
+    (tmp_path / "bad.csv").write_text("file\nx.jpg\n")
+    r = run("search", "--queries", tmp_path / "bad.csv", "--store", store, ok=False)
+    assert r.exit_code != 0 and "needs a header with a 'path', 'id' or 'text' column" in r.output
