@@ -1,8 +1,10 @@
 """Duplicates: exact copies (same content hash at several paths) and near-duplicates (cosine similarity at or above
 a threshold between distinct contents), and, for a task, near-duplicates that straddle its held-out split.
 
-Near-duplicates come from FAISS range searches over the set's live vectors, CHUNK queries at a time, so memory
-holds one chunk's hits, not the n x n similarity matrix. Pairs are joined into groups (union-find).
+Near-duplicates come from FAISS range searches over the set's live vectors, read from DuckDB and searched CHUNK at
+a time, so memory holds the index and one chunk (not all vectors, not the n x n similarities). With the
+approximate index kinds (IVF, HNSW; see index_kinds.py) the search is approximate at their tuned recall. Pairs
+are joined into groups (union-find).
 """
 from __future__ import annotations
 
@@ -13,17 +15,31 @@ from .index import normalise_rows, open_index
 from .store import Store
 
 CHUNK = 4096
+NEAR_K = 100
 
 
 def near_pairs(store: Store, s, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vec_id_a, vec_id_b, similarity) for every pair of distinct live contents with cosine >= threshold."""
-    vec_ids, vectors = store.live_vectors(s)
-    index = open_index(store, s)
+    return pairs_in_chunks(open_index(store, s), store.iter_live_vectors(s, CHUNK), threshold)
+
+
+def pairs_in_chunks(index, chunks, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range-search each chunk of (vec_ids, vectors) against the index; keep each pair once.
+
+    Flat and IVF indexes answer range searches (IVF with its tuned nprobe, so approximately); HNSW cannot, so
+    it is asked for the NEAR_K nearest instead and those above the threshold are kept."""
     a_out, b_out, sim_out = [], [], []
-    for start in range(0, len(vec_ids), CHUNK):
-        q = normalise_rows(vectors[start:start + CHUNK])
-        lims, sims, hits = index.range_search(q, float(threshold))
-        owners = np.repeat(vec_ids[start:start + len(q)], np.diff(lims).astype(np.int64))
+    for ids, vecs in chunks:
+        q = normalise_rows(vecs)
+        try:
+            lims, sims, hits = index.range_search(q, float(threshold))
+            owners = np.repeat(ids, np.diff(lims).astype(np.int64))
+        except RuntimeError:                                 # HNSW: no range search
+            sims, hits = index.search(q, NEAR_K)
+            owners = np.repeat(ids, NEAR_K)
+            sims, hits = sims.ravel(), hits.ravel()
+            ok = sims >= threshold
+            owners, sims, hits = owners[ok], sims[ok], hits[ok]
         keep = hits > owners                                    # each pair once, never an item with itself
         a_out.append(owners[keep]), b_out.append(hits[keep]), sim_out.append(sims[keep])
     cat = (lambda parts, t: np.concatenate(parts).astype(t) if parts else np.zeros(0, t))

@@ -322,6 +322,19 @@ class Store:
             f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN {LIVE_HASHES} ORDER BY e.vec_id").fetchnumpy()
         return _unpack(rows, s.dim)
 
+    def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096):
+        """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk)."""
+        last = 0
+        while True:
+            rows = self.con.execute(
+                f"SELECT vec_id, vector FROM {s.table} WHERE vec_id > ? AND hash IN {LIVE_HASHES} "
+                f"ORDER BY vec_id LIMIT {int(chunk)}", [last]).fetchnumpy()
+            ids, vecs = _unpack(rows, s.dim)
+            if not len(ids):
+                return
+            yield ids, vecs
+            last = int(ids[-1])
+
     def live_count(self, s: EmbeddingSet) -> int:
         """How many of the set's vectors are live (what its FAISS index must hold)."""
         return self.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN {LIVE_HASHES}").fetchone()[0]
