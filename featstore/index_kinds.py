@@ -87,6 +87,15 @@ def quantisation_error(index: faiss.Index, vectors: np.ndarray) -> float:
     return float(np.mean(1 - sims[:, 0])) if len(sims) else 0.0
 
 
+def on_gpu(index: faiss.Index, kind: str) -> faiss.Index:
+    """The index cloned to every GPU when faiss-gpu sees one (flat and IVF kinds; HNSW stays on the CPU).
+
+    With faiss-cpu, or no GPU, the index comes back unchanged. UNTESTED: no session that built this had a GPU."""
+    if kind == "hnsw" or not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() < 1:
+        return index
+    return faiss.index_cpu_to_all_gpus(index)
+
+
 def set_param(index: faiss.Index, kind: str, params: dict) -> None:
     if kind == "hnsw" and "efSearch" in params:
         faiss.downcast_index(index.index).hnsw.efSearch = int(params["efSearch"])

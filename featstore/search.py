@@ -10,7 +10,8 @@ import numpy as np
 from .embed import embed_query
 from .embed_text import embed_query_text
 from .errors import FeatstoreError, one_of
-from .index import normalise_rows, open_index, search as index_search
+from .index import normalise_rows, open_index, read_stamp, search as index_search
+from .index_kinds import on_gpu
 from .hashing import content_hash
 from .sets import backbone_for_set
 from .source import display_path
@@ -144,7 +145,7 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
             scores, ids = _filtered_search(store, s, vec, passing, k + extra)
         else:
             if s.set_id not in indexes:
-                indexes[s.set_id] = open_index(store, s)
+                indexes[s.set_id] = on_gpu(open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat"))
             scores, ids = index_search(indexes[s.set_id], vec[None], k + extra)
         found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
         info = store.describe_vecs(s, [i for i, _ in found], task)
