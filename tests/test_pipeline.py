@@ -230,7 +230,7 @@ def test_user_errors_are_one_line(run, sample_store):
         (["fit-head", "--task", "birds"], "unknown task 'birds'; known: flowers"),
         (["predict", "--head", "birds", str(PARITY)], "unknown head 'birds'; known: flowers"),
         (["search", "--like", str(sorted(PARITY.glob("*.jpg"))[0]), "--model", "resnet"], "unknown model 'resnet'"),
-        (["search", "-k", "3"], "give exactly one query"),
+        (["search", "-k", "3"], "give a query: --like FILE|FOLDER"),
         (["search", "--id", "99999"], "no item with id 99999"),
     ]
     for args, message in cases:
