@@ -75,7 +75,7 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
     if kind == "flat-ip":      # stamps written by featstore 0.1
         kind = "flat"
     index = _read(store, s) if stamp else None
-    live_ids, live_vecs = store.live_vectors(s)
+    live_ids = store.live_ids(s)                # vectors are read only where they are needed
     if index is not None and "max_vec_id" in stamp:
         top = stamp["max_vec_id"]
         gone = np.setdiff1d(np.arange(1, top + 1), live_ids[live_ids <= top]) if top else np.zeros(0, np.int64)
@@ -85,17 +85,17 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
         else:
             if len(gone):
                 index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
-            new_vecs = normalise_rows(live_vecs[fresh])
+            new_ids, new_vecs = store.vectors_for_ids(s, live_ids[fresh])
+            new_vecs = normalise_rows(new_vecs)
             if kind.startswith("ivf") and fresh.any() and _drifted(index, stamp, new_vecs, len(live_ids)):
                 log("the IVF lists no longer describe the data: retraining")
                 index = None
             else:
-                kinds.add(index, live_ids[fresh], new_vecs)
+                kinds.add(index, new_ids, new_vecs)
                 if index.ntotal != len(live_ids):
                     index = None
     if index is None:
-        return rebuild(store, s, kind, stamp.get("target_recall", DEFAULT_RECALL), log=log,
-                       vectors=(live_ids, live_vecs))
+        return rebuild(store, s, kind, stamp.get("target_recall", DEFAULT_RECALL), log=log)
     _save(store, s, index, {**stamp, "kind": kind}, live_ids)
     kinds.set_param(index, kind, stamp.get("params", {}))
     return index
@@ -114,9 +114,9 @@ def _drifted(index, stamp: dict, new_vecs: np.ndarray, n_live: int) -> bool:
 
 
 def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = DEFAULT_RECALL,
-            memory: int | None = None, log=lambda msg: None, vectors=None) -> faiss.Index:
+            memory: int | None = None, log=lambda msg: None) -> faiss.Index:
     """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it."""
-    vec_ids, vecs = vectors if vectors is not None else store.live_vectors(s)
+    vec_ids, vecs = store.live_vectors(s)
     if kind == "auto":
         kind = kinds.choose(len(vec_ids), s.dim, memory or 4 * 10**9)
         log(f"auto: {kind} for {len(vec_ids)} vectors of dimension {s.dim}")

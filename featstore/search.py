@@ -83,23 +83,21 @@ def postfilter_topk(index, q: np.ndarray, k: int, passing: np.ndarray, fraction:
     return out_s, out_i
 
 
-def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, k: int):
+def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, fraction: float, k: int):
     """Top-k among the given vec_ids only. A selective filter (at most SUBSET_FRACTION of the live vectors, or
     at most EXACT_SUBSET of them) scores exactly the passing vectors, read EXACT_SUBSET at a time; a broad one
     searches the index and drops what fails, asking for more neighbours until k pass."""
     if len(ids) == 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
     q = normalise_rows(vec[None])[0]
-    fraction = len(ids) / max(store.live_count(s), 1)
     if fraction > SUBSET_FRACTION and len(ids) > EXACT_SUBSET:
         passing = np.zeros(int(ids.max()) + 1, bool)
         passing[ids] = True
         return postfilter_topk(open_index(store, s), q[None], k, passing, fraction)
     best_scores, best_ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
     for start in range(0, len(ids), EXACT_SUBSET):
-        vecs = store.vectors_for_ids(s, ids[start:start + EXACT_SUBSET])
-        keys = np.fromiter(vecs, dtype=np.int64, count=len(vecs))
-        scores = normalise_rows(np.stack(list(vecs.values()))) @ q
+        keys, vecs = store.vectors_for_ids(s, ids[start:start + EXACT_SUBSET])
+        scores = normalise_rows(vecs) @ q
         best_scores, best_ids = np.concatenate([best_scores, scores]), np.concatenate([best_ids, keys])
         top = np.argsort(-best_scores, kind="stable")[:k]
         best_scores, best_ids = best_scores[top], best_ids[top]
@@ -140,9 +138,10 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
         passing = None
         if where:
             if s.set_id not in subsets:
-                subsets[s.set_id] = filtered_vec_ids(store, s, where, task)
-            passing = subsets[s.set_id]
-            scores, ids = _filtered_search(store, s, vec, passing, k + extra)
+                passing = filtered_vec_ids(store, s, where, task)
+                subsets[s.set_id] = passing, len(passing) / max(store.live_count(s), 1)
+            passing, fraction = subsets[s.set_id]
+            scores, ids = _filtered_search(store, s, vec, passing, fraction, k + extra)
         else:
             if s.set_id not in indexes:
                 indexes[s.set_id] = on_gpu(open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat"))

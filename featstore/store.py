@@ -322,6 +322,12 @@ class Store:
             f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN {LIVE_HASHES} ORDER BY e.vec_id").fetchnumpy()
         return _unpack(rows, s.dim)
 
+    def live_ids(self, s: EmbeddingSet) -> np.ndarray:
+        """vec_ids of the live vectors, ascending (no vectors read)."""
+        rows = self.con.execute(
+            f"SELECT vec_id FROM {s.table} WHERE hash IN {LIVE_HASHES} ORDER BY vec_id").fetchnumpy()
+        return np.asarray(rows["vec_id"], dtype=np.int64)
+
     def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096):
         """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk)."""
         last = 0
@@ -346,11 +352,11 @@ class Store:
                                 [list(hashes)]).fetchall()
         return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
 
-    def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> dict[int, np.ndarray]:
-        rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1))",
-                                [list(map(int, vec_ids))]).fetchnumpy()
-        ids, vecs = _unpack(rows, s.dim)
-        return dict(zip(ids.tolist(), vecs))
+    def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(vec_ids, vectors) of the given vec_ids that exist, in vec_id order."""
+        rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1)) "
+                                "ORDER BY vec_id", [list(map(int, vec_ids))]).fetchnumpy()
+        return _unpack(rows, s.dim)
 
     def labelled_count(self, s: EmbeddingSet, task: str) -> int:
         """How many of a task's labelled contents have a vector in this set."""
