@@ -1,28 +1,20 @@
 """Labels from a CSV: one embedded dataset can carry many tasks (besides the subfolder-name task)."""
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 from .errors import FeatstoreError
 from .source import display_path
 from .store import Store
+from .user_csv import read_user_csv
 
 
 def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
     """Rows (path or content hash, label) -> the task's labels. Relative paths are tried against the CSV's
     folder, then the current directory. Rows that match nothing in the store are reported, not stored."""
     csv_path = Path(csv_path)
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
-    except UnicodeDecodeError as exc:
-        raise FeatstoreError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except (OSError, csv.Error) as exc:
-        raise FeatstoreError(f"{csv_path}: cannot read CSV ({exc})") from None
+    columns, rows = read_user_csv(csv_path)
     key = "path" if "path" in columns else "hash" if "hash" in columns else None
     if key is None or "label" not in columns:
         raise FeatstoreError(f"{csv_path}: needs a header with a 'path' or 'hash' column and a 'label' column "

@@ -16,6 +16,7 @@ from .hashing import content_hash
 from .sets import backbone_for_set
 from .source import display_path
 from .store import Store
+from .user_csv import read_user_csv
 
 
 def default_task(store: Store, task: str | None) -> str | None:
@@ -196,15 +197,7 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
 
 def read_queries(path: str) -> list[Query]:
     """Queries from a CSV with a header naming one of the columns path, id or text."""
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            cols = [c.strip().lower() for c in reader.fieldnames or []]
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise FeatstoreError(f"{path}: cannot read queries CSV ({exc})") from None
+    cols, rows = read_user_csv(path)
     col = next((c for c in ("path", "id", "text") if c in cols), None)
     if col is None:
         raise FeatstoreError(f"{path}: needs a header with a 'path', 'id' or 'text' column "
