@@ -103,6 +103,17 @@ def test_cv_chooses_C_on_the_training_part_only(features):
 
 
 # ---- fit-head: stored split, leaderboard, few-shot ------------------------------------------------------------
+def _embed_mirrored(run, store, small_folder, tmp_path):
+    """40 new contents for the module's store: mirrored copies of 8 sample photos per class (task 'flowers').
+    Embedding them twice adds nothing, so tests that need them can each ask for them."""
+    extra = tmp_path / "flowers"
+    for p in sorted(Path(small_folder).rglob("*.jpg")):
+        (extra / p.parent.name).mkdir(parents=True, exist_ok=True)
+        img = Image.open(p).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)  # new content, same class
+        img.save(extra / p.parent.name / f"flipped-{p.name}", quality=90)
+    run("embed", extra, "--store", store, "--no-progress")
+
+
 def test_split_is_stored_and_never_moves(run, store, small_folder, tmp_path):
     first = _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))
     split = dict(query(store, "SELECT hash, split FROM splits WHERE task = 'flowers'"))
@@ -110,12 +121,7 @@ def test_split_is_stored_and_never_moves(run, store, small_folder, tmp_path):
     again = _json(run("fit-head", "--task", "flowers", "--head", "ridge", "--name", "r", "--store", store, "--json"))
     assert again["metrics"]["n_test"] == first["metrics"]["n_test"] == 20
     # new labelled items: old assignments stay, the new ones are topped up per class
-    extra = tmp_path / "flowers"
-    for p in sorted(Path(small_folder).rglob("*.jpg")):
-        (extra / p.parent.name).mkdir(parents=True, exist_ok=True)
-        img = Image.open(p).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)  # new content, same class
-        img.save(extra / p.parent.name / f"flipped-{p.name}", quality=90)
-    run("embed", extra, "--store", store, "--no-progress")
+    _embed_mirrored(run, store, small_folder, tmp_path)
     third = _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))
     after = dict(query(store, "SELECT hash, split FROM splits WHERE task = 'flowers'"))
     assert all(after[h] == s for h, s in split.items())
@@ -168,7 +174,8 @@ def test_fit_head_errors_are_one_line(run, store):
 
 
 # ---- labels from CSV, numeric target ---------------------------------------------------------------------------
-def test_label_csv_by_hash_and_path_then_regression(run, store, tmp_path):
+def test_label_csv_by_hash_and_path_then_regression(run, store, small_folder, tmp_path):
+    _embed_mirrored(run, store, small_folder, tmp_path)      # 140 contents, whichever test ran first
     rows = query(store, "SELECT path, hash FROM items WHERE status = 'ok' ORDER BY path")
     brightness = {h: float(np.asarray(Image.open(p).convert("L"), np.float32).mean()) for p, h in rows}
     lines = ["hash,label"] + [f"{h},{v:.3f}" for h, v in brightness.items()] + ["0" * 32 + ",12.0"]
