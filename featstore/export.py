@@ -60,67 +60,52 @@ def ensure_exported(spec: ModelSpec, log=print) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(fd)
     try:
-        diff = (_export_and_check if spec.modality == "image" else _export_text_and_check)(spec, Path(tmp))
+        diff, what = _export_and_check(spec, Path(tmp))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    what = f"{len(parity_photos())} real photos" if spec.modality == "image" else f"{len(parity_sentences())} real texts"
     log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {what}")
     return target
 
 
-def _export_and_check(spec: ModelSpec, out: Path) -> float:
-    """torch.onnx.export with a dynamic batch axis, then the parity check; returns the max abs difference."""
-    import torch  # export time only
+def _parity_inputs(spec: ModelSpec):
+    """(torch module, its real parity inputs by ONNX input name, their dynamic axes, what they are)."""
+    if spec.modality == "image":
+        from .torch_backbones import load_features
 
-    from .backbone import Backbone
-    from .torch_backbones import load_features
-
-    model = load_features(spec)
-    size = spec.preprocess.size
-    dummy = torch.zeros(2, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), str(out), input_names=["image"], output_names=["features"],
-                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
-    batch = photo_batch(spec.preprocess)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(batch)).numpy()
-    got = Backbone(out, device="cpu").run(batch)
-    diff = float(np.abs(got - expected).max())
-    if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
-        raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
-                             f"(> {PARITY_TOLERANCE:g}) on real photos")
-    return diff
-
-
-def _export_text_and_check(spec: ModelSpec, out: Path) -> float:
-    """A text backbone with dynamic batch and sequence axes (token ids, mask, type ids in; pooled, normalised
-    sentence vector out), then the same parity check as for images, on real sentences."""
-    import torch  # export time only
-
-    from .backbone import Backbone
+        return (load_features(spec), {"image": photo_batch(spec.preprocess)}, {"image": {0: "batch"}},
+                f"{len(parity_photos())} real photos")
     from .tokenize import TEXT_INPUTS, TextTokenizer
     from .torch_backbones import load_text_features
 
-    model = load_text_features(spec)
     feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
-    dummy = tuple(torch.from_numpy(feeds[k][:2]) for k in TEXT_INPUTS)
-    axes = {k: {0: "batch", 1: "tokens"} for k in TEXT_INPUTS}
+    return (load_text_features(spec), feeds, {k: {0: "batch", 1: "tokens"} for k in TEXT_INPUTS},
+            f"{len(parity_sentences())} real texts")
+
+
+def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
+    """torch.onnx.export with dynamic axes (batch; tokens for text), then the parity check on real inputs
+    (photos or sentences); returns the max abs difference and what it was measured on."""
+    import torch  # export time only
+
+    from .backbone import Backbone
+
+    model, feeds, axes, what = _parity_inputs(spec)
+    names = list(axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, dummy, str(out), input_names=list(TEXT_INPUTS), output_names=["features"],
+        torch.onnx.export(model, tuple(torch.from_numpy(feeds[k][:2]) for k in names), str(out),
+                          input_names=names, output_names=["features"],
                           dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False)
         with torch.no_grad():
-            expected = model(*[torch.from_numpy(feeds[k]) for k in TEXT_INPUTS]).numpy()
+            expected = model(*[torch.from_numpy(feeds[k]) for k in names]).numpy()
     got = Backbone(out, device="cpu").run_feeds(feeds)
     diff = float(np.abs(got - expected).max())
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
         raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
-                             f"(> {PARITY_TOLERANCE:g}) on real texts")
-    return diff
+                             f"(> {PARITY_TOLERANCE:g}) on {what}")
+    return diff, what
 
 
 def photo_batch(p: Preprocess) -> np.ndarray:
