@@ -40,6 +40,16 @@ def run(home):
     return _run
 
 
+def embed_into_new_store(tmp_path_factory, name: str, folder: Path = SAMPLE) -> Path:
+    """A fresh store holding `folder` embedded once (for module-scoped fixtures; needs the `home` fixture)."""
+    from featstore.cli.main import cli
+
+    store = tmp_path_factory.mktemp(name) / "store"
+    r = CliRunner().invoke(cli, ["embed", str(folder), "--store", str(store), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    return store
+
+
 def query(store: Path, sql: str) -> list[tuple]:
     """Rows of a SQL query against a store's DuckDB file, opened read-only (the test looks, featstore aside)."""
     import duckdb

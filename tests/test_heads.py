@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SAMPLE, query
+from conftest import embed_into_new_store, query
 
 ROOT = Path(__file__).parents[1]
 PARITY = ROOT / "featstore" / "data" / "parity"
@@ -19,14 +19,7 @@ PARITY = ROOT / "featstore" / "data" / "parity"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, home):
     """The bundled sample (100 photos, 5 classes) embedded once."""
-    from click.testing import CliRunner
-
-    from featstore.cli.main import cli
-
-    path = tmp_path_factory.mktemp("heads") / "store"
-    r = CliRunner().invoke(cli, ["embed", str(SAMPLE), "--store", str(path), "--no-progress"])
-    assert r.exit_code == 0, r.output
-    return path
+    return embed_into_new_store(tmp_path_factory, "heads")
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,12 @@ import json
 
 import pytest
 
-from conftest import SAMPLE, query
+from conftest import SAMPLE, embed_into_new_store, query
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, home):
-    from click.testing import CliRunner
-
-    from featstore.cli.main import cli
-
-    path = tmp_path_factory.mktemp("search") / "store"
-    r = CliRunner().invoke(cli, ["embed", str(SAMPLE), "--store", str(path), "--no-progress"])
-    assert r.exit_code == 0, r.output
-    return path
+    return embed_into_new_store(tmp_path_factory, "search")
 
 
 def _search(run, store, *args):
