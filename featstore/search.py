@@ -46,15 +46,13 @@ SUBSET_FRACTION = 0.05     # --where passing more than this share of the set (an
 def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarray:
     """vec_ids of the set whose items pass a SQL condition, evaluated in DuckDB over one row per ok item:
     item_id, path, hash, size, mtime, width, height, updated_at, label and split (of the task shown), text."""
-    splits = ("LEFT JOIN splits sp ON sp.hash = i.hash AND sp.task = $task" if store.has_table("splits")
-              else "LEFT JOIN (SELECT NULL AS hash, NULL AS split) sp ON false")
-    texts = ("LEFT JOIN texts t ON t.hash = i.hash" if store.has_table("texts")
-             else "LEFT JOIN (SELECT NULL AS hash, NULL AS text) t ON false")
     sql = f"""SELECT vec_id FROM {s.table} WHERE hash IN (
                 SELECT hash FROM (
                     SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
                            l.label, sp.split, t.text
-                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task {splits} {texts}
+                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task
+                    LEFT JOIN {store.relation("splits")} sp ON sp.hash = i.hash AND sp.task = $task
+                    LEFT JOIN {store.relation("texts")} t ON t.hash = i.hash
                     WHERE i.status = 'ok') AS item
                 WHERE ({where}))"""
     try:

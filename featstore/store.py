@@ -23,6 +23,7 @@ from .errors import FeatstoreError, one_of
 SCHEMA_VERSION = 2       # 2: + splits (a task's fixed held-out split), texts; 1 -> 2 migrates on first write
 LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
 REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
+SCHEMA_2_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split")}
 DB_FILE = "store.duckdb"
 LOCK_FILE = "writer.lock"
 
@@ -297,15 +298,18 @@ class Store:
     def tasks(self) -> dict[str, int]:
         return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
 
-    def has_table(self, name: str) -> bool:
-        return bool(self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                     [name]).fetchone()[0])
+    def relation(self, table: str) -> str:
+        """A table added in schema 2, or, in a schema-1 store opened read-only (not migrated), an empty stand-in
+        with the same columns, so queries need no second form."""
+        if self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [table]).fetchone()[0]:
+            return table
+        return "(SELECT " + ", ".join(f"NULL AS {c}" for c in SCHEMA_2_TABLES[table]) + " WHERE false)"
 
     def split_of(self, task: str) -> dict[str, str]:
         """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
-        if not self.has_table("splits"):
-            return {}
-        return dict(self.con.execute("SELECT hash, split FROM splits WHERE task = ?", [task]).fetchall())
+        return dict(self.con.execute(f"SELECT hash, split FROM {self.relation('splits')} WHERE task = ?",
+                                     [task]).fetchall())
 
     def add_split(self, task: str, assignments: dict[str, str]) -> None:
         """Record split assignments for contents not assigned yet (existing ones never change)."""
@@ -396,12 +400,11 @@ class Store:
         text the text itself."""
         if not vec_ids:
             return {}
-        texts = "texts" if self.has_table("texts") else "(SELECT NULL AS hash, NULL AS text)"  # schema-1 store
         rows = self.con.execute(
             f"""SELECT e.vec_id, min(i.item_id), min(i.path), count(*), min(l.label), e.hash, min(t.text)
                 FROM {s.table} e JOIN items i ON i.hash = e.hash AND i.status = 'ok'
                 LEFT JOIN labels l ON l.path = i.path AND l.task = ?
-                LEFT JOIN {texts} t ON t.hash = e.hash
+                LEFT JOIN {self.relation("texts")} t ON t.hash = e.hash
                 WHERE e.vec_id IN (SELECT unnest($2)) GROUP BY e.vec_id, e.hash""", [task, list(vec_ids)]).fetchall()
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 for r in rows}
