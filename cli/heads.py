@@ -81,7 +81,8 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
 def _print_head(out):
     m = out["metrics"]
     kind_desc = out["kind"] + (f", C={out['params']['params'].get('C')}" if out["params"]["params"].get("C") else "")
-    click.echo(f"head {out['name']!r} ({kind_desc}) for task {out['task']!r} on {out['model']} features: "
+    click.echo(f"head {out['name']!r} ({kind_desc}) for task {out['task']!r} on {out['model']} "
+               f"{out.get('precision', 'fp32')} features: "
                f"{out['n_items']} distinct items" + (f", {len(out['classes'])} classes" if out["classes"] else
                                                      ", numeric target"))
     click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stored; stratified, seed {m['seed']})")
@@ -97,6 +98,7 @@ def _print_head(out):
         return
     click.echo(f"held-out accuracy {pct(m['test_accuracy'])}, balanced accuracy {pct(m['test_balanced_accuracy'])}, "
                f"macro-F1 {pct(m['test_macro_f1'])} ({speed})")
+    _print_precision_check(m.get("precision_check"), out.get("precision", "fp32"))
     click.echo("")
     click.echo(table([[c, pct(v["precision"]), pct(v["recall"]), pct(v["f1"]), v["support"]]
                       for c, v in m["per_class"].items()], ["class", "precision", "recall", "f1", "support"], "lrrrr"))
@@ -105,6 +107,17 @@ def _print_head(out):
     click.echo("confusion matrix (rows: true, columns: predicted)")
     click.echo(table([[lab] + row for lab, row in zip(labels, m["confusion"]["matrix"])], ["true \\ pred"] + labels,
                      "l" + "r" * len(labels)))
+
+
+def _print_precision_check(check, precision):
+    if precision == "fp32":
+        return
+    if not check:
+        click.echo(f"precision {precision}: no fp32 vectors of this model for the task to compare with (embed the "
+                   "same folder with --precision fp32 to measure what the precision costs)")
+        return
+    click.echo(f"precision {precision} vs fp32, same head kind and held-out split: {check['metric']} "
+               f"{pct(check['value'])} vs {pct(check['fp32_value'])} ({check['delta_points']:+.1f} points)")
 
 
 def _print_leaderboard(out):

@@ -90,50 +90,90 @@ def _triple(text: str) -> tuple:
 @click.option("--text-column", default="text", help="Text tables: the column holding the text.")
 @click.option("--label-column", default=None, help="Text tables: a column of labels (becomes the task's labels).")
 @click.option("--id-column", default=None, help="Text tables: a column of stable row ids [default: row number].")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=32)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Images per backbone call [default: 32 on the CPU, 128 on CUDA; 64 texts].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: CUDA if this onnxruntime has it and a session starts on it, else the CPU. cuda: fail "
+                   "unless the session really runs on CUDA.")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "fp16"]), default="fp32",
+              help="int8: a graph quantised on a sample of this folder (CPU), its own embedding set. fp16: GPU.")
+@click.option("--workers", type=click.IntRange(1, 4096), default=None,
+              help="Local engine: decode threads [default: one per core]. Ray engine: actors, each with its own "
+                   "ONNX Runtime session [default: 1].")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="ray: run the embed stages shard by shard on Ray Data (needs the ray extra), then ingest.")
+@click.option("--address", default=None, help="Ray engine: address of an existing Ray cluster [default: start a "
+                                               "local one].")
+@click.option("--shard-size", type=click.IntRange(1, 10**7), default=1000, help="Ray engine: files per shard.")
+@click.option("--staging", type=click.Path(file_okay=False), default=None,
+              help="Ray engine: folder for finished shards, seen by the driver and every worker [default: "
+                   "STORE/staging].")
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed in an earlier run.")
 @click.option("--wait", is_flag=True, help="If another process is writing the store, wait for it.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @store_option
 @json_option
 def embed(source, task, model, input_size, mean, std, text_column, label_column, id_column, batch_size, device,
-          retry_failed, wait, no_progress, store_path, as_json):
-    """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), or text: a
-    CSV/TSV, Parquet or JSON Lines file, or a folder of .txt files in class subfolders."""
+          precision, workers, engine, address, shard_size, staging, retry_failed, wait, no_progress, store_path,
+          as_json):
+    """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
+    images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
+    file, or a folder of .txt files in class subfolders."""
+    from featstore.backbone import expected_device
     from featstore.catalog import resolve
     from featstore.embed import embed_files
+    from featstore.manifest import is_image_manifest, read_manifest
+    from featstore.precision import check as check_precision
     from featstore.sets import open_backbone
     from featstore.source import scan_folder
     from featstore.store import Store
     from featstore.text_source import is_text_source
 
     is_custom = bool(model and model.lower().endswith(".onnx"))
-    if (model is None and is_text_source(source)) or (model and not is_custom and resolve(model).modality == "text"):
-        return _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device,
-                           retry_failed, wait, no_progress, store_path, as_json)
-    if not os.path.isdir(source):
-        raise FeatstoreError(f"{source}: images are embedded from a folder; a file must be a text table "
-                             "(.csv .tsv .parquet .jsonl)")
+    manifest = is_image_manifest(source, text_column)
+    if not manifest and ((model is None and is_text_source(source))
+                         or (model and not is_custom and resolve(model).modality == "text")):
+        if engine == "ray":
+            raise FeatstoreError("--engine ray embeds images (a folder or a manifest); text runs on the local engine")
+        if precision == "int8":
+            raise FeatstoreError("--precision int8 is for image backbones (int8 MiniLM kept only 0.90-0.94 cosine "
+                                 "to fp32); text embeds in fp32, or fp16 on the GPU")
+        return _embed_text(source, task, model, text_column, label_column, id_column, batch_size or 64, device,
+                           precision, retry_failed, wait, no_progress, store_path, as_json)
+    if not os.path.isdir(source) and not manifest:
+        raise FeatstoreError(f"{source}: images are embedded from a folder or a manifest (a table with a 'path' "
+                             "column); any other file must be a text table (.csv .tsv .parquet .jsonl)")
     folder = source
     spec = _model_spec(model, input_size, mean, std)
-    files, warnings = scan_folder(folder)
+    files, warnings = (read_manifest(source), []) if manifest else scan_folder(folder)
     for w in warnings:
         _log(f"warning: {w}")
-    task = task or os.path.basename(os.path.abspath(folder))
-    backbone, eset = open_backbone(spec, device=device, log=_log)
+    name = os.path.basename(os.path.abspath(folder))
+    task = task or (os.path.splitext(name)[0] if manifest else name)
+    check_precision(precision, expected_device(device))      # refuse before the store is created or touched
     with Store.open(_store_path(store_path), write=True, wait=wait) as store:
+        backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision, store=store,
+                                       calibration_paths=[f.path for f in files if not f.error])
         labels = {f.key: f.label for f in files if f.label}
         store.set_labels(task, labels)
-        summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
-                              retry_failed=retry_failed, progress=not no_progress and not as_json)
-    if device == "auto" and summary.embedded:
+        if engine == "ray":
+            from featstore.ray_engine import embed_with_ray
+
+            summary = embed_with_ray(store, files, backbone, eset, spec.preprocess, staging=staging,
+                                     shard_size=shard_size, workers=workers or 1, address=address,
+                                     batch_size=batch_size, progress=not no_progress and not as_json,
+                                     source=os.path.abspath(folder), log=_log)
+        else:
+            summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
+                                  workers=workers, retry_failed=retry_failed,
+                                  progress=not no_progress and not as_json, source=os.path.abspath(folder))
+    if device == "auto" and summary.embedded and engine == "local":
         _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     _finish_embed(summary, task, labels, warnings, as_json)
 
 
-def _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device, retry_failed, wait,
-                no_progress, store_path, as_json):
+def _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device, precision,
+                retry_failed, wait, no_progress, store_path, as_json):
     from featstore.catalog import resolve
     from featstore.embed_text import embed_texts
     from featstore.sets import open_backbone
@@ -147,12 +187,13 @@ def _embed_text(source, task, model, text_column, label_column, id_column, batch
         _log(f"warning: {w}")
     name = os.path.basename(os.path.abspath(source))
     task = task or (name if os.path.isdir(source) else os.path.splitext(name)[0])
-    backbone, eset = open_backbone(spec, device=device, log=_log)
+    backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision)
     with Store.open(_store_path(store_path), write=True, wait=wait) as store:
         labels = {r.key: r.label for r in records if r.label}
         store.set_labels(task, labels)
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=batch_size,
-                              retry_failed=retry_failed, progress=not no_progress and not as_json)
+                              retry_failed=retry_failed, progress=not no_progress and not as_json,
+                              source=os.path.abspath(source))
     _finish_embed(summary, task, labels, warnings, as_json)
 
 
@@ -167,7 +208,7 @@ def _finish_embed(summary, task, labels, warnings, as_json) -> None:
 
 def _print_embed_summary(s, n_labelled: int) -> None:
     what = "image files" if s.unit == "image" else "texts"
-    click.echo(f"model {s.model} (set {s.set_id}) on {s.device}; {s.listed} {what} listed")
+    click.echo(f"model {s.model} {s.precision} (set {s.set_id}) on {s.device}; {s.listed} {what} listed")
     if not s.listed:
         click.echo("no image files found (extensions: jpg jpeg png webp bmp tif tiff gif)" if s.unit == "image"
                    else "no texts found")
@@ -177,12 +218,12 @@ def _print_embed_summary(s, n_labelled: int) -> None:
     click.echo(table(rows, ["outcome", "files" if s.unit == "image" else "texts"], "lr"))
     unit = s.unit + "s"
     if s.embedded:
-        st = s.stage_seconds
-        stages = ", ".join(f"{k} {v:.1f} s" + (" (worker threads, overlapped)" if k == "read+decode" else "")
-                           for k, v in st.items())
-        click.echo(f"{s.embedded} {unit} in {s.seconds:.1f} s = {s.images_per_second:.1f} {unit}/s; time: {stages}")
+        click.echo(f"{s.embedded} {unit} in {s.seconds:.1f} s = {s.images_per_second:.1f} {unit}/s")
+        click.echo(where_time_went(s))
     else:
         click.echo(f"backbone ran on 0 {unit}: nothing new to embed ({s.seconds:.1f} s)")
+        if s.config.get("engine") == "ray":
+            click.echo(where_time_went(s))
     if s.truncated:
         click.echo(f"truncated: {s.truncated} texts were longer than the model's token limit and were cut "
                    "(flagged in the store: texts.truncated)")
@@ -194,6 +235,30 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         click.echo(f"failed: {path}: {reason}")
     if len(s.failures) > 20:
         click.echo(f"... and {len(s.failures) - 20} more failures (featstore stats --json lists them)")
+
+
+def where_time_went(s) -> str:
+    """One line: the main thread's wall time by stage (they add up), then the overlapped stages beside it."""
+    cfg = s.config
+    if cfg.get("engine") == "ray":
+        c = cfg["shards"]
+        return (f"engine ray ({cfg['address']}, {cfg['workers']} actors): {c['shards']} shards of up to "
+                f"{cfg['shard_size']} files; computed now {c['computed']}, staged by an earlier run "
+                f"{c['staged_before']}, ingested before {c['ingested_before']}, unchanged {c['unchanged']}; "
+                f"staging {cfg['staging']}")
+    st = s.stage_seconds
+    main = {k: v for k, v in st.items() if "thread" not in k}
+    side = {k: v for k, v in st.items() if "thread" in k}
+    other = max(s.seconds - sum(main.values()), 0.0)
+    parts = [f"{k} {v:.1f} s ({v / s.seconds:.0%})" for k, v in main.items()] + [f"other {other:.1f} s"]
+    line = "where the time went: " + ", ".join(parts)
+    if side:
+        line += "; overlapped: " + ", ".join(f"{k} {v:.1f} s" for k, v in side.items())
+    if cfg.get("batch_size"):
+        line += (f"\nsettings: batch {cfg['batch_size']}, {cfg.get('decode_workers', '-')} decode workers, "
+                 f"{cfg.get('intra_op_threads', '-')} ONNX Runtime threads, precision {s.precision}, "
+                 f"device {s.device}")
+    return line
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
@@ -339,6 +404,15 @@ def stats(store_path, as_json):
     if out["heads"]:
         click.echo("")
         click.echo(heads_table(out["heads"]))
+    if out["last_runs"]:
+        click.echo("")
+        click.echo(table([[r["run_id"], r["started_at"][:19], r["set_id"], r["config"].get("precision", "-"),
+                           r["config"].get("device", "-"), r["config"].get("batch_size", "-"),
+                           r["config"].get("intra_op_threads", "-"), r["summary"]["embedded"],
+                           f"{r['summary']['seconds']:.1f}", f"{r['summary']['items_per_second']:.1f}"]
+                          for r in out["last_runs"]],
+                         ["run", "started", "set", "precision", "device", "batch", "threads", "embedded", "s",
+                          "items/s"], "rlllllrrrr"))
 
 
 def _index_text(stamp: dict | None) -> str:

@@ -1,10 +1,15 @@
-"""The embed pipeline: source -> read + hash -> decode + preprocess -> backbone -> store.
+"""The embed pipeline, one stage per function, in the order the data flows:
 
-Reading and decoding run in worker threads, a bounded window ahead of inference (Pillow and ONNX Runtime release
-the GIL), so memory stays flat. Each batch is written in one transaction as soon as it is computed: a killed run
-loses at most the batch in flight, and a rerun does only what is missing. Files whose path, size and mtime are
-unchanged are skipped without being read; files whose bytes are already embedded (copies, renames) are recorded
-without running the backbone.
+    plan    (source)  which listed files need work: unchanged files are skipped without being read
+    decode  (workers) read + hash + decode + crop/resize, in a thread pool a bounded window ahead
+    batch   (main)    pixels into a preallocated batch buffer; copies of stored content need no backbone
+    run     (main)    normalise into a preallocated tensor, run the backbone
+    write   (writer)  one transaction per batch, in its own thread (writer.py)
+
+Pillow, ONNX Runtime and DuckDB release the GIL, so decode and write overlap inference; the window and the
+writer's queue are bounded, so memory stays flat whatever the folder size. A killed run loses at most the batches
+in flight and a rerun does only what is missing. Every stage is timed per batch; the summary says where the time
+went, and each run is recorded in the store with its settings.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backbone import Backbone
+from .backbone import DEFAULT_BATCH, Backbone
 from .catalog import Preprocess
 from .decode import decode_image
 from .errors import DecodeError
@@ -25,11 +30,12 @@ from .index import is_current, refresh
 from .preprocess import crop_resize, draft_target, normalise
 from .source import SourceFile, display_path
 from .store import EmbeddingSet, Store
+from .writer import BatchWriter
 
 
 @dataclass
 class Prepared:
-    """A file after the read/decode stage: its hash and pixels, or the reason it failed."""
+    """A file after the decode stage: its hash and pixels, or the reason it failed."""
 
     file: SourceFile
     hash: str | None = None
@@ -37,7 +43,7 @@ class Prepared:
     width: int | None = None
     height: int | None = None
     error: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0          # CPU time of the worker thread (wall time would count waits for a core)
 
 
 @dataclass
@@ -51,9 +57,12 @@ class EmbedSummary:
     failures: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     seconds: float = 0.0
-    stage_seconds: dict = field(default_factory=lambda: {"read+decode": 0.0, "inference": 0.0, "write": 0.0})
+    stage_seconds: dict = field(default_factory=dict)   # where the time went (see Clock)
+    batches: int = 0
+    config: dict = field(default_factory=dict)          # device, providers, threads, batch size, workers, ...
     model: str = ""
     set_id: str = ""
+    precision: str = "fp32"
     device: str = ""
     task: str | None = None
     unit: str = "image"
@@ -64,9 +73,27 @@ class EmbedSummary:
         return self.embedded / self.seconds if self.seconds else 0.0
 
 
+class Clock:
+    """Per-stage time of one run. Main-thread stages (waiting for decode, inference, waiting for the writer) add
+    up to the wall time; decode and write run in other threads, overlapped, and are reported beside them."""
+
+    MAIN = ("inference", "waiting for decode", "waiting for writer")
+
+    def __init__(self):
+        self.seconds = {"inference": 0.0, "waiting for decode": 0.0, "waiting for writer": 0.0,
+                        "decode CPU (worker threads)": 0.0, "write (writer thread)": 0.0}
+        self.per_batch: list[float] = []          # inference seconds of each batch
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+
 def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
-    """Read, hash, decode and crop/resize one file (the pipeline's worker step). Never raises for bad input."""
-    t0 = time.perf_counter()
+    """Read, hash, decode and crop/resize one file (the decode stage's unit of work). Never raises for bad input.
+
+    A file whose hash is in `known` (already embedded) is hashed but not decoded.
+    """
+    t0 = time.thread_time()
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
         with open(path, "rb") as f:
@@ -86,22 +113,16 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
                 out.pixels = crop_resize(img, p)
             except DecodeError as exc:
                 out.error = str(exc)
-    out.seconds = time.perf_counter() - t0
+    out.seconds = time.thread_time() - t0
     return out
 
 
-def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
-                batch_size: int = 32, workers: int | None = None, retry_failed: bool = False,
-                progress: bool = True) -> EmbedSummary:
-    """Embed every file not yet in the set; record failures; refresh the set's index at the end."""
-    from tqdm import tqdm
-
-    started = time.perf_counter()
-    summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device)
-    store.ensure_set(eset)
+# ---- plan (source) --------------------------------------------------------------------------------------------
+def plan(store: Store, eset: EmbeddingSet, files: list[SourceFile], summary: EmbedSummary,
+         retry_failed: bool) -> list[SourceFile]:
+    """The files that need reading: not those unchanged (path, size, mtime) since an earlier run of this set."""
     known_items = store.items_by_path()
     embedded = store.embedded_hashes(eset)
-
     todo = []
     for f in files:
         item = known_items.get(f.key)
@@ -112,75 +133,142 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
             summary.failed_before += 1
         else:
             todo.append(f)
+    return todo
 
-    batch_hashes: list[str] = []
-    batch_pixels: list[np.ndarray] = []
-    pending: list[dict] = []       # item rows waiting for the next write
 
-    def flush() -> None:
-        vectors = None
-        if batch_pixels:
+# ---- decode (worker threads) ------------------------------------------------------------------------------------
+def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock: Clock):
+    """(file, Prepared) in listing order, decoded by `workers` threads at most `window` files ahead."""
+    def work(f: SourceFile) -> Prepared:
+        prep = Prepared(file=f, error=f.error) if f.error else read_pixels(f.path, pre, known)
+        prep.file = f
+        return prep
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featstore-decode") as pool:
+        pending: deque = deque()
+        it = iter(todo)
+        for f in it:
+            pending.append(pool.submit(work, f))
+            if len(pending) >= window:
+                break
+        while pending:
             t0 = time.perf_counter()
-            vectors = backbone.run(normalise(np.stack(batch_pixels), pre))
-            summary.stage_seconds["inference"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        store.write_batch(eset, pending, batch_hashes, vectors)
-        summary.stage_seconds["write"] += time.perf_counter() - t0
-        summary.embedded += len(batch_hashes)
-        embedded.update(batch_hashes)
-        batch_hashes.clear(), batch_pixels.clear(), pending.clear()
+            prep = pending.popleft().result()
+            clock.add("waiting for decode", time.perf_counter() - t0)
+            clock.add("decode CPU (worker threads)", prep.seconds)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(work, nxt))
+            yield prep
 
-    workers = workers or min(4, os.cpu_count() or 1)
+
+# ---- batch (main thread) -------------------------------------------------------------------------------------
+class Batch:
+    """A preallocated uint8 NHWC buffer filled in place, plus the item rows that ride along with it."""
+
+    def __init__(self, size: int, pre: Preprocess):
+        self.pixels = np.empty((size, pre.size, pre.size, 3), np.uint8)
+        self.tensor = np.empty((size, 3, pre.size, pre.size), np.float32)
+        self.hashes: list[str] = []
+        self.rows: list[dict] = []
+
+    def add(self, prep: Prepared) -> None:
+        self.pixels[len(self.hashes)] = prep.pixels
+        self.hashes.append(prep.hash)
+
+    @property
+    def full(self) -> bool:
+        return len(self.hashes) == len(self.pixels)
+
+    def clear(self) -> None:
+        self.hashes, self.rows = [], []
+
+
+def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
+    """Fill `batch` from the decoded stream and yield it when it is full (or when many rows wait without pixels:
+    copies and failures are recorded promptly too). The caller consumes it before the next fill."""
+    for prep in prepared:
+        f = prep.file
+        row = {"path": f.key, "hash": prep.hash, "size": f.size, "mtime": f.mtime,
+               "width": prep.width, "height": prep.height, "status": "ok", "error": None}
+        if prep.error:
+            row.update(status="failed", error=prep.error)
+            summary.failed += 1
+            summary.failures.append((f.key, prep.error))
+        elif prep.hash in embedded:
+            summary.copies += 1
+        else:
+            batch.add(prep)
+            embedded.add(prep.hash)         # later copies in this run are recognised as copies
+        batch.rows.append(row)
+        bar.update(1)
+        if batch.full or len(batch.rows) >= 8 * len(batch.pixels):
+            yield batch
+            batch.clear()
+    if batch.rows:
+        yield batch
+        batch.clear()
+
+
+# ---- the pipeline ----------------------------------------------------------------------------------------------
+def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, known: set, embedded: set,
+               batch_size: int, workers: int, summary: EmbedSummary, clock: Clock, bar, sink) -> None:
+    """decode -> batch -> run, handing each batch's (item rows, new hashes, vectors) to `sink` (the store's writer
+    here; a shard file in the Ray engine). `known`: contents stored before the run (their files are hashed, not
+    decoded: a fixed snapshot, so what is decoded does not depend on thread timing); `embedded` grows as contents
+    are batched, so later copies in the run are recognised."""
+    stream = decoded(todo, pre, known, workers, window=2 * batch_size, clock=clock)
+    for batch in batches(stream, Batch(batch_size, pre), embedded, summary, bar):
+        vectors = None
+        if batch.hashes:
+            t0 = time.perf_counter()
+            n = len(batch.hashes)
+            vectors = backbone.run(normalise(batch.pixels[:n], pre, out=batch.tensor))
+            clock.add("inference", time.perf_counter() - t0)
+            clock.per_batch.append(time.perf_counter() - t0)
+            summary.embedded += n
+        sink(batch.rows, batch.hashes, vectors)
+
+
+
+def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
+                batch_size: int | None = None, workers: int | None = None, retry_failed: bool = False,
+                progress: bool = True, source: str = "") -> EmbedSummary:
+    """Embed every file not yet in the set; record failures; refresh the set's index; record the run."""
+    from tqdm import tqdm
+
+    started, wall0 = time.time(), time.perf_counter()
+    summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device,
+                           precision=eset.precision)
+    store.ensure_set(eset)
+    todo = plan(store, eset, files, summary, retry_failed)
+    embedded = store.embedded_hashes(eset)
+    batch_size = batch_size or DEFAULT_BATCH[backbone.device]
+    workers = workers or os.cpu_count() or 1
+    clock = Clock()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        for f, prep in _bounded_map(pool, lambda f: _prepare(f, pre, embedded), todo, window=2 * batch_size):
-            summary.stage_seconds["read+decode"] += prep.seconds
-            row = {"path": f.key, "hash": prep.hash, "size": f.size, "mtime": f.mtime,
-                   "width": prep.width, "height": prep.height, "status": "ok", "error": None}
-            if prep.error:
-                row.update(status="failed", error=prep.error)
-                summary.failed += 1
-                summary.failures.append((f.key, prep.error))
-            elif prep.hash in embedded or prep.hash in batch_hashes:
-                summary.copies += 1
-            else:
-                batch_hashes.append(prep.hash)
-                batch_pixels.append(prep.pixels)
-            pending.append(row)
-            if len(batch_pixels) >= batch_size or len(pending) >= 8 * batch_size:
-                flush()
-            bar.update(1)
-        if pending:
-            flush()
+    with BatchWriter(store, eset) as writer:
+        run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar, writer.put)
     bar.close()
+    clock.add("waiting for writer", writer.waited)
+    clock.add("write (writer thread)", writer.seconds)
     if not is_current(store, eset):
         refresh(store, eset)
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - wall0
+    summary.stage_seconds = clock.seconds
+    summary.batches = len(clock.per_batch)
+    summary.config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
+                      "precision": eset.precision} | backbone.config()
+    record_run(store, eset, summary, source, started)
     return summary
 
 
-def _prepare(f: SourceFile, pre: Preprocess, known: set) -> Prepared:
-    if f.error:
-        return Prepared(file=f, error=f.error)
-    prep = read_pixels(f.path, pre, known)
-    prep.file = f
-    return prep
-
-
-def _bounded_map(pool, fn, items, window: int):
-    """Like pool.map, in order, but never more than `window` results in flight (memory stays flat)."""
-    queue: deque = deque()
-    it = iter(items)
-    for item in it:
-        queue.append((item, pool.submit(fn, item)))
-        if len(queue) >= window:
-            break
-    while queue:
-        item, fut = queue.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append((nxt, pool.submit(fn, nxt)))
-        yield item, fut.result()
+def record_run(store: Store, eset: EmbeddingSet, summary: EmbedSummary, source: str, started: float) -> None:
+    """Keep the run's settings and outcome in the store (featstore stats shows the latest)."""
+    keys = ("listed", "embedded", "already", "copies", "failed", "failed_before", "seconds", "batches",
+            "stage_seconds", "truncated")
+    store.record_run(eset, source, started, summary.config,
+                     {k: getattr(summary, k) for k in keys} | {"items_per_second": summary.images_per_second})
 
 
 def embed_query(path: str, backbone: Backbone, pre: Preprocess) -> tuple[np.ndarray, str]:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .backbone import Backbone
-from .embed import EmbedSummary
+from .embed import EmbedSummary, record_run
 from .hashing import content_hash
 from .index import is_current, refresh
 from .store import EmbeddingSet, Store
@@ -23,12 +23,13 @@ CHUNK = 4096        # texts tokenized and length-sorted together (bounds memory)
 
 def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, eset: EmbeddingSet,
                 tokenizer: TextTokenizer, batch_size: int = 64, retry_failed: bool = False,
-                progress: bool = True) -> EmbedSummary:
+                progress: bool = True, source: str = "") -> EmbedSummary:
     from tqdm import tqdm
 
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     summary = EmbedSummary(listed=len(records), model=eset.model, set_id=eset.set_id, device=backbone.device,
-                           unit="text", stage_seconds={"read+tokenize": 0.0, "inference": 0.0, "write": 0.0})
+                           unit="text", precision=eset.precision,
+                           stage_seconds={"read+tokenize": 0.0, "inference": 0.0, "write": 0.0})
     store.ensure_set(eset)
     known = store.items_by_path()
     embedded = store.embedded_hashes(eset)
@@ -88,6 +89,8 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
     if not is_current(store, eset):
         refresh(store, eset)
     summary.seconds = time.perf_counter() - started
+    summary.config = {"batch_size": batch_size, "precision": eset.precision, "chunk": CHUNK} | backbone.config()
+    record_run(store, eset, summary, source, started_at)
     return summary
 
 

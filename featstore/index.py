@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import faiss
@@ -85,13 +86,16 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
         else:
             if len(gone):
                 index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
-            new_ids, new_vecs = store.vectors_for_ids(s, live_ids[fresh])
-            new_vecs = normalise_rows(new_vecs)
-            if kind.startswith("ivf") and fresh.any() and _drifted(index, stamp, new_vecs, len(live_ids)):
+            fresh_ids = live_ids[fresh]
+            sample = normalise_rows(store.vectors_for_ids(s, fresh_ids[:20000])[1]) if kind.startswith("ivf") \
+                and len(fresh_ids) else None
+            if sample is not None and _drifted(index, stamp, sample, len(live_ids)):
                 log("the IVF lists no longer describe the data: retraining")
                 index = None
             else:
-                kinds.add(index, new_ids, new_vecs)
+                for start in range(0, len(fresh_ids), CHUNK):      # memory: one chunk of new vectors
+                    new_ids, new_vecs = store.vectors_for_ids(s, fresh_ids[start:start + CHUNK])
+                    kinds.add(index, new_ids, normalise_rows(new_vecs))
                 if index.ntotal != len(live_ids):
                     index = None
     if index is None:
@@ -102,6 +106,7 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
 
 
 DEFAULT_RECALL = 0.95
+CHUNK = 4096               # vectors read from DuckDB at a time when filling an index
 DRIFT_GROWTH = 2.0
 DRIFT_ERROR = 1.25
 
@@ -115,12 +120,25 @@ def _drifted(index, stamp: dict, new_vecs: np.ndarray, n_live: int) -> bool:
 
 def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = DEFAULT_RECALL,
             memory: int | None = None, log=lambda msg: None) -> faiss.Index:
-    """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it."""
-    vec_ids, vecs = store.live_vectors(s)
+    """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it.
+
+    A flat index is filled chunk by chunk from DuckDB (memory: the index plus one chunk); the other kinds are
+    trained and tuned on the vectors held in memory (`featstore index build`, see index_kinds)."""
     if kind == "auto":
-        kind = kinds.choose(len(vec_ids), s.dim, memory or 4 * 10**9)
-        log(f"auto: {kind} for {len(vec_ids)} vectors of dimension {s.dim}")
-    index, record = kinds.build_tuned(kind, vec_ids, normalise_rows(vecs), s.dim, target, log=log)
+        n = store.live_count(s)
+        kind = kinds.choose(n, s.dim, memory or 4 * 10**9)
+        log(f"auto: {kind} for {n} vectors of dimension {s.dim}")
+    if kind == "flat":
+        t0 = time.perf_counter()
+        index, _ = kinds.empty("flat", s.dim, 0)
+        for ids, vecs in store.iter_live_vectors(s, chunk=CHUNK):
+            kinds.add(index, ids, normalise_rows(vecs))
+        vec_ids = store.live_ids(s)
+        record = {"kind": "flat", "params": {}, "target_recall": target, "recall_at_10": 1.0, "tuned_on": 0,
+                  "build_seconds": time.perf_counter() - t0}
+    else:
+        vec_ids, vecs = store.live_vectors(s)
+        index, record = kinds.build_tuned(kind, vec_ids, normalise_rows(vecs), s.dim, target, log=log)
     _save(store, s, index, record, vec_ids)
     kinds.set_param(index, kind, record.get("params", {}))
     return index

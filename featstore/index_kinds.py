@@ -76,7 +76,11 @@ def train(index: faiss.Index, kind: str, vectors: np.ndarray, seed: int = 0, exc
     sample = np.ascontiguousarray(
         vectors[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))], np.float32)
     ivf.cp.seed = seed
+    if gpu_count():      # k-means assignments on the GPU; the trained index itself stays a CPU index
+        clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
+        ivf.clustering_index = clustering
     index.train(sample)
+    ivf.clustering_index = None
     return {"trained_count": int(len(pool)), "train_error": quantisation_error(index, sample)}
 
 
@@ -87,11 +91,17 @@ def quantisation_error(index: faiss.Index, vectors: np.ndarray) -> float:
     return float(np.mean(1 - sims[:, 0])) if len(sims) else 0.0
 
 
+def gpu_count() -> int:
+    """GPUs faiss can use: 0 with faiss-cpu (which has no GPU functions) or without a GPU."""
+    return faiss.get_num_gpus() if hasattr(faiss, "index_cpu_to_all_gpus") else 0
+
+
 def on_gpu(index: faiss.Index, kind: str) -> faiss.Index:
-    """The index cloned to every GPU when faiss-gpu sees one (flat and IVF kinds; HNSW stays on the CPU).
+    """The index cloned to every GPU when faiss-gpu sees one (flat and IVF kinds, through their IDMap wrapper,
+    which FAISS's GPU cloner supports; HNSW stays on the CPU). IVF training also uses the GPU (see train).
 
     With faiss-cpu, or no GPU, the index comes back unchanged. UNTESTED: no session that built this had a GPU."""
-    if kind == "hnsw" or not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() < 1:
+    if kind == "hnsw" or not gpu_count():
         return index
     return faiss.index_cpu_to_all_gpus(index)
 

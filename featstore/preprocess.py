@@ -23,12 +23,13 @@ def crop_resize(img: Image.Image, p: Preprocess) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def normalise(batch: np.ndarray, p: Preprocess) -> np.ndarray:
-    """NHWC uint8 -> NCHW float32, (x - mean) / std per channel, for the whole batch at once."""
+def normalise(batch: np.ndarray, p: Preprocess, out: np.ndarray | None = None) -> np.ndarray:
+    """NHWC uint8 -> NCHW float32, (x - mean) / std per channel, for the whole batch at once (into `out`, a
+    preallocated NCHW float32 buffer, when given)."""
     mean = np.asarray(p.mean, dtype=np.float32).reshape(1, 3, 1, 1)
     inv_std = (1.0 / np.asarray(p.std, dtype=np.float32)).reshape(1, 3, 1, 1)
-    x = batch.transpose(0, 3, 1, 2).astype(np.float32)
-    x -= mean
+    x = out[:len(batch)] if out is not None else np.empty((len(batch), 3) + batch.shape[1:3], np.float32)
+    np.subtract(batch.transpose(0, 3, 1, 2), mean, out=x)
     x *= inv_std
     return x
 

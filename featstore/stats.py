@@ -31,4 +31,4 @@ def stats(store: Store) -> dict:
             "items": by_status, "distinct_contents": contents, "duplicate_paths": by_status.get("ok", 0) - contents,
             "duplicates": [{"hash": h, "paths": paths} for h, paths in groups],
             "failed": [{"path": p, "error": e} for p, e in failed],
-            "tasks": store.tasks(), "embedding_sets": sets, "heads": heads}
+            "tasks": store.tasks(), "embedding_sets": sets, "heads": heads, "last_runs": store.runs(limit=5)}

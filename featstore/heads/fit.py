@@ -121,11 +121,36 @@ def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = 
     est, report = evaluate_head(data, kind, **params)
     report["load_seconds"] = load_seconds
     name = name or task
+    if data.eset.precision != "fp32":
+        report["precision_check"] = precision_check(store, data, kind, report, **params)
     stored_params = {"estimator": type(est).__name__, "params": _jsonable(est.get_params()), "seed": SEED}
     save_head(store, name, kind, task, data.eset.set_id, est.program_, stored_params, report)
     return {"name": name, "kind": kind, "task": task, "model": data.eset.model, "set_id": data.eset.set_id,
+            "precision": data.eset.precision,
             "n_items": len(data.hashes), "classes": est.program_.outputs if data.task_type == "classification"
             else [], "task_type": data.task_type, "params": stored_params, "metrics": report}
+
+
+def precision_check(store: Store, data: TaskData, kind: str, report: dict, **params) -> dict | None:
+    """For a head on reduced-precision (int8/fp16) features: the same head kind fitted on the same model's fp32
+    features of the same items, scored on the same stored split, so the cost of the precision is a measured number
+    (None when the store holds no fp32 vectors for the task)."""
+    s = data.eset
+    twins = [t for t in store.sets() if t.model == s.model and t.precision == "fp32" and t.preprocess == s.preprocess
+             and store.labelled_count(t, data.task)]
+    if not twins:
+        return None
+    ref = load_task(store, data.task, twins[-1].set_id, "class" if data.task_type == "classification" else "numeric")
+    common = np.isin(ref.hashes, data.hashes)
+    if not common.all():       # compare on the items both sets hold
+        ref = TaskData(ref.eset, ref.task, ref.task_type, [h for h, c in zip(ref.hashes, common) if c],
+                       ref.X[common], ref.y[common], ref.test[common])
+    _, ref_report = evaluate_head(ref, kind, **params)
+    metric, value = main_metric(report)
+    _, ref_value = main_metric(ref_report)
+    return {"metric": metric, "precision": s.precision, "value": value, "fp32_value": ref_value,
+            "fp32_set_id": twins[-1].set_id, "same_items": bool(common.all()),
+            "delta_points": None if value is None or ref_value is None else 100 * (value - ref_value)}
 
 
 def leaderboard(store: Store, task: str, model: str | None = None, name: str | None = None,

@@ -1,0 +1,72 @@
+"""Manifest: a CSV or Parquet table listing image files (a `path` column, optionally `label`) as a source.
+
+Relative paths are relative to the manifest's folder. Rows become the same SourceFile records a folder listing
+gives (sorted by path, duplicates dropped); a path that cannot be stat-ed is recorded as failed, like a file that
+vanished. Local paths only: remote URIs (s3://, gs://, ...) are refused with a clear message.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import FeatstoreError
+from .source import SourceFile, _entry
+
+MANIFEST_SUFFIXES = {".csv", ".tsv", ".parquet"}
+
+
+def columns(path: str | Path) -> list[str]:
+    import duckdb
+
+    try:
+        return [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM {_reader(Path(path))}").fetchall()]
+    except duckdb.Error as exc:
+        raise FeatstoreError(f"{path}: cannot read table ({str(exc).splitlines()[0]})") from None
+
+
+def is_image_manifest(path: str | Path, text_column: str = "text") -> bool:
+    """A table with a `path` column and no text column: a list of image files, not texts to embed."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() not in MANIFEST_SUFFIXES:
+        return False
+    try:
+        cols = columns(p) if p.suffix.lower() == ".parquet" else _header(p)
+    except (FeatstoreError, OSError, UnicodeDecodeError):
+        return False                     # not readable as a manifest: the text reader will say why
+    return "path" in cols and text_column not in cols
+
+
+def _header(p: Path) -> list[str]:
+    import csv
+
+    with open(p, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return next(csv.reader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ","), [])
+
+
+def read_manifest(path: str | Path) -> list[SourceFile]:
+    import duckdb
+
+    p = Path(path)
+    cols = columns(p)
+    label = "label" if "label" in cols else "NULL"
+    rows = duckdb.connect().execute(f"SELECT CAST(path AS VARCHAR), CAST({label} AS VARCHAR) FROM {_reader(p)} "
+                                    "WHERE path IS NOT NULL").fetchall()
+    files, seen = [], set()
+    for raw, lab in rows:
+        if "://" in raw:
+            raise FeatstoreError(f"{p}: {raw}: remote URIs are not supported yet; list local (or mounted) paths")
+        full = raw if os.path.isabs(raw) else os.path.join(p.parent, raw)
+        f = _entry(full, lab)
+        if f.key not in seen:
+            seen.add(f.key)
+            files.append(f if f.error is None else SourceFile(f.path, f.key, lab, None, None, f.error))
+    files.sort(key=lambda f: f.key)
+    return files
+
+
+def _reader(p: Path) -> str:
+    q = str(p).replace("'", "''")
+    if p.suffix.lower() == ".parquet":
+        return f"read_parquet('{q}')"
+    delim = ", delim = '\t'" if p.suffix.lower() == ".tsv" else ""
+    return f"read_csv('{q}', header = true{delim})"

@@ -1,0 +1,177 @@
+"""The throughput work (issue 4): int8 as its own embedding set, fp16 conversion, the recorded run settings and
+stage times, the writer thread, and the vector insert path."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE, embed_into_new_store, query
+
+
+@pytest.fixture(scope="module")
+def two_precisions(tmp_path_factory, home):
+    """The sample embedded in fp32, then in int8 (calibrated on the sample) into the same store."""
+    from click.testing import CliRunner
+
+    from featstore.cli.main import cli
+
+    store = embed_into_new_store(tmp_path_factory, "precisions")
+    r = CliRunner().invoke(cli, ["embed", str(SAMPLE), "--store", str(store), "--precision", "int8", "--json"])
+    assert r.exit_code == 0, r.output
+    return store, json.loads(r.stdout)
+
+
+def _set(store, precision):
+    from featstore.store import Store
+
+    with Store.open(store) as st:
+        return next(s for s in st.sets() if s.precision == precision)
+
+
+def _vectors(store, s):
+    rows = query(store, f"SELECT hash, vector FROM {s.table} ORDER BY hash")
+    return [h for h, _ in rows], np.array([v for _, v in rows], np.float32)
+
+
+def test_int8_is_its_own_set_close_to_fp32(two_precisions):
+    store, summary = two_precisions
+    assert summary["embedded"] == 100 and summary["precision"] == "int8"
+    fp32, int8 = _set(store, "fp32"), _set(store, "int8")
+    assert fp32.set_id != int8.set_id and fp32.table != int8.table
+    assert int8.onnx_path.startswith(str(store / "models"))           # calibrated graph kept with the data
+    h32, v32 = _vectors(store, fp32)
+    h8, v8 = _vectors(store, int8)
+    assert h32 == h8 and not np.array_equal(v32, v8)
+    cos = (v32 * v8).sum(1) / np.linalg.norm(v32, axis=1) / np.linalg.norm(v8, axis=1)
+    assert cos.mean() > 0.93 and cos.min() > 0.8
+    info = json.loads((store / "models").glob("*.json").__next__().read_text())
+    assert 0.9 < info["cosine_to_fp32_mean"] <= 1 and len(info["calibration_hashes"]) == 100
+
+
+def test_int8_reembed_reuses_the_calibrated_graph(run, two_precisions, small_folder):
+    store, _ = two_precisions
+    before = _set(store, "int8")
+    r = run("embed", small_folder, "--store", store, "--precision", "int8", "--json")
+    out = json.loads(r.stdout)
+    assert out["set_id"] == before.set_id            # a different folder: same graph, same set, no new calibration
+    assert len(list((store / "models").glob("*.onnx"))) == 1
+
+
+def test_fit_head_compares_int8_with_fp32(run, two_precisions):
+    store, _ = two_precisions
+    r = run("fit-head", "--task", "flowers", "--model", "efficientnet-lite0:int8", "--store", store, "--json")
+    check = json.loads(r.stdout)["metrics"]["precision_check"]
+    assert check["precision"] == "int8" and check["same_items"]
+    assert abs(check["delta_points"] - 100 * (check["value"] - check["fp32_value"])) < 1e-9
+    assert check["value"] > 0.6 and check["fp32_value"] > 0.6
+    r = run("fit-head", "--task", "flowers", "--model", "efficientnet-lite0:int8", "--store", store)
+    assert "precision int8 vs fp32, same head kind and held-out split" in r.output
+
+
+def test_gc_keeps_the_fp32_set_beside_int8(run, two_precisions):
+    store, _ = two_precisions
+    out = json.loads(run("gc", "--dry-run", "--store", store, "--json").stdout)
+    assert out["removed_sets"] == []
+
+
+def test_precision_rules_are_one_line_errors(run, small_folder, tmp_path):
+    r = run("embed", small_folder, "--precision", "fp16", "--device", "cpu", "--store", tmp_path / "s", ok=False)
+    assert r.exit_code == 1 and "fp16 is for the GPU" in r.output and "Traceback" not in r.output
+
+
+def test_fp16_graph_matches_fp32(home, tmp_path):
+    """fp16 is a GPU precision; its conversion is checked here on the CPU, where ONNX Runtime can still run it."""
+    from featstore.backbone import Backbone
+    from featstore.catalog import resolve
+    from featstore.embed import read_pixels
+    from featstore.export import ensure_exported, parity_photos
+    from featstore.precision import fp16_graph
+    from featstore.preprocess import normalise
+
+    spec = resolve(None)
+    fp32 = ensure_exported(spec, log=lambda *_: None)
+    fp16 = fp16_graph(fp32, log=lambda *_: None)
+    assert fp16 != fp32 and fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    x = normalise(np.stack([read_pixels(str(p), spec.preprocess).pixels for p in parity_photos()]), spec.preprocess)
+    a, b = Backbone(fp32, device="cpu").run(x), Backbone(fp16, device="cpu").run(x)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert a.dtype == b.dtype == np.float32 and cos.min() > 0.999
+
+
+def test_runs_are_recorded_with_settings_and_stage_times(run, two_precisions, small_folder, tmp_path):
+    store, _ = two_precisions
+    out = json.loads(run("stats", "--store", store, "--json").stdout)
+    last = out["last_runs"][-1]          # the first run: fp32, 100 embedded
+    assert last["source"] == str(SAMPLE.resolve()) or last["source"].endswith("flowers")
+    cfg = last["config"]
+    assert cfg["batch_size"] == 32 and cfg["device"] == "cpu" and "CPUExecutionProvider" in cfg["providers"]
+    assert out["last_runs"][0]["config"]["device"] == "cpu"
+    assert cfg["intra_op_threads"] >= 1 and cfg["spin_wait"] is False and cfg["decode_workers"] >= 1
+    runs = query(store, "SELECT summary FROM runs ORDER BY run_id")
+    first = json.loads(runs[0][0])
+    assert first["embedded"] == 100 and first["stage_seconds"]["inference"] > 0
+    assert first["stage_seconds"]["decode CPU (worker threads)"] > 0
+    out = run("embed", small_folder, "--store", tmp_path / "s", "--no-progress").output
+    assert "where the time went: inference" in out and "settings: batch 32" in out
+
+
+def test_vector_insert_round_trip(tmp_path):
+    """The batched insert (flat numpy columns regrouped in DuckDB) keeps every float and the row order."""
+    from pathlib import Path
+
+    from featstore.sets import set_for
+    from featstore.catalog import resolve
+    from featstore.export import ensure_exported
+    from featstore.store import Store
+
+    spec = resolve(None)
+    s = set_for(spec, Path(ensure_exported(spec, log=lambda *_: None)), "cpu")
+    rng = np.random.default_rng(1)
+    chunks = [rng.standard_normal((n, spec.dim)).astype(np.float32) for n in (5, 1, 32)]
+    with Store.open(tmp_path / "s", write=True) as st:
+        st.ensure_set(s)
+        for i, v in enumerate(chunks):
+            st.write_batch(s, [], [f"h{i}-{j}" for j in range(len(v))], v)
+    rows = query(tmp_path / "s", f"SELECT vec_id, hash, vector FROM {s.table} ORDER BY vec_id")
+    assert [r[0] for r in rows] == list(range(1, 39))
+    assert [r[1] for r in rows] == [f"h{i}-{j}" for i, v in enumerate(chunks) for j in range(len(v))]
+    assert np.array_equal(np.array([r[2] for r in rows], np.float32), np.concatenate(chunks))
+
+
+def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder, tmp_path, monkeypatch):
+    """A failing write surfaces in the caller; batches written before it stay."""
+    from featstore.catalog import resolve
+    from featstore.embed import embed_files
+    from featstore.sets import open_backbone
+    from featstore.source import scan_folder
+    from featstore.store import Store
+
+    spec = resolve(None)
+    files = scan_folder(small_folder)[0]
+    calls = {"n": 0}
+    with Store.open(tmp_path / "s", write=True) as store:
+        backbone, eset = open_backbone(spec, device="cpu", log=lambda *_: None)
+        real = store.write_batch
+
+        def flaky(*a, **kw):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError("disk full (simulated)")
+            return real(*a, **kw)
+
+        monkeypatch.setattr(store, "write_batch", flaky)
+        with pytest.raises(OSError, match="disk full"):
+            embed_files(store, files, backbone, eset, spec.preprocess, batch_size=8, progress=False)
+    assert query(tmp_path / "s", "SELECT count(*) FROM items")[0][0] == 8
+
+
+def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
+    code = ("import sys; from featstore.cli.main import cli\n"
+            "try:\n    cli(sys.argv[1:], standalone_mode=False)\n"
+            "finally:\n    print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH')\n")
+    p = subprocess.run([sys.executable, "-c", code, "embed", str(small_folder), "--store", str(tmp_path / "s"),
+                        "--precision", "int8", "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("NO_TORCH")
