@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tutorial import load as tutorial_load  # noqa: E402
 DEFAULT_FOLDER = HERE.parent.parent / "shared" / "datasets" / "flowers"
 
 
@@ -88,7 +90,6 @@ def stock_logregcv(data) -> dict:
 def tutorial(data, paths: dict, epochs: int) -> dict:
     """What the transfer-learning tutorials do: frozen backbone + trainable top, the backbone re-run every epoch."""
     import torch
-    from PIL import Image
 
     from featstore.catalog import resolve
     from featstore.torch_backbones import load_features
@@ -106,13 +107,7 @@ def tutorial(data, paths: dict, epochs: int) -> dict:
     test = [(paths[h], classes.index(y)) for h, y, t in zip(data.hashes, data.y, data.test) if t]
 
     def load(path):
-        img = Image.open(path).convert("RGB")
-        w, h = img.size
-        s = int(size / 0.875) / min(w, h)
-        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-        left, top_ = (img.width - size) // 2, (img.height - size) // 2
-        x = np.asarray(img.crop((left, top_, left + size, top_ + size)), np.float32)
-        return torch.from_numpy(((x - 127.0) / 128.0).transpose(2, 0, 1).copy())
+        return tutorial_load(path, size)
 
     def batches(items, shuffle):
         order = torch.randperm(len(items)).tolist() if shuffle else range(len(items))

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from tutorial import load as tutorial_load  # noqa: E402
 DEFAULT_FOLDER = HERE.parent.parent / "shared" / "datasets" / "flowers"
 CACHE = HERE / ".cache"
 
@@ -152,7 +154,6 @@ def _timed(fn) -> float:
 def tutorial(files: list[Path], threads: int) -> dict:
     """The loop a user writes: PyTorch eager, PIL decode + resize + crop image by image, batch 32."""
     import torch
-    from PIL import Image
 
     from featstore.catalog import resolve
     from featstore.torch_backbones import load_features
@@ -163,13 +164,7 @@ def tutorial(files: list[Path], threads: int) -> dict:
     model = load_features(spec).eval()
 
     def load(path):
-        img = Image.open(path).convert("RGB")
-        w, h = img.size
-        s = int(size / 0.875) / min(w, h)
-        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-        left, top = (img.width - size) // 2, (img.height - size) // 2
-        x = np.asarray(img.crop((left, top, left + size, top + size)), np.float32)
-        return torch.from_numpy(((x - 127.0) / 128.0).transpose(2, 0, 1).copy())
+        return tutorial_load(path, size)
 
     t0 = time.perf_counter()
     out = []
