@@ -30,7 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from featstore.index_kinds import build_tuned, choose, exact_topk, recall_at, set_param
+from featstore.index_kinds import Vectors, build_tuned, choose, exact_topk, recall_at, set_param
 from featstore.search import EXACT_SUBSET, SUBSET_FRACTION, postfilter_topk
 
 HERE = Path(__file__).resolve().parent
@@ -160,7 +160,7 @@ def main() -> None:
     for kind in ("ivf", "ivf-sq8", "hnsw"):
         m = n if kind != "hnsw" else min(n, args.hnsw_n)
         log(f"{kind} on {m} vectors ...")
-        index, record = build_tuned(kind, ids[:m], base[:m], dim, 0.95, log=log)
+        index, record = build_tuned(kind, Vectors(ids[:m], base[:m]), dim, 0.95, log=log)
         set_param(index, kind, record["params"])
         t_truth = truth if m == n else exact_topk(base[:m], ids[:m], queries, K)
         qps, lat = timed_queries(lambda q: index.search(q, K), queries)

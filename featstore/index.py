@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import faiss
@@ -120,28 +119,37 @@ def _drifted(index, stamp: dict, new_vecs: np.ndarray, n_live: int) -> bool:
 
 def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = DEFAULT_RECALL,
             memory: int | None = None, log=lambda msg: None) -> faiss.Index:
-    """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it.
-
-    A flat index is filled chunk by chunk from DuckDB (memory: the index plus one chunk); the other kinds are
-    trained and tuned on the vectors held in memory (`featstore index build`, see index_kinds)."""
+    """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it. The
+    vectors are read from DuckDB chunk by chunk (memory: the index, one chunk and the tuning samples)."""
     if kind == "auto":
         n = store.live_count(s)
         kind = kinds.choose(n, s.dim, memory or 4 * 10**9)
         log(f"auto: {kind} for {n} vectors of dimension {s.dim}")
-    if kind == "flat":
-        t0 = time.perf_counter()
-        index, _ = kinds.empty("flat", s.dim, 0)
-        for ids, vecs in store.iter_live_vectors(s, chunk=CHUNK):
-            kinds.add(index, ids, normalise_rows(vecs))
-        vec_ids = store.live_ids(s)
-        record = {"kind": "flat", "params": {}, "target_recall": target, "recall_at_10": 1.0, "tuned_on": 0,
-                  "build_seconds": time.perf_counter() - t0}
-    else:
-        vec_ids, vecs = store.live_vectors(s)
-        index, record = kinds.build_tuned(kind, vec_ids, normalise_rows(vecs), s.dim, target, log=log)
+    source = StoreVectors(store, s)
+    index, record = kinds.build_tuned(kind, source, s.dim, target, log=log)
+    vec_ids = source.ids
     _save(store, s, index, record, vec_ids)
     kinds.set_param(index, kind, record.get("params", {}))
     return index
+
+
+class StoreVectors(kinds.Vectors):
+    """A set's live vectors, L2-normalised, read from DuckDB CHUNK at a time or by vec_id."""
+
+    def __init__(self, store: Store, s: EmbeddingSet):
+        self.store, self.s, self.ids = store, s, store.live_ids(s)
+
+    def chunks(self):
+        for ids, vecs in self.store.iter_live_vectors(self.s, chunk=CHUNK):
+            yield ids, normalise_rows(vecs)
+
+    def fetch(self, ids: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(ids), self.s.dim), np.float32)
+        where = {int(i): k for k, i in enumerate(ids)}
+        for start in range(0, len(ids), CHUNK):
+            got_ids, vecs = self.store.vectors_for_ids(self.s, ids[start:start + CHUNK])
+            out[[where[int(i)] for i in got_ids]] = normalise_rows(vecs)
+        return out
 
 
 def _save(store: Store, s: EmbeddingSet, index: faiss.Index, record: dict, live_ids: np.ndarray) -> None:

@@ -9,6 +9,11 @@ longer than IVF. Product quantisation is never chosen (it loses too much recall)
 Tuning: a seeded sample of stored vectors (TUNE_QUERIES, at most a tenth) is held out of the build, its exact top
 10 among the rest is the truth, and the search parameter (nprobe / efSearch) climbs a ladder until recall@10
 reaches the target; the held-out vectors are then added. Kind, parameters and measured recall go in the stamp.
+
+Memory: a build reads its vectors through a `Vectors` source chunk by chunk (the store's source reads DuckDB), so
+it holds the index, one chunk and the samples it draws (training sample, held-out queries), never the whole
+float matrix: IVF lists are trained on a seeded sample, vectors are added chunk by chunk, and the exact truth
+for tuning is accumulated over the same chunks.
 """
 from __future__ import annotations
 
@@ -66,15 +71,31 @@ def empty(kind: str, dim: int, n: int) -> tuple[faiss.Index, dict]:
     return index, {"nlist": nlist}
 
 
-def train(index: faiss.Index, kind: str, vectors: np.ndarray, seed: int = 0, exclude: np.ndarray | None = None) -> dict:
+class Vectors:
+    """Unit vectors with int64 ids, read chunk by chunk (`chunks`) or by id (`fetch`). This one holds arrays in
+    memory; index.StoreVectors reads a store."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray, chunk: int = 100_000):
+        self.ids, self._vectors, self._chunk = np.asarray(ids, np.int64), vectors, chunk
+        self._pos = {int(i): k for k, i in enumerate(self.ids)} if len(self.ids) else {}
+
+    def chunks(self):
+        for start in range(0, len(self.ids), self._chunk):
+            yield self.ids[start:start + self._chunk], np.ascontiguousarray(
+                self._vectors[start:start + self._chunk], np.float32)
+
+    def fetch(self, ids: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._vectors[[self._pos[int(i)] for i in ids]], np.float32)
+
+
+def train(index: faiss.Index, kind: str, source: Vectors, seed: int = 0, exclude: np.ndarray | None = None) -> dict:
     """Train an IVF index on a seeded sample (64 per list, as FAISS advises 39-256); returns the training record."""
     if not kind.startswith("ivf"):
         return {}
     ivf = faiss.extract_index_ivf(index)
-    pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(vectors))
+    pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(source.ids))
     n_train = min(len(pool), 64 * ivf.nlist)
-    sample = np.ascontiguousarray(
-        vectors[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))], np.float32)
+    sample = source.fetch(source.ids[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))])
     ivf.cp.seed = seed
     if gpu_count():      # k-means assignments on the GPU; the trained index itself stays a CPU index
         clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
@@ -113,40 +134,44 @@ def set_param(index: faiss.Index, kind: str, params: dict) -> None:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
 
 
-def add(index: faiss.Index, vec_ids: np.ndarray, vectors: np.ndarray, mask: np.ndarray | None = None,
-        chunk: int = 100_000) -> None:
-    """Add vectors (the rows where mask is True) in chunks, so no full-size copy is made."""
-    for start in range(0, len(vec_ids), chunk):
-        ids, vecs = vec_ids[start:start + chunk], vectors[start:start + chunk]
-        if mask is not None:
-            keep = mask[start:start + chunk]
-            ids, vecs = ids[keep], vecs[keep]
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vecs, np.float32), np.asarray(ids, dtype=np.int64))
+def add(index: faiss.Index, vec_ids: np.ndarray, vectors: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """Add vectors (the rows where mask is True)."""
+    if mask is not None:
+        vec_ids, vectors = vec_ids[mask], vectors[mask]
+    if len(vec_ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.asarray(vec_ids, dtype=np.int64))
 
 
-def build_tuned(kind: str, vec_ids: np.ndarray, vectors: np.ndarray, dim: int, target: float,
-                seed: int = 0, log=lambda msg: None) -> tuple[faiss.Index, dict]:
-    """Build `kind` over unit vectors, tune its search parameter to `target` recall@10; (index, record)."""
+def build_tuned(kind: str, source: Vectors, dim: int, target: float, seed: int = 0,
+                log=lambda msg: None) -> tuple[faiss.Index, dict]:
+    """Build `kind` over a source of unit vectors, tune its search parameter to `target` recall@10;
+    (index, record)."""
     t0 = time.perf_counter()
-    n = len(vec_ids)
+    n = len(source.ids)
     index, params = empty(kind, dim, n)
     record = {"kind": kind, "params": params, "target_recall": target, "recall_at_10": 1.0, "tuned_on": 0}
     if kind == "flat" or n < 100:
         if kind.startswith("ivf"):
-            record.update(train(index, kind, vectors, seed))
-        add(index, vec_ids, vectors)
+            record.update(train(index, kind, source, seed))
+        for ids, vecs in source.chunks():
+            add(index, ids, vecs)
         record["build_seconds"] = time.perf_counter() - t0
         return index, record
     rng = np.random.default_rng(seed)
     held = np.zeros(n, bool)
     held[rng.choice(n, min(TUNE_QUERIES, n // 10), replace=False)] = True
+    held_ids = source.ids[held]
     log(f"training/building {kind} on {n - held.sum()} vectors ...")
     if kind.startswith("ivf"):
-        record.update(train(index, kind, vectors, seed, exclude=held))
-    add(index, vec_ids, vectors, mask=~held)
-    queries = np.ascontiguousarray(vectors[held], np.float32)
-    truth = exact_topk(vectors, vec_ids, queries, 10, exclude=held)
+        record.update(train(index, kind, source, seed, exclude=held))
+    queries = source.fetch(held_ids)
+    truth = TopK(len(queries), 10)
+    held_set = set(held_ids.tolist())
+    for ids, vecs in source.chunks():          # one pass: add the rest, and find the queries' exact top 10 in it
+        keep = np.fromiter((i not in held_set for i in ids.tolist()), bool, len(ids))
+        add(index, ids, vecs, mask=keep)
+        truth.update(queries @ vecs[keep].T, ids[keep])
+    truth = truth.ids()
     ladder = EF_LADDER if kind == "hnsw" else [p for p in NPROBE_LADDER if p <= params["nlist"]]
     name = "efSearch" if kind == "hnsw" else "nprobe"
     for value in ladder:
@@ -158,7 +183,7 @@ def build_tuned(kind: str, vec_ids: np.ndarray, vectors: np.ndarray, dim: int, t
         if recall >= target:
             break
     record["tuned_on"] = int(held.sum())
-    add(index, vec_ids, vectors, mask=held)
+    add(index, held_ids, queries)
     record["build_seconds"] = time.perf_counter() - t0
     return index, record
 
@@ -168,18 +193,32 @@ def recall_at(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got.tolist(), truth.tolist())]))
 
 
+class TopK:
+    """The k best scores per query, merged chunk by chunk (memory: one chunk of scores)."""
+
+    def __init__(self, n_queries: int, k: int):
+        self.k = k
+        self.scores = np.full((n_queries, 0), -np.inf, np.float32)
+        self._ids = np.zeros((n_queries, 0), np.int64)
+
+    def update(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        s_all = np.concatenate([self.scores, scores], 1)
+        i_all = np.concatenate([self._ids, np.broadcast_to(ids, scores.shape)], 1)
+        top = np.argpartition(-s_all, min(self.k, s_all.shape[1] - 1), axis=1)[:, :self.k]
+        self.scores, self._ids = np.take_along_axis(s_all, top, 1), np.take_along_axis(i_all, top, 1)
+
+    def ids(self) -> np.ndarray:
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        return np.take_along_axis(self._ids, order, 1)
+
+
 def exact_topk(base: np.ndarray, base_ids: np.ndarray, queries: np.ndarray, k: int,
                exclude: np.ndarray | None = None, chunk: int = 100_000) -> np.ndarray:
     """Exact top-k ids by inner product, scanning base in chunks (memory: one chunk of scores)."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
+    top = TopK(len(queries), k)
     for start in range(0, len(base), chunk):
         scores = queries @ np.ascontiguousarray(base[start:start + chunk], np.float32).T
         if exclude is not None:
             scores[:, exclude[start:start + chunk]] = -np.inf
-        ids = np.broadcast_to(base_ids[start:start + chunk], scores.shape)
-        s_all, i_all = np.concatenate([best_s, scores], 1), np.concatenate([best_i, ids], 1)
-        top = np.argpartition(-s_all, min(k, s_all.shape[1] - 1), axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(s_all, top, 1), np.take_along_axis(i_all, top, 1)
-    order = np.argsort(-best_s, axis=1, kind="stable")
-    return np.take_along_axis(best_i, order, 1)
+        top.update(scores, base_ids[start:start + chunk])
+    return top.ids()

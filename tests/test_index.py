@@ -19,12 +19,12 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 def test_tuned_recall_holds_on_fresh_queries(kind):
     import faiss
 
-    from featstore.index_kinds import build_tuned, set_param
+    from featstore.index_kinds import Vectors, build_tuned, set_param
 
     data = clustered(20500, 64, 0)
     base, queries = data[:20000], data[20000:]              # the queries are not used for tuning
     ids = np.arange(1, 20001, dtype=np.int64)
-    index, record = build_tuned(kind, ids, base, 64, target=0.95)
+    index, record = build_tuned(kind, Vectors(ids, base), 64, target=0.95)
     assert record["recall_at_10"] >= 0.95 and index.ntotal == 20000 and record["tuned_on"] == 1000
     set_param(index, kind, record["params"])
     flat = faiss.IndexFlatIP(64)
