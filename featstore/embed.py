@@ -24,12 +24,13 @@ import numpy as np
 from .backbone import DEFAULT_BATCH, Backbone
 from .catalog import Preprocess
 from .decode import decode_image
-from .errors import DecodeError
+from .errors import DecodeError, FeatstoreError
 from .hashing import content_hash
 from .index import is_current, refresh
 from .preprocess import crop_resize, draft_target, normalise
 from .source import SourceFile, display_path
 from .store import EmbeddingSet, Store
+from .uri import is_uri, read_bytes
 from .writer import BatchWriter
 
 
@@ -96,14 +97,17 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     t0 = time.thread_time()
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bytes(path) if is_uri(path) else _read_local(path)
     except FileNotFoundError:
         out.error = "file vanished before it could be read"
     except IsADirectoryError:
         out.error = "is a folder, not a file"
     except OSError as exc:
         out.error = f"cannot read file: {exc.strerror or exc}"
+    except FeatstoreError:
+        raise
+    except Exception as exc:      # noqa: BLE001  (an fsspec backend's own error for one URL: that item fails)
+        out.error = f"cannot read URL: {str(exc) or type(exc).__name__}"
     else:
         out.hash = content_hash(data)
         if known is None or out.hash not in known:
@@ -115,6 +119,11 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
                 out.error = str(exc)
     out.seconds = time.thread_time() - t0
     return out
+
+
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 # ---- plan (source) --------------------------------------------------------------------------------------------

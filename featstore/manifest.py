@@ -2,7 +2,8 @@
 
 Relative paths are relative to the manifest's folder. Rows become the same SourceFile records a folder listing
 gives (sorted by path, duplicates dropped); a path that cannot be stat-ed is recorded as failed, like a file that
-vanished. Local paths only: remote URIs (s3://, gs://, ...) are refused with a clear message.
+vanished. A row may also name an fsspec URL (s3://, gs://, file://, ...): it is stat-ed and read through fsspec
+(uri.py), so those workers need fsspec and the scheme's backend.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from .errors import FeatstoreError
 from .source import SourceFile, _entry
+from .uri import is_uri, stat
 
 MANIFEST_SUFFIXES = {".csv", ".tsv", ".parquet"}
 
@@ -53,15 +55,25 @@ def read_manifest(path: str | Path) -> list[SourceFile]:
                                     "WHERE path IS NOT NULL").fetchall()
     files, seen = [], set()
     for raw, lab in rows:
-        if "://" in raw:
-            raise FeatstoreError(f"{p}: {raw}: remote URIs are not supported yet; list local (or mounted) paths")
-        full = raw if os.path.isabs(raw) else os.path.join(p.parent, raw)
-        f = _entry(full, lab)
+        if is_uri(raw):
+            f = _uri_entry(raw, lab)
+        else:
+            f = _entry(raw if os.path.isabs(raw) else os.path.join(p.parent, raw), lab)
         if f.key not in seen:
             seen.add(f.key)
             files.append(f if f.error is None else SourceFile(f.path, f.key, lab, None, None, f.error))
     files.sort(key=lambda f: f.key)
     return files
+
+
+def _uri_entry(url: str, label: str | None) -> SourceFile:
+    try:
+        size, mtime = stat(url)
+    except FeatstoreError:
+        raise
+    except Exception as exc:      # noqa: BLE001  (fsspec backends raise their own kinds: a row failure, not a crash)
+        return SourceFile(url, url, label, None, None, f"cannot stat URL: {str(exc) or type(exc).__name__}")
+    return SourceFile(url, url, label, size, mtime)
 
 
 def _reader(p: Path) -> str:

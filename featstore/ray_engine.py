@@ -25,7 +25,8 @@ from .embed import Clock, EmbedSummary, plan, record_run, run_stages
 from .errors import FeatstoreError
 from .index import is_current, refresh
 from .ingest import ingest, is_ingested
-from .shards import Shard, make_shards, valid, write
+from .shards import Shard, Staging, make_shards
+from .uri import is_uri, join
 from .source import SourceFile
 from .store import EmbeddingSet, Store
 
@@ -46,7 +47,7 @@ class ShardEmbedder:
         threads = threads or os.cpu_count() or 1
         self.backbone = Backbone(path, device=device, threads=threads)
         self.backbone.session  # noqa: B018  (load once, in the actor's constructor)
-        self.pre, self.dim, self.staging = Preprocess.from_dict(preprocess), dim, Path(staging)
+        self.pre, self.dim, self.staging = Preprocess.from_dict(preprocess), dim, Staging(staging)
         self.known, self.batch_size, self.workers = known, batch_size, workers or threads
 
     def __call__(self, batch):
@@ -63,7 +64,7 @@ class ShardEmbedder:
         return out
 
 
-def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozenset, dim: int, staging: Path,
+def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozenset, dim: int, staging: Staging,
                 batch_size: int, workers: int) -> int:
     """Run one shard through the local engine's stages into its staged Parquet file; returns vectors computed."""
     from tqdm import tqdm
@@ -81,12 +82,12 @@ def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozen
     labels = {f.key: f.label for f in shard.files}
     for r in rows:
         r["label"] = labels.get(r["path"])
-    write(staging / shard.name, shard, rows, vectors, dim)
+    staging.put(shard, rows, vectors, dim)
     return len(vectors)
 
 
 def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
-                   staging: Path | None = None, shard_size: int = 1000, workers: int = 1, address: str | None = None,
+                   staging: str | Path | None = None, shard_size: int = 1000, workers: int = 1, address: str | None = None,
                    batch_size: int | None = None, progress: bool = True, source: str = "", log=print) -> EmbedSummary:
     try:
         import ray
@@ -97,8 +98,8 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
     summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device,
                            precision=eset.precision)
     store.ensure_set(eset)
-    staging = Path(staging or store.root / "staging") / eset.set_id
-    staging.mkdir(parents=True, exist_ok=True)
+    location = str(staging or store.root / "staging")
+    staging = Staging(join(location, eset.set_id) if is_uri(location) else Path(location) / eset.set_id)
     shards = make_shards(files, eset.set_id, shard_size)
     pending = {f.key for f in plan(store, eset, files, EmbedSummary(), retry_failed=False)}
     counts = {"shards": len(shards), "ingested_before": 0, "unchanged": 0, "staged_before": 0, "computed": 0}
@@ -108,7 +109,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
             counts["ingested_before"] += 1
         elif not any(f.key in pending for f in shard.files):
             counts["unchanged"] += 1
-        elif valid(staging / shard.name, shard):
+        elif staging.valid(shard):
             staged.append(shard)
         else:
             todo.append(shard)
@@ -117,7 +118,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
         f"{counts['unchanged']} unchanged, {len(staged)} staged by an earlier run (not recomputed), "
         f"{len(todo)} to compute")
     for shard in staged:
-        _add(summary, ingest(store, eset, shard, staging / shard.name))
+        _add(summary, _ingest(store, eset, shard, staging))
     if todo:
         batch_size = batch_size or DEFAULT_BATCH[backbone.device]
         gpus = 1 if backbone.device == "cuda" else 0
@@ -141,7 +142,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
         done = 0
         for row in results.iter_rows():
             shard = by_index[int(row["index"])]
-            _add(summary, ingest(store, eset, shard, staging / shard.name))
+            _add(summary, _ingest(store, eset, shard, staging))
             done += 1
             if progress:
                 log(f"shard {done}/{len(todo)} ingested ({shard.name}, {int(row['embedded'])} vectors, "
@@ -156,6 +157,13 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
                       "device": backbone.device}
     record_run(store, eset, summary, source, started)
     return summary
+
+
+def _ingest(store: Store, eset: EmbeddingSet, shard: Shard, staging: Staging) -> dict | None:
+    with staging.local(shard) as path:
+        if path is None:
+            raise FeatstoreError(f"{staging}: the staged file of {shard.name} is gone; rerun to recompute it")
+        return ingest(store, eset, shard, path)
 
 
 def _quiet_ray_data() -> None:

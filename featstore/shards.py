@@ -6,19 +6,22 @@ file gives its shard a new key (the old staged file no longer counts). A staged 
 item record (path, hash, size, mtime, width, height, status, error), its label, and the vector when the backbone
 ran on it (NULL for failures and for copies). Files are written under a temporary name and renamed, so a staged
 file that exists is complete; `valid` also checks its key and row count. DuckDB writes and reads them (no pyarrow
-needed by featstore itself).
+needed by featstore itself). Staging is a local folder or an fsspec URL (`Staging`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .source import SourceFile
+from .uri import download, is_uri, join, upload
 
 COLUMNS = ("path", "label", "hash", "size", "mtime", "width", "height", "status", "error")
 
@@ -103,3 +106,41 @@ def valid(path: Path, shard: Shard) -> bool:
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+class Staging:
+    """Where finished shards wait to be ingested: a local folder, or an fsspec URL (s3://, gs://, file://, ...)
+    that the driver and every worker can reach; a URL's shard is written locally and uploaded whole, and read
+    through a downloaded copy."""
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.remote = is_uri(self.location)
+        if not self.remote:
+            Path(self.location).mkdir(parents=True, exist_ok=True)
+
+    def __str__(self) -> str:
+        return self.location
+
+    def put(self, shard: Shard, rows: list[dict], vectors: dict[str, np.ndarray], dim: int) -> None:
+        if not self.remote:
+            return write(Path(self.location) / shard.name, shard, rows, vectors, dim)
+        with tempfile.TemporaryDirectory(prefix="featstore-shard-") as tmp:
+            local = Path(tmp) / shard.name
+            write(local, shard, rows, vectors, dim)
+            upload(local, join(self.location, shard.name))
+
+    @contextmanager
+    def local(self, shard: Shard):
+        """A local path to the shard's staged file (a downloaded copy for a URL), or None when there is none."""
+        if not self.remote:
+            path = Path(self.location) / shard.name
+            yield path if path.is_file() else None
+            return
+        with tempfile.TemporaryDirectory(prefix="featstore-shard-") as tmp:
+            local = Path(tmp) / shard.name
+            yield local if download(join(self.location, shard.name), local) else None
+
+    def valid(self, shard: Shard) -> bool:
+        with self.local(shard) as path:
+            return path is not None and valid(path, shard)

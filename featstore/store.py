@@ -394,17 +394,15 @@ class Store:
         return np.asarray(rows["vec_id"], dtype=np.int64)
 
     def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096):
-        """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk)."""
-        last = 0
-        while True:
+        """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk). Each chunk
+        is a vec_id range scan, so DuckDB reads only that range's vectors (zone maps skip the rest)."""
+        ids = self.live_ids(s)
+        for start in range(0, len(ids), chunk):
+            lo, hi = int(ids[start]), int(ids[min(start + chunk, len(ids)) - 1])
             rows = self.con.execute(
-                f"SELECT vec_id, vector FROM {s.table} WHERE vec_id > ? AND hash IN {LIVE_HASHES} "
-                f"ORDER BY vec_id LIMIT {int(chunk)}", [last]).fetchnumpy()
-            ids, vecs = _unpack(rows, s.dim)
-            if not len(ids):
-                return
-            yield ids, vecs
-            last = int(ids[-1])
+                f"SELECT vec_id, vector FROM {s.table} WHERE vec_id BETWEEN ? AND ? AND hash IN {LIVE_HASHES} "
+                "ORDER BY vec_id", [lo, hi]).fetchnumpy()
+            yield _unpack(rows, s.dim)
 
     def live_count(self, s: EmbeddingSet) -> int:
         """How many of the set's vectors are live (what its FAISS index must hold)."""

@@ -134,3 +134,19 @@ def test_manifest_source_gives_the_folder_records(run, home, subset, tmp_path):
     run("embed", tmp_path / "m.csv", "--store", tmp_path / "a", "--task", "flowers", "--no-progress")
     run("embed", subset, "--store", tmp_path / "b", "--no-progress")
     assert_same(tmp_path / "a", tmp_path / "b")
+
+
+def test_urls_for_sources_and_staging(run, local_ray, ray_store, subset, tmp_path):
+    """A manifest of file:// URLs, staged at a file:// URL: the fsspec paths of the Ray engine, same results."""
+    store, _ = ray_store
+    rows = ["path,label"] + [f"file://{f.path},{f.label}" for f in _listing(subset)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    staging = f"file://{tmp_path}/remote-staging"
+    out = json.loads(run("embed", tmp_path / "m.csv", "--task", "flowers", "--store", tmp_path / "u", "--engine",
+                         "ray", "--shard-size", "10", "--staging", staging, "--json").stdout)
+    assert out["embedded"] == 40 and out["failed"] == 1
+    assert len(list((tmp_path / "remote-staging").glob("*/*.parquet"))) == 5
+    va, _, _ = contents(store)
+    vb, items, _ = contents(tmp_path / "u")
+    assert va.keys() == vb.keys() and max(np.abs(va[h] - vb[h]).max() for h in va) <= 1e-5
+    assert all(p.startswith("file://") for p, *_ in items)
