@@ -62,13 +62,14 @@ def near_duplicates_streamed(n: int, dim: int, nprobe: int, threshold: float = 0
     """featstore's duplicates search (duplicates.pairs_in_chunks) over an IVF-SQ8 index of n streamed vectors,
     run in this process so that its peak memory is what it alone needs."""
     from featstore.duplicates import pairs_in_chunks
-    from featstore.index_kinds import empty, train
+    from featstore.index_kinds import Vectors, empty, train
 
     size = 100_000
     n_chunks = n // size
     index, params = empty("ivf-sq8", dim, n)
     t0 = time.perf_counter()
-    train(index, "ivf-sq8", np.concatenate([chunk_of(i, dim) for i in range(2)]))
+    sample = np.concatenate([chunk_of(i, dim) for i in range(2)])
+    train(index, "ivf-sq8", Vectors(np.arange(1, len(sample) + 1), sample))
     for i in range(n_chunks):
         index.add_with_ids(chunk_of(i, dim), np.arange(i * size, (i + 1) * size, dtype=np.int64) + 1)
     set_param(index, "ivf-sq8", {"nprobe": nprobe})
