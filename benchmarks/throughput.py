@@ -346,7 +346,8 @@ def write(r: dict, out: Path) -> None:
           f"{r['matmul_gflops'] / r['backbone_gflops_per_image']:.0f} images/s", ""]
     for name, e in r["inputs"].items():
         c = e["ceiling_images_per_second"]
-        md += [f"## {name}", "", "| row | images | s | images/s | vs tutorial | of fp32 ceiling |", "|---|---|---|---|---|---|"]
+        md += [f"## {name}", "", "| row | images | s | images/s | vs tutorial | of fp32 ceiling |",
+               "|---|---|---|---|---|---|"]
         tut = e["rows"][0]["images_per_second"]
         for row in e["rows"]:
             md.append(f"| {row['row']} | {row['images']} | {row['seconds']:.1f} | {row['images_per_second']:.1f} | "

@@ -95,7 +95,8 @@ class Backbone:
     def config(self) -> dict:
         """The session choices, as recorded with each run (providers: those the session really uses; None when
         the run needed no session)."""
-        return {"device": self.device, "providers": self._session.get_providers() if self._session else None, "intra_op_threads": self.threads,
+        return {"device": self.device, "providers": self._session.get_providers() if self._session else None,
+                "intra_op_threads": self.threads,
                 "execution_mode": "sequential", "graph_optimization": "all", "spin_wait": self.spin,
                 "cpu_mem_arena": True, "io_binding": self.device == "cuda", "onnx": self.onnx_path.name}
 

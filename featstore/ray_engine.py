@@ -87,7 +87,8 @@ def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozen
 
 
 def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
-                   staging: str | Path | None = None, shard_size: int = 1000, workers: int = 1, address: str | None = None,
+                   staging: str | Path | None = None, shard_size: int = 1000, workers: int = 1,
+                   address: str | None = None,
                    batch_size: int | None = None, progress: bool = True, source: str = "", log=print) -> EmbedSummary:
     try:
         import ray
