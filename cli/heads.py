@@ -88,10 +88,13 @@ def _print_head(out):
     click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stored; stratified, seed {m['seed']})")
     cv = m["cv"] or {}
     if cv.get("param"):
-        how = (f"{cv['folds']}-fold CV" if cv.get("folds") and cv.get("cv_accuracy") and "cv" not in cv
-               else cv.get("cv", "validation part"))
+        how = cv.get("method") or (f"{cv['folds']}-fold CV" if cv.get("folds") and cv.get("cv_accuracy")
+                                   and "cv" not in cv else cv.get("cv", "validation part"))   # heads before 0.2
         acc = f" (CV accuracy {pct(cv['accuracy_mean'])})" if cv.get("accuracy_mean") is not None else ""
-        click.echo(f"{cv['param']} chosen on the training part by {how}: {cv['chosen']:g}{acc}")
+        if how == "fixed":
+            click.echo(f"{cv['param']} fixed at {cv['chosen']:g} (given, not searched)")
+        else:
+            click.echo(f"{cv['param']} chosen on the training part by {how}: {cv['chosen']:g}{acc}")
     speed = f"fit {m['fit_seconds']:.2f} s, {m['predictions_per_second']:,.0f} predictions/s"
     if out["task_type"] == "regression":
         click.echo(f"held-out R^2 {m['test_r2']:.3f}, MAE {m['test_mae']:.4g}, RMSE {m['test_rmse']:.4g} ({speed})")

@@ -134,6 +134,14 @@ def test_leaderboard_fits_and_stores_every_head(run, store):
     assert "predictions/s" in human and "lb-knn" in human
 
 
+def test_fit_head_says_how_each_hyperparameter_was_chosen(run, store):
+    said = {args: run("fit-head", "--task", "flowers", "--name", "how", *args, "--store", store).output
+            for args in (("--C", "1"), ("--head", "knn"), ("--head", "ridge"))}
+    assert "C fixed at 1 (given, not searched)" in said[("--C", "1")]
+    assert "k chosen on the training part by leave-one-out" in said[("--head", "knn")]
+    assert "alpha chosen on the training part by leave-one-out (GCV)" in said[("--head", "ridge")]
+
+
 def test_every_stored_head_predicts_its_held_out_files(run, store):
     run("fit-head", "--task", "flowers", "--head", "all", "--name", "p", "--store", store, "--json")
     held_out = query(store, "SELECT i.path, l.label FROM splits s JOIN items i ON i.hash = s.hash "

@@ -74,10 +74,14 @@ def split_folds(yi: np.ndarray, folds: int, seed: int):
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(yi)), yi))
 
 
-def record_search(est, name: str, grid, scores: np.ndarray | None, chosen, folds: int, seconds: float) -> None:
-    """Keep what the hyperparameter search tried and chose (reported and stored with the head)."""
+def record_search(est, name: str, grid, scores: np.ndarray | None, chosen, folds: int, seconds: float,
+                  method: str | None = None) -> None:
+    """Keep what the hyperparameter search tried and chose, and how it chose (reported and stored with the
+    head): `method` names it; by default "N-fold CV" with folds, else "fixed" for a one-value grid."""
+    if method is None:
+        method = f"{folds}-fold CV" if folds and scores is not None else ("fixed" if len(grid) == 1 else "search")
     est.search_ = {"param": name, "grid": [float(g) for g in grid], "chosen": float(chosen), "folds": folds,
-                   "seconds": round(seconds, 4),
+                   "seconds": round(seconds, 4), "method": method,
                    "cv_accuracy": None if scores is None else [float(s) for s in scores]}
 
 

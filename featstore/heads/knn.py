@@ -39,7 +39,7 @@ class KNNHead(ProgramClassifier):
             votes = (onehot[idx[:, :k]] * w[:, :, None]).sum(axis=1)
             scores.append(float(np.mean(votes.argmax(axis=1) == yi)))
         k = grid[int(np.argmax(scores))]
-        record_search(self, "k", grid, np.asarray(scores), k, len(refs), time.perf_counter() - t0)
-        self.search_["cv"] = "leave-one-out"
+        record_search(self, "k", grid, np.asarray(scores), k, len(refs), time.perf_counter() - t0,
+                      method="leave-one-out")
         self.k_ = k
         return [Step("l2norm"), Step("knn", {"refs": refs, "onehot": onehot}, {"k": int(k)})]

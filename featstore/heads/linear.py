@@ -60,8 +60,8 @@ class RidgeHead(ProgramClassifier):
         t0 = time.perf_counter()
         mean, scale = standardiser(X)
         model = RidgeClassifierCV(alphas=self.alphas).fit((X - mean) / scale, yi)
-        record_search(self, "alpha", self.alphas, None, model.alpha_, 0, time.perf_counter() - t0)
-        self.search_["cv"] = "leave-one-out (GCV)"
+        record_search(self, "alpha", self.alphas, None, model.alpha_, 0, time.perf_counter() - t0,
+                      method="leave-one-out (GCV)")
         return [standardise(mean, scale), dense(*as_columns(model.coef_, model.intercept_)), Step("softmax")]
 
 
@@ -77,6 +77,6 @@ class RidgeRegressionHead(ProgramRegressor):
         t0 = time.perf_counter()
         mean, scale = standardiser(X)
         model = RidgeCV(alphas=self.alphas).fit((X - mean) / scale, y)
-        record_search(self, "alpha", self.alphas, None, model.alpha_, 0, time.perf_counter() - t0)
-        self.search_["cv"] = "leave-one-out (GCV)"
+        record_search(self, "alpha", self.alphas, None, model.alpha_, 0, time.perf_counter() - t0,
+                      method="leave-one-out (GCV)")
         return [standardise(mean, scale), dense(np.asarray(model.coef_).reshape(-1, 1), [model.intercept_])]

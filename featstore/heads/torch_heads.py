@@ -61,6 +61,7 @@ class _TorchTrainer:
         arrays = [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy()) for m in linears]
         self.search_ = {"param": "epochs", "chosen": best_epoch, "ran": epoch, "validation_loss": round(best, 6),
                         "validation_fraction": self.validation_fraction, "device": device,
+                        "method": f"early stopping on a {self.validation_fraction:.0%} validation part",
                         "seconds": round(time.perf_counter() - t0, 4)}
         self.epochs_ = best_epoch
         return mean, scale, arrays
