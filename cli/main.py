@@ -255,9 +255,9 @@ def where_time_went(s) -> str:
     if side:
         line += "; overlapped: " + ", ".join(f"{k} {v:.1f} s" for k, v in side.items())
     if cfg.get("batch_size"):
-        line += (f"\nsettings: batch {cfg['batch_size']}, {cfg.get('decode_workers', '-')} decode workers, "
-                 f"{cfg.get('intra_op_threads', '-')} ONNX Runtime threads, precision {s.precision}, "
-                 f"device {s.device}")
+        workers = f"{cfg['decode_workers']} decode workers, " if cfg.get("decode_workers") else ""
+        line += (f"\nsettings: batch {cfg['batch_size']}, {workers}{cfg.get('intra_op_threads', '-')} ONNX Runtime "
+                 f"threads, precision {s.precision}, device {s.device}")
     return line
 
 

@@ -17,6 +17,7 @@ from .index import is_current, refresh
 from .store import EmbeddingSet, Store
 from .text_source import TextRecord
 from .tokenize import TextTokenizer
+from .writer import BatchWriter
 
 CHUNK = 4096        # texts tokenized and length-sorted together (bounds memory)
 
@@ -29,11 +30,26 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
     started_at, started = time.time(), time.perf_counter()
     summary = EmbedSummary(listed=len(records), model=eset.model, set_id=eset.set_id, device=backbone.device,
                            unit="text", precision=eset.precision,
-                           stage_seconds={"read+tokenize": 0.0, "inference": 0.0, "write": 0.0})
+                           stage_seconds={"read+tokenize": 0.0, "inference": 0.0})
     store.ensure_set(eset)
     known = store.items_by_path()
     embedded = store.embedded_hashes(eset)
     bar = tqdm(total=len(records), unit="text", disable=not progress or not records, dynamic_ncols=True)
+    with BatchWriter(store, eset) as writer:
+        _run(records, backbone, tokenizer, batch_size, retry_failed, known, embedded, summary, bar, writer.put)
+    bar.close()
+    summary.stage_seconds["waiting for writer"] = writer.waited
+    summary.stage_seconds["write (writer thread)"] = writer.seconds
+    if not is_current(store, eset):
+        refresh(store, eset)
+    summary.seconds = time.perf_counter() - started
+    summary.config = {"batch_size": batch_size, "precision": eset.precision, "chunk": CHUNK} | backbone.config()
+    record_run(store, eset, summary, source, started_at)
+    return summary
+
+
+def _run(records, backbone, tokenizer, batch_size, retry_failed, known, embedded, summary, bar, sink) -> None:
+    """hash -> tokenize (length-sorted per chunk) -> run, handing (rows, hashes, vectors, texts) to `sink`."""
     for start in range(0, len(records), CHUNK):
         chunk = records[start:start + CHUNK]
         t0 = time.perf_counter()
@@ -67,7 +83,7 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
         order = np.argsort(-lengths, kind="stable")
         summary.stage_seconds["read+tokenize"] += time.perf_counter() - t0
         if rows:
-            _write(store, eset, summary, rows, [], None, None)
+            sink(rows, [], None, None)
         bar.update(len(chunk) - sum(len(v[1]) for v in new.values()))
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -80,24 +96,11 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
             batch_hashes = [hashes[i] for i in idx]
             batch_rows = [row for h in batch_hashes for row in new[h][1]]
             info = [(h, texts[i], int(n), bool(t)) for h, i, n, t in zip(batch_hashes, idx, enc.lengths, enc.truncated)]
-            _write(store, eset, summary, batch_rows, batch_hashes, vectors, info)
+            sink(batch_rows, batch_hashes, vectors, info)
             embedded.update(batch_hashes)
             summary.embedded += len(batch_hashes)
             summary.truncated += int(enc.truncated.sum())
             bar.update(len(batch_rows))
-    bar.close()
-    if not is_current(store, eset):
-        refresh(store, eset)
-    summary.seconds = time.perf_counter() - started
-    summary.config = {"batch_size": batch_size, "precision": eset.precision, "chunk": CHUNK} | backbone.config()
-    record_run(store, eset, summary, source, started_at)
-    return summary
-
-
-def _write(store, eset, summary, rows, hashes, vectors, texts) -> None:
-    t0 = time.perf_counter()
-    store.write_batch(eset, rows, hashes, vectors, texts)
-    summary.stage_seconds["write"] += time.perf_counter() - t0
 
 
 def embed_query_text(text: str, backbone: Backbone, tokenizer: TextTokenizer) -> np.ndarray:

@@ -292,7 +292,8 @@ class Store:
                 self._insert_vectors(s, hashes, vectors)
             if items:
                 self.upsert_items(items)
-                copies = [it["path"] for it in items if it.get("status") == "ok" and it.get("width") is None]
+                copies = [it["path"] for it in items if it.get("status") == "ok" and it.get("width") is None
+                          and s.modality == "image"]
                 if copies:
                     self.fill_copy_sizes("(SELECT unnest($1::VARCHAR[]))", [copies])
             self._bump_generation()
