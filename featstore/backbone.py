@@ -51,14 +51,16 @@ class Backbone:
     (it is part of the embedding-set key) and checked against the providers the session really uses.
     """
 
-    def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None, spin: bool = False):
+    def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None, spin: bool = False,
+                 io_binding: bool | None = None):
         self.onnx_path = Path(onnx_path)
         self.requested = device
         self.device = expected_device(device)
         self.threads = threads or os.cpu_count() or 1
         self.spin = spin
         self._session = None
-        self._device_input = None       # CUDA: the reused device buffer the input batch is copied into
+        self._device_input = None       # IO binding: the reused device buffer the input batch is copied into
+        self.io_binding = self.device == "cuda" if io_binding is None else io_binding   # (on the CPU: for tests)
 
     @property
     def session(self):
@@ -98,24 +100,26 @@ class Backbone:
         return {"device": self.device, "providers": self._session.get_providers() if self._session else None,
                 "intra_op_threads": self.threads,
                 "execution_mode": "sequential", "graph_optimization": "all", "spin_wait": self.spin,
-                "cpu_mem_arena": True, "io_binding": self.device == "cuda", "onnx": self.onnx_path.name}
+                "cpu_mem_arena": True, "io_binding": self.io_binding, "onnx": self.onnx_path.name}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for one batch of images, float32 (N, dim)."""
         self.session  # noqa: B018  (starts the session, which names the input)
         batch = np.ascontiguousarray(batch, self.input_dtype)
-        if self.device == "cuda":
+        if self.io_binding:
             return self._run_bound(batch)
         return self.run_feeds({self.input_name: batch})
 
     def _run_bound(self, batch: np.ndarray) -> np.ndarray:
-        """CUDA with IO binding: host batch -> a reused device buffer (one copy), features straight to the host."""
+        """IO binding: host batch -> a reused device buffer (one copy; reallocated only when the batch shape
+        changes), features straight to the host."""
         import onnxruntime as ort
 
         if self._device_input is None or self._device_input.shape() != list(batch.shape):
-            self._device_input = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0)
-        else:
-            self._device_input.update_inplace(batch)
+            # a buffer of its own (ortvalue_from_numpy would alias the numpy array on the CPU device)
+            self._device_input = ort.OrtValue.ortvalue_from_shape_and_type(list(batch.shape), batch.dtype,
+                                                                           self.device, 0)
+        self._device_input.update_inplace(batch)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, self._device_input)
         binding.bind_output(self.output_name, "cpu")

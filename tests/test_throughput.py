@@ -175,3 +175,21 @@ def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
                         "--precision", "int8", "--no-progress"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().endswith("NO_TORCH")
+
+
+def test_io_binding_path_gives_the_same_features(home):
+    """The CUDA path's IO binding (a reused device input buffer, outputs bound to the host), exercised on the CPU
+    device: same features as a plain run, across a batch-shape change and buffer reuse."""
+    from featstore.backbone import Backbone
+    from featstore.catalog import resolve
+    from featstore.embed import read_pixels
+    from featstore.export import ensure_exported, parity_photos
+    from featstore.preprocess import normalise
+
+    spec = resolve(None)
+    path = ensure_exported(spec, log=lambda *_: None)
+    x = normalise(np.stack([read_pixels(str(p), spec.preprocess).pixels for p in parity_photos()]), spec.preprocess)
+    plain, bound = Backbone(path, device="cpu"), Backbone(path, device="cpu", io_binding=True)
+    for batch in (x, x[:2], x[1:3], x):
+        assert np.allclose(bound.run(batch), plain.run(batch), atol=1e-5)
+    assert bound.config()["io_binding"] is True
