@@ -169,6 +169,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
                                   progress=not no_progress and not as_json, source=os.path.abspath(folder))
     if device == "auto" and summary.embedded and engine == "local":
         _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
+    summary.label_source = "from the manifest" if manifest else "from subfolder names"
     _finish_embed(summary, task, labels, warnings, as_json)
 
 
@@ -228,7 +229,7 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         click.echo(f"truncated: {s.truncated} texts were longer than the model's token limit and were cut "
                    "(flagged in the store: texts.truncated)")
     if s.task:
-        source = "from subfolder names" if s.unit == "image" or not s.listed else "from the source"
+        source = s.label_source or ("from subfolder names" if s.unit == "image" or not s.listed else "from the source")
         click.echo(f"labels: task {s.task!r} ({n_labelled} labelled {'files' if s.unit == 'image' else 'texts'}, "
                    f"{source})")
     for path, reason in s.failures[:20]:

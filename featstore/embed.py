@@ -66,6 +66,7 @@ class EmbedSummary:
     precision: str = "fp32"
     device: str = ""
     task: str | None = None
+    label_source: str = ""        # where the labels came from, as the summary says it
     unit: str = "image"
     truncated: int = 0            # texts cut at the model's token limit (flagged in the store)
 

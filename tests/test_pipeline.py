@@ -331,3 +331,21 @@ def test_device_cuda_fails_loudly_without_cuda(run, small_folder, tmp_path):
     r = run("embed", small_folder, "--device", "cuda", "--store", tmp_path / "s", ok=False)
     assert r.exit_code == 1 and "no CUDA provider" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "s" / "store.duckdb").exists()     # refused before anything was written
+
+
+def test_image_manifest_source(run, small_folder, tmp_path):
+    """A CSV/TSV/Parquet with a `path` column (relative to the table) and `label`: a missing file is a failed
+    item, the rest are embedded and labelled; the summary says where the labels came from."""
+
+    files = sorted(small_folder.rglob("*.jpg"))[:6]
+    rows = [(str(p.relative_to(tmp_path)), p.parent.name) for p in files] + [("flowers/none.jpg", "roses")]
+    (tmp_path / "m.tsv").write_text("path\tlabel\n" + "".join(f"{p}\t{lab}\n" for p, lab in rows))
+    r = run("embed", tmp_path / "m.tsv", "--store", tmp_path / "s", "--no-progress")
+    assert "7 image files listed" in r.output and "from the manifest" in r.output
+    got = dict(query(tmp_path / "s", "SELECT path, status FROM items"))
+    assert got.pop(str(tmp_path / "flowers" / "none.jpg")) == "failed" and set(got.values()) == {"ok"}
+    assert query(tmp_path / "s", "SELECT count(*) FROM labels WHERE task = 'm'")[0][0] == 7
+    duckdb.connect().execute(f"COPY (SELECT * FROM read_csv('{tmp_path / 'm.tsv'}', delim = '\\t')) "
+                             f"TO '{tmp_path / 'm.parquet'}' (FORMAT parquet)")
+    out = json.loads(run("embed", tmp_path / "m.parquet", "--store", tmp_path / "s", "--json").stdout)
+    assert out["listed"] == 7 and out["embedded"] == 0 and out["task"] == "m"
