@@ -336,7 +336,6 @@ def test_device_cuda_fails_loudly_without_cuda(run, small_folder, tmp_path):
 def test_image_manifest_source(run, small_folder, tmp_path):
     """A CSV/TSV/Parquet with a `path` column (relative to the table) and `label`: a missing file is a failed
     item, the rest are embedded and labelled; the summary says where the labels came from."""
-
     files = sorted(small_folder.rglob("*.jpg"))[:6]
     rows = [(str(p.relative_to(tmp_path)), p.parent.name) for p in files] + [("flowers/none.jpg", "roses")]
     (tmp_path / "m.tsv").write_text("path\tlabel\n" + "".join(f"{p}\t{lab}\n" for p, lab in rows))
