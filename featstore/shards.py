@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .source import SourceFile
+from .store import vector_rows
 from .uri import download, is_uri, join, upload
 
 COLUMNS = ("path", "label", "hash", "size", "mtime", "width", "height", "status", "error")
@@ -73,12 +74,9 @@ def write(path: Path, shard: Shard, rows: list[dict], vectors: dict[str, np.ndar
         con.execute("INSERT INTO rows SELECT " + ", ".join(f"unnest(${i + 1})" for i in range(len(COLUMNS))),
                     [cols[c] for c in COLUMNS])
         hashes = list(vectors)
-        mat = np.stack([vectors[h] for h in hashes]).astype(np.float32) if hashes else np.zeros((0, dim), np.float32)
-        flat = {"r": np.repeat(np.arange(len(hashes), dtype=np.int64), dim),
-                "j": np.tile(np.arange(dim, dtype=np.int32), len(hashes)), "x": mat.ravel()}
-        con.register("flat", flat)
-        con.execute(f"CREATE TABLE vecs AS SELECT $1[r + 1] AS hash, array_agg(x ORDER BY j)::FLOAT[{dim}] AS vector "
-                    "FROM flat GROUP BY r", [hashes])
+        mat = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, dim), np.float32)
+        con.execute(f"CREATE TABLE vecs AS SELECT $1[r + 1] AS hash, vector FROM {vector_rows(con, 'flat', mat)}",
+                    [hashes])
         # a vector goes on the first row of its content only
         con.execute(f"""COPY (SELECT rows.*, CASE WHEN rn = 1 THEN vecs.vector END AS vector, ? AS shard_key
                               FROM (SELECT *, row_number() OVER (PARTITION BY hash ORDER BY path) AS rn,

@@ -299,17 +299,11 @@ class Store:
             self._bump_generation()
 
     def _insert_vectors(self, s: EmbeddingSet, hashes: list[str], vectors: np.ndarray) -> None:
-        """Append vectors with the next vec_ids. The matrix goes in as flat numpy columns that DuckDB scans in place
-        and regroups into FLOAT[dim] rows (~7x faster than converting it to Python lists)."""
-        n, dim = vectors.shape
-        flat = {"r": np.repeat(np.arange(n, dtype=np.int64), dim), "j": np.tile(np.arange(dim, dtype=np.int32), n),
-                "x": np.ascontiguousarray(vectors, dtype=np.float32).ravel()}
-        self.con.register("_new_vectors", flat)
+        """Append vectors with the next vec_ids."""
         try:
             self.con.execute(f"""INSERT INTO {s.table}
-                SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1, $1[r + 1],
-                       array_agg(x ORDER BY j)::FLOAT[{dim}]
-                FROM _new_vectors GROUP BY r""", [list(hashes)])
+                SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1, $1[r + 1], vector
+                FROM {vector_rows(self.con, "_new_vectors", vectors)}""", [list(hashes)])
         finally:
             self.con.unregister("_new_vectors")
 
@@ -478,6 +472,17 @@ class Store:
 
 
 FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
+
+
+def vector_rows(con: duckdb.DuckDBPyConnection, name: str, vectors: np.ndarray) -> str:
+    """Register an (n, dim) matrix with DuckDB under `name` as flat numpy columns, which DuckDB scans in place (~7x
+    faster than converting it to Python lists), and return a relation of its rows: r (0-based row number) and
+    vector FLOAT[dim]. The caller unregisters `name` when done."""
+    n, dim = vectors.shape
+    con.register(name, {"r": np.repeat(np.arange(n, dtype=np.int64), dim),
+                        "j": np.tile(np.arange(dim, dtype=np.int32), n),
+                        "x": np.ascontiguousarray(vectors, dtype=np.float32).ravel()})
+    return f"(SELECT r, array_agg(x ORDER BY j)::FLOAT[{dim}] AS vector FROM {name} GROUP BY r)"
 
 
 def _unpack(rows: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
