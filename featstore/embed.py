@@ -79,12 +79,10 @@ class Clock:
     """Per-stage time of one run. Main-thread stages (waiting for decode, inference, waiting for the writer) add
     up to the wall time; decode and write run in other threads, overlapped, and are reported beside them."""
 
-    MAIN = ("inference", "waiting for decode", "waiting for writer")
-
     def __init__(self):
         self.seconds = {"inference": 0.0, "waiting for decode": 0.0, "waiting for writer": 0.0,
                         "decode CPU (worker threads)": 0.0, "write (writer thread)": 0.0}
-        self.per_batch: list[float] = []          # inference seconds of each batch
+        self.batches = 0                          # backbone calls
 
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds
@@ -128,11 +126,11 @@ def _read_local(path: str) -> bytes:
 
 
 # ---- plan (source) --------------------------------------------------------------------------------------------
-def plan(store: Store, eset: EmbeddingSet, files: list[SourceFile], summary: EmbedSummary,
+def plan(store: Store, embedded: set, files: list[SourceFile], summary: EmbedSummary,
          retry_failed: bool) -> list[SourceFile]:
-    """The files that need reading: not those unchanged (path, size, mtime) since an earlier run of this set."""
+    """The files that need reading: not those unchanged (path, size, mtime) since an earlier run whose content is
+    among `embedded` (the set's stored hashes)."""
     known_items = store.items_by_path()
-    embedded = store.embedded_hashes(eset)
     todo = []
     for f in files:
         item = known_items.get(f.key)
@@ -235,10 +233,9 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
             n = len(batch.hashes)
             vectors = backbone.run(normalise(batch.pixels[:n], pre, out=batch.tensor))
             clock.add("inference", time.perf_counter() - t0)
-            clock.per_batch.append(time.perf_counter() - t0)
+            clock.batches += 1
             summary.embedded += n
         sink(batch.rows, batch.hashes, vectors)
-
 
 
 def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
@@ -251,8 +248,8 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device,
                            precision=eset.precision)
     store.ensure_set(eset)
-    todo = plan(store, eset, files, summary, retry_failed)
     embedded = store.embedded_hashes(eset)
+    todo = plan(store, embedded, files, summary, retry_failed)
     batch_size = batch_size or DEFAULT_BATCH[backbone.device]
     workers = workers or os.cpu_count() or 1
     clock = Clock()
@@ -266,7 +263,7 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
         refresh(store, eset)
     summary.seconds = time.perf_counter() - wall0
     summary.stage_seconds = clock.seconds
-    summary.batches = len(clock.per_batch)
+    summary.batches = clock.batches
     summary.config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
                       "precision": eset.precision} | backbone.config()
     record_run(store, eset, summary, source, started)

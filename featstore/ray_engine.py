@@ -102,7 +102,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
     location = str(staging or store.root / "staging")
     staging = Staging(join(location, eset.set_id) if is_uri(location) else Path(location) / eset.set_id)
     shards = make_shards(files, eset.set_id, shard_size)
-    pending = {f.key for f in plan(store, eset, files, EmbedSummary(), retry_failed=False)}
+    pending = {f.key for f in plan(store, store.embedded_hashes(eset), files, EmbedSummary(), retry_failed=False)}
     counts = {"shards": len(shards), "ingested_before": 0, "unchanged": 0, "staged_before": 0, "computed": 0}
     todo, staged = [], []
     for shard in shards:

@@ -78,7 +78,7 @@ def write(path: Path, shard: Shard, rows: list[dict], vectors: dict[str, np.ndar
         con.execute(f"CREATE TABLE vecs AS SELECT $1[r + 1] AS hash, vector FROM {vector_rows(con, 'flat', mat)}",
                     [hashes])
         # a vector goes on the first row of its content only
-        con.execute(f"""COPY (SELECT rows.*, CASE WHEN rn = 1 THEN vecs.vector END AS vector, ? AS shard_key
+        con.execute(f"""COPY (SELECT rows.* EXCLUDE (rn, pos), CASE WHEN rn = 1 THEN vecs.vector END AS vector, ? AS shard_key
                               FROM (SELECT *, row_number() OVER (PARTITION BY hash ORDER BY path) AS rn,
                                            row_number() OVER () AS pos FROM rows) rows
                               LEFT JOIN vecs USING (hash) ORDER BY pos)
