@@ -121,14 +121,12 @@ def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = D
             memory: int | None = None, log=lambda msg: None) -> faiss.Index:
     """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it. The
     vectors are read from DuckDB chunk by chunk (memory: the index, one chunk and the tuning samples)."""
-    if kind == "auto":
-        n = store.live_count(s)
-        kind = kinds.choose(n, s.dim, memory or 4 * 10**9)
-        log(f"auto: {kind} for {n} vectors of dimension {s.dim}")
     source = StoreVectors(store, s)
+    if kind == "auto":
+        kind = kinds.choose(len(source.ids), s.dim, memory or 4 * 10**9)
+        log(f"auto: {kind} for {len(source.ids)} vectors of dimension {s.dim}")
     index, record = kinds.build_tuned(kind, source, s.dim, target, log=log)
-    vec_ids = source.ids
-    _save(store, s, index, record, vec_ids)
+    _save(store, s, index, record, source.ids)
     kinds.set_param(index, kind, record.get("params", {}))
     return index
 
@@ -140,7 +138,7 @@ class StoreVectors(kinds.Vectors):
         self.store, self.s, self.ids = store, s, store.live_ids(s)
 
     def chunks(self):
-        for ids, vecs in self.store.iter_live_vectors(self.s, chunk=CHUNK):
+        for ids, vecs in self.store.iter_live_vectors(self.s, chunk=CHUNK, ids=self.ids):
             yield ids, normalise_rows(vecs)
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:

@@ -145,6 +145,10 @@ def fp16_graph(fp32_path: Path, log=print) -> Path:
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(fd)
-    onnx.save(model, tmp)
-    os.replace(tmp, target)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return target

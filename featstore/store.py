@@ -388,10 +388,11 @@ class Store:
             f"SELECT vec_id FROM {s.table} WHERE hash IN {LIVE_HASHES} ORDER BY vec_id").fetchnumpy()
         return np.asarray(rows["vec_id"], dtype=np.int64)
 
-    def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096):
+    def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096, ids: np.ndarray | None = None):
         """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk). Each chunk
-        is a vec_id range scan, so DuckDB reads only that range's vectors (zone maps skip the rest)."""
-        ids = self.live_ids(s)
+        is a vec_id range scan, so DuckDB reads only that range's vectors (zone maps skip the rest). `ids`: the
+        live_ids the caller already holds."""
+        ids = self.live_ids(s) if ids is None else ids
         for start in range(0, len(ids), chunk):
             lo, hi = int(ids[start]), int(ids[min(start + chunk, len(ids)) - 1])
             rows = self.con.execute(
