@@ -100,6 +100,10 @@ def _triple(text: str) -> tuple:
 @click.option("--workers", type=click.IntRange(1, 4096), default=None,
               help="Local engine: decode threads [default: one per core]. Ray engine: actors, each with its own "
                    "ONNX Runtime session [default: 1].")
+@click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto",
+              help="Local engine: decode in threads, or in processes writing into shared memory (for a GPU, which "
+                   "outruns what threads under one interpreter lock decode) [auto: processes when the backbone "
+                   "runs on CUDA and there are over 512 files, threads otherwise].")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="ray: run the embed stages shard by shard on Ray Data (needs the ray extra), then ingest.")
 @click.option("--address", default=None, help="Ray engine: address of an existing Ray cluster [default: start a "
@@ -114,8 +118,8 @@ def _triple(text: str) -> tuple:
 @store_option
 @json_option
 def embed(source, task, model, input_size, mean, std, text_column, label_column, id_column, batch_size, device,
-          precision, workers, engine, address, shard_size, staging, retry_failed, wait, no_progress, store_path,
-          as_json):
+          precision, workers, decode, engine, address, shard_size, staging, retry_failed, wait, no_progress,
+          store_path, as_json):
     """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
     images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
     file, or a folder of .txt files in class subfolders."""
@@ -165,7 +169,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
                                      source=os.path.abspath(folder), log=_log)
         else:
             summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
-                                  workers=workers, retry_failed=retry_failed,
+                                  workers=workers, decode=decode, retry_failed=retry_failed,
                                   progress=not no_progress and not as_json, source=os.path.abspath(folder))
     if device == "auto" and summary.embedded and engine == "local":
         _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
@@ -248,15 +252,16 @@ def where_time_went(s) -> str:
                 f"{c['staged_before']}, ingested before {c['ingested_before']}, unchanged {c['unchanged']}; "
                 f"staging {cfg['staging']}")
     st = s.stage_seconds
-    main = {k: v for k, v in st.items() if "thread" not in k}
-    side = {k: v for k, v in st.items() if "thread" in k}
+    main = {k: v for k, v in st.items() if k == "inference" or k.startswith("waiting")}     # these add up
+    side = {k: v for k, v in st.items() if k not in main}
     other = max(s.seconds - sum(main.values()), 0.0)
     parts = [f"{k} {v:.1f} s ({v / s.seconds:.0%})" for k, v in main.items()] + [f"other {other:.1f} s"]
     line = "where the time went: " + ", ".join(parts)
     if side:
         line += "; overlapped: " + ", ".join(f"{k} {v:.1f} s" for k, v in side.items())
     if cfg.get("batch_size"):
-        workers = f"{cfg['decode_workers']} decode workers, " if cfg.get("decode_workers") else ""
+        workers = (f"{cfg['decode_workers']} decode {cfg.get('decode', 'threads')}, " if cfg.get("decode_workers")
+                   else "")
         line += (f"\nsettings: batch {cfg['batch_size']}, {workers}{cfg.get('intra_op_threads', '-')} ONNX Runtime "
                  f"threads, precision {s.precision}, device {s.device}")
     return line

@@ -3,7 +3,11 @@
 Session choices (recorded with every embed run, see `config`): full graph optimisation; intra-op threads = the
 cores, run in sequential (not parallel-branch) mode; and no spin-waiting between operators, because decode workers
 share those cores during an embed and a spinning pool would burn the time they need. On CUDA the input batch is
-copied once into a device buffer that is reused (IO binding), and outputs come back to the host directly.
+copied once into a device buffer that is reused (IO binding), and outputs come back to the host directly; the
+buffer keeps the largest batch shape seen and a shorter (last) batch is padded into it, so cuDNN chooses its
+convolution algorithms once per session rather than once per new shape. CUDA and cuDNN libraries installed as pip
+packages (`onnxruntime-gpu[cuda,cudnn]`, which the `gpu` extra asks for) are loaded with ONNX Runtime's
+`preload_dlls` before the first CUDA session, as its documentation says to.
 """
 from __future__ import annotations
 
@@ -18,12 +22,33 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}   # CPU throughput is flat beyond ~8; a GPU wants bigger batches
 
 
+_preloaded = False
+
+
+def _preload_cuda_libraries() -> None:
+    """Load the CUDA/cuDNN shared libraries that pip packages ship (nvidia-*), once per process. Whatever cannot be
+    loaded here is caught later: the session check sees the provider missing and says so."""
+    global _preloaded
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+
+    if _preloaded or not hasattr(ort, "preload_dlls"):
+        return
+    _preloaded = True
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        ort.preload_dlls(msvc=False)
+
+
 def _providers(device: str) -> list[str]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        _preload_cuda_libraries()
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise FeatstoreError("--device cuda: this onnxruntime has no CUDA provider "
@@ -52,7 +77,7 @@ class Backbone:
     """
 
     def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None, spin: bool = False,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, pixels_in_graph: bool | None = None):
         self.onnx_path = Path(onnx_path)
         self.requested = device
         self.device = expected_device(device)
@@ -60,7 +85,11 @@ class Backbone:
         self.spin = spin
         self._session = None
         self._device_input = None       # IO binding: the reused device buffer the input batch is copied into
+        self._host_input = None         # ... and the host array a short batch is padded in
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding   # (on the CPU: for tests)
+        # run_pixels on CUDA: normalise inside the graph (graph_input), so the host sends uint8 and does no float pass
+        self.pixels_in_graph = self.device == "cuda" if pixels_in_graph is None else pixels_in_graph
+        self._pixels_for = None         # the preprocessing fused into the graph, once run_pixels has fused it
 
     @property
     def session(self):
@@ -90,7 +119,8 @@ class Backbone:
                                  f"runs on {', '.join(active)}; pass --device cpu to embed on the CPU")
         self.input_name = session.get_inputs()[0].name
         self.input_names = [i.name for i in session.get_inputs()]
-        self.input_dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(session.get_inputs()[0].type,
+                                                                                        np.float32)
         self.output_name = session.get_outputs()[0].name
         return session
 
@@ -100,7 +130,27 @@ class Backbone:
         return {"device": self.device, "providers": self._session.get_providers() if self._session else None,
                 "intra_op_threads": self.threads,
                 "execution_mode": "sequential", "graph_optimization": "all", "spin_wait": self.spin,
-                "cpu_mem_arena": True, "io_binding": self.io_binding, "onnx": self.onnx_path.name}
+                "cpu_mem_arena": True, "io_binding": self.io_binding, "onnx": self.onnx_path.name,
+                "normalise": "in the graph" if self._pixels_for else "on the host"}
+
+    def run_pixels(self, pixels: np.ndarray, pre, out: np.ndarray | None = None) -> np.ndarray:
+        """Features for a batch as decoded (NHWC uint8, preprocessing `pre`): normalised inside the graph when
+        `pixels_in_graph` (the first call, before the session starts, swaps in the fused graph), else on the host
+        (into `out`, a preallocated NCHW float32 buffer, when given)."""
+        from .preprocess import normalise
+
+        if self.pixels_in_graph and self._pixels_for is None and self._session is None:
+            from .graph_input import pixel_input_graph
+
+            try:
+                self.onnx_path, self._pixels_for = pixel_input_graph(self.onnx_path, pre), pre
+            except OSError:                 # the home is not writable: normalise on the host, as on the CPU
+                self.pixels_in_graph = False
+        if self._pixels_for is None:
+            return self.run(normalise(pixels, pre, out=out))
+        if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
+            raise FeatstoreError("this session normalises pixels for another preprocessing")
+        return self.run(pixels)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for one batch of images, float32 (N, dim)."""
@@ -111,21 +161,28 @@ class Backbone:
         return self.run_feeds({self.input_name: batch})
 
     def _run_bound(self, batch: np.ndarray) -> np.ndarray:
-        """IO binding: host batch -> a reused device buffer (one copy; reallocated only when the batch shape
-        changes), features straight to the host."""
+        """IO binding: host batch -> a reused device buffer (one copy), features straight to the host. The buffer
+        is reallocated only for a bigger batch or another image shape; a smaller batch is padded into it (rows
+        left from the previous batch are computed and dropped), so the session sees one input shape."""
         import onnxruntime as ort
 
-        if self._device_input is None or self._device_input.shape() != list(batch.shape):
+        n = len(batch)
+        shape = self._device_input.shape() if self._device_input is not None else None
+        if shape is None or shape[1:] != list(batch.shape[1:]) or shape[0] < n:
             # a buffer of its own (ortvalue_from_numpy would alias the numpy array on the CPU device)
             self._device_input = ort.OrtValue.ortvalue_from_shape_and_type(list(batch.shape), batch.dtype,
                                                                            self.device, 0)
+            self._host_input = np.zeros(batch.shape, batch.dtype)
+        if n < self._host_input.shape[0]:
+            self._host_input[:n] = batch
+            batch = self._host_input
         self._device_input.update_inplace(batch)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, self._device_input)
         binding.bind_output(self.output_name, "cpu")
         self.session.run_with_iobinding(binding)
-        out = binding.copy_outputs_to_cpu()[0]
-        return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
+        out = binding.copy_outputs_to_cpu()[0][:n]
+        return np.asarray(out, dtype=np.float32).reshape(n, -1)
 
     def run_feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Features for one batch given every named input (text models: token ids, mask, type ids)."""

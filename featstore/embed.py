@@ -1,9 +1,10 @@
 """The embed pipeline, one stage per function, in the order the data flows:
 
     plan    (source)  which listed files need work: unchanged files are skipped without being read
-    decode  (workers) read + hash + decode + crop/resize, in a thread pool a bounded window ahead
+    decode  (workers) read + hash + decode + crop/resize, a bounded window ahead: in a thread pool, or on a GPU
+                      machine in worker processes that write into shared memory (decode_pool.py)
     batch   (main)    pixels into a preallocated batch buffer; copies of stored content need no backbone
-    run     (main)    normalise into a preallocated tensor, run the backbone
+    run     (main)    normalise (on the host, or inside the graph on CUDA), run the backbone
     write   (writer)  one transaction per batch, in its own thread (writer.py)
 
 Pillow, ONNX Runtime and DuckDB release the GIL, so decode and write overlap inference; the window and the
@@ -27,7 +28,7 @@ from .decode import decode_image
 from .errors import DecodeError, FeatstoreError
 from .hashing import content_hash
 from .index import is_current, refresh
-from .preprocess import crop_resize, draft_target, normalise
+from .preprocess import crop_resize, draft_target
 from .source import SourceFile, display_path
 from .store import EmbeddingSet, Store
 from .uri import is_uri, read_bytes
@@ -81,7 +82,7 @@ class Clock:
 
     def __init__(self):
         self.seconds = {"inference": 0.0, "waiting for decode": 0.0, "waiting for writer": 0.0,
-                        "decode CPU (worker threads)": 0.0, "write (writer thread)": 0.0}
+                        "decode CPU (workers)": 0.0, "write (writer thread)": 0.0}
         self.batches = 0                          # backbone calls
 
     def add(self, stage: str, seconds: float) -> None:
@@ -163,7 +164,7 @@ def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, w
             t0 = time.perf_counter()
             prep = pending.popleft().result()
             clock.add("waiting for decode", time.perf_counter() - t0)
-            clock.add("decode CPU (worker threads)", prep.seconds)
+            clock.add("decode CPU (workers)", prep.seconds)
             nxt = next(it, None)
             if nxt is not None:
                 pending.append(pool.submit(work, nxt))
@@ -220,18 +221,21 @@ def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
 
 # ---- the pipeline ----------------------------------------------------------------------------------------------
 def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, known: set, embedded: set,
-               batch_size: int, workers: int, summary: EmbedSummary, clock: Clock, bar, sink) -> None:
+               batch_size: int, workers: int, summary: EmbedSummary, clock: Clock, bar, sink,
+               processes: bool = False) -> None:
     """decode -> batch -> run, handing each batch's (item rows, new hashes, vectors) to `sink` (the store's writer
     here; a shard file in the Ray engine). `known`: contents stored before the run (their files are hashed, not
     decoded: a fixed snapshot, so what is decoded does not depend on thread timing); `embedded` grows as contents
     are batched, so later copies in the run are recognised."""
-    stream = decoded(todo, pre, known, workers, window=2 * batch_size, clock=clock)
+    from . import decode_pool
+
+    stream = (decode_pool.decoded if processes else decoded)(todo, pre, known, workers, 2 * batch_size, clock)
     for batch in batches(stream, Batch(batch_size, pre), embedded, summary, bar):
         vectors = None
         if batch.hashes:
             t0 = time.perf_counter()
             n = len(batch.hashes)
-            vectors = backbone.run(normalise(batch.pixels[:n], pre, out=batch.tensor))
+            vectors = backbone.run_pixels(batch.pixels[:n], pre, out=batch.tensor)
             clock.add("inference", time.perf_counter() - t0)
             clock.batches += 1
             summary.embedded += n
@@ -239,9 +243,10 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
 
 
 def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
-                batch_size: int | None = None, workers: int | None = None, retry_failed: bool = False,
-                progress: bool = True, source: str = "") -> EmbedSummary:
-    """Embed every file not yet in the set; record failures; refresh the set's index; record the run."""
+                batch_size: int | None = None, workers: int | None = None, decode: str = "auto",
+                retry_failed: bool = False, progress: bool = True, source: str = "") -> EmbedSummary:
+    """Embed every file not yet in the set; record failures; refresh the set's index; record the run.
+    decode: 'threads', 'processes' or 'auto' (processes when the backbone runs on CUDA and there is enough to do)."""
     from tqdm import tqdm
 
     started, wall0 = time.time(), time.perf_counter()
@@ -252,10 +257,13 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     todo = plan(store, embedded, files, summary, retry_failed)
     batch_size = batch_size or DEFAULT_BATCH[backbone.device]
     workers = workers or os.cpu_count() or 1
+    processes = decode == "processes" or (decode == "auto" and backbone.device == "cuda" and workers > 2
+                                          and len(todo) > 4 * batch_size)
     clock = Clock()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.1)
     with BatchWriter(store, eset) as writer:
-        run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar, writer.put)
+        run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar, writer.put,
+                   processes)
     bar.close()
     clock.add("waiting for writer", writer.waited)
     clock.add("write (writer thread)", writer.seconds)
@@ -265,6 +273,7 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     summary.stage_seconds = clock.seconds
     summary.batches = clock.batches
     summary.config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
+                      "decode": "processes" if processes else "threads",
                       "precision": eset.precision} | backbone.config()
     record_run(store, eset, summary, source, started)
     return summary
@@ -283,4 +292,4 @@ def embed_query(path: str, backbone: Backbone, pre: Preprocess) -> tuple[np.ndar
     prep = read_pixels(path, pre)
     if prep.error:
         raise DecodeError(f"{display_path(path)}: {prep.error}")
-    return backbone.run(normalise(prep.pixels[None], pre))[0], prep.hash
+    return backbone.run_pixels(prep.pixels[None], pre)[0], prep.hash

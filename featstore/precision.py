@@ -142,7 +142,14 @@ def fp16_graph(fp32_path: Path, log=print) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     log(f"converting {fp32_path.name} to fp16 (once) ...")
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    save_graph(convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True), target)
+    return target
+
+
+def save_graph(model, target: Path) -> None:
+    """Write an ONNX model so that `target` is either absent or complete (temporary file, then rename)."""
+    import onnx
+
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
     os.close(fd)
     try:
@@ -151,4 +158,3 @@ def fp16_graph(fp32_path: Path, log=print) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target

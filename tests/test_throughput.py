@@ -112,7 +112,7 @@ def test_runs_are_recorded_with_settings_and_stage_times(run, two_precisions, sm
     runs = query(store, "SELECT summary FROM runs ORDER BY run_id")
     first = json.loads(runs[0][0])
     assert first["embedded"] == 100 and first["stage_seconds"]["inference"] > 0
-    assert first["stage_seconds"]["decode CPU (worker threads)"] > 0
+    assert first["stage_seconds"]["decode CPU (workers)"] > 0
     out = run("embed", small_folder, "--store", tmp_path / "s", "--no-progress").output
     assert "where the time went: inference" in out and "settings: batch 32" in out
 
@@ -179,7 +179,7 @@ def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
 
 def test_io_binding_path_gives_the_same_features(home):
     """The CUDA path's IO binding (a reused device input buffer, outputs bound to the host), exercised on the CPU
-    device: same features as a plain run, across a batch-shape change and buffer reuse."""
+    device: same features as a plain run, across batch-size changes (short batches padded into the buffer)."""
     from featstore.backbone import Backbone
     from featstore.catalog import resolve
     from featstore.embed import read_pixels
@@ -190,6 +190,76 @@ def test_io_binding_path_gives_the_same_features(home):
     path = ensure_exported(spec, log=lambda *_: None)
     x = normalise(np.stack([read_pixels(str(p), spec.preprocess).pixels for p in parity_photos()]), spec.preprocess)
     plain, bound = Backbone(path, device="cpu"), Backbone(path, device="cpu", io_binding=True)
-    for batch in (x, x[:2], x[1:3], x):
+    for batch in (x, x[:2], x[1:3], x, x[:1]):   # a full batch, shorter ones padded into its buffer, again
         assert np.allclose(bound.run(batch), plain.run(batch), atol=1e-5)
     assert bound.config()["io_binding"] is True
+
+
+def test_decode_in_processes_gives_the_same_store(home, small_folder, tmp_path):
+    """The GPU machine's decode stage (worker processes writing into a shared ring of pixel slots), run on the CPU:
+    the same items, errors, copies and vectors as the thread pool, with a window small enough (batch 4: 16 slots)
+    that every slot is reused many times, and bad files, a vanished file and copies in the stream."""
+    import os
+    import shutil
+
+    import badfiles
+    from featstore.catalog import resolve
+    from featstore.embed import embed_files
+    from featstore.sets import open_backbone
+    from featstore.source import scan_folder
+    from featstore.store import Store
+
+    root = badfiles.write_bad_folder(small_folder)
+    (root / "copies").mkdir()
+    for i, p in enumerate(sorted((root / "roses").iterdir())[:3]):
+        shutil.copy(p, root / "copies" / f"copy{i}.jpg")
+    files, _ = scan_folder(root)
+    os.unlink(files[5].path)                       # vanishes between listing and reading
+    spec = resolve(None)
+    got = {}
+    for decode in ("threads", "processes"):
+        backbone, eset = open_backbone(spec, device="cpu")
+        with Store.open(tmp_path / decode, write=True) as store:
+            s = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=4, workers=2, decode=decode,
+                            progress=False)
+            items = store.con.execute("SELECT path, hash, status, error, width, height FROM items ORDER BY path")
+            vectors = store.con.execute(f"SELECT hash, vector FROM {eset.table} ORDER BY hash").fetchall()
+            got[decode] = (items.fetchall(), [h for h, _ in vectors], np.array([v for _, v in vectors]), s)
+    (items_t, hashes_t, vec_t, s_t), (items_p, hashes_p, vec_p, s_p) = got["threads"], got["processes"]
+    assert s_p.config["decode"] == "processes" and s_t.config["decode"] == "threads"
+    assert (s_p.embedded, s_p.copies, s_p.failed) == (s_t.embedded, s_t.copies, s_t.failed)
+    assert s_p.copies >= 3 and s_p.failed == 6 and s_p.embedded > 40
+    assert items_p == items_t and hashes_p == hashes_t
+    assert np.allclose(vec_p, vec_t, atol=1e-6)
+    assert s_p.stage_seconds["decode CPU (workers)"] > 0
+
+
+def test_pixels_in_graph_equal_host_normalisation(home):
+    """The GPU's fused input (uint8 NHWC in, cast/transpose/normalise inside the graph), run on the CPU: the same
+    features as normalising on the host, for the catalogue's normalisation and for per-channel ImageNet ones."""
+    from dataclasses import replace
+
+    from featstore.backbone import Backbone
+    from featstore.catalog import resolve
+    from featstore.embed import read_pixels
+    from featstore.export import ensure_exported, parity_photos
+    from featstore.precision import fp16_graph
+    from featstore.preprocess import normalise
+
+    spec = resolve(None)
+    path = ensure_exported(spec, log=lambda *_: None)
+    pixels = np.stack([read_pixels(str(p), spec.preprocess).pixels for p in parity_photos()])
+    imagenet = replace(spec.preprocess, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+    for pre in (spec.preprocess, imagenet):
+        fused = Backbone(path, device="cpu", pixels_in_graph=True)
+        got = fused.run_pixels(pixels, pre)
+        assert fused.input_dtype == np.uint8 and fused.config()["normalise"] == "in the graph"
+        assert np.allclose(got, Backbone(path, device="cpu").run(normalise(pixels, pre)), atol=1e-5)
+        assert np.allclose(fused.run_pixels(pixels[1:3], pre), got[1:3], atol=1e-5)
+    plain = Backbone(path, device="cpu")
+    plain.run_pixels(pixels, spec.preprocess)
+    assert plain.config()["normalise"] == "on the host"          # the CPU default
+    # the fp16 graph too (its converter leaves the input cast node out of topological order: fused all the same)
+    half = fp16_graph(path, log=lambda *_: None)
+    assert np.allclose(Backbone(half, device="cpu", pixels_in_graph=True).run_pixels(pixels, spec.preprocess),
+                       Backbone(half, device="cpu").run_pixels(pixels, spec.preprocess), atol=1e-5)
