@@ -46,3 +46,6 @@ def build(kind, recall, memory, model, wait, store_path, as_json):
     click.echo(f"{s.model} (set {s.set_id}): {stamp['kind']} index over {stamp['count']} vectors"
                + (f" ({params})" if params else "") + f"; {quality}; built in {stamp['build_seconds']:.1f} s, "
                f"{stamp['bytes'] / 1e6:.1f} MB")
+    if stamp.get("target_reached") is False:
+        click.echo(f"warning: recall target {recall} not reached: {stamp['recall_at_10']:.4f} at the largest "
+                   f"search setting tried ({params}); --kind flat is exact", err=True)

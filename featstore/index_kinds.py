@@ -182,6 +182,7 @@ def build_tuned(kind: str, source: Vectors, dim: int, target: float, seed: int =
         record["params"][name], record["recall_at_10"] = value, recall
         if recall >= target:
             break
+    record["target_reached"] = record["recall_at_10"] >= target   # False: the ladder's top did not get there
     record["tuned_on"] = int(held.sum())
     add(index, held_ids, queries)
     record["build_seconds"] = time.perf_counter() - t0

@@ -35,6 +35,18 @@ def test_tuned_recall_holds_on_fresh_queries(kind):
     assert recall >= 0.93, (kind, recall, record)
 
 
+def test_unreachable_recall_target_is_reported():
+    """A target the ladder cannot reach (8-bit quantised vectors are not exact) is recorded as not reached."""
+    from featstore.index_kinds import Vectors, build_tuned
+
+    data = clustered(20000, 64, 1)
+    _, record = build_tuned("ivf-sq8", Vectors(np.arange(1, 20001, dtype=np.int64), data), 64, target=1.0)
+    assert record["target_reached"] is False and record["recall_at_10"] < 1.0
+    assert record["params"]["nprobe"] == 128                  # the ladder's top (nlist is 141 for 20,000)
+    _, record = build_tuned("ivf", Vectors(np.arange(1, 20001, dtype=np.int64), data), 64, target=0.9)
+    assert record["target_reached"] is True
+
+
 def test_auto_rule():
     from featstore.index_kinds import choose, parse_bytes
 
