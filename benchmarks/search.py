@@ -1,6 +1,7 @@
 """Benchmark: nearest-neighbour search at scale, every index kind against brute force, in one run.
 
-    python benchmarks/search.py [--n 1000000] [--dim 1280] [--hnsw-n 100000] [--out benchmarks/results]
+    python benchmarks/search.py [--n 1000000] [--dim 1280] [--hnsw-n 100000] [--kinds ivf,ivf-sq8,hnsw]
+                                [--skip-near-dup] [--out benchmarks/results]
 
 Data: N seeded synthetic unit vectors with cluster structure (200 clusters), 1,000 held-out queries from the
 same distribution, k = 10. Rows: numpy brute force (what a user writes), FAISS exact (flat), and each index kind
@@ -64,20 +65,20 @@ def near_duplicates_streamed(n: int, dim: int, nprobe: int, threshold: float = 0
     from featstore.duplicates import pairs_in_chunks
     from featstore.index_kinds import Vectors, empty, train
 
-    size = 100_000
+    size = min(100_000, n)          # chunks of the streamed set (n below 100,000: one chunk)
     n_chunks = n // size
     index, params = empty("ivf-sq8", dim, n)
     t0 = time.perf_counter()
-    sample = np.concatenate([chunk_of(i, dim) for i in range(2)])
+    sample = np.concatenate([chunk_of(i, dim, size) for i in range(2)])
     train(index, "ivf-sq8", Vectors(np.arange(1, len(sample) + 1), sample))
     for i in range(n_chunks):
-        index.add_with_ids(chunk_of(i, dim), np.arange(i * size, (i + 1) * size, dtype=np.int64) + 1)
+        index.add_with_ids(chunk_of(i, dim, size), np.arange(i * size, (i + 1) * size, dtype=np.int64) + 1)
     set_param(index, "ivf-sq8", {"nprobe": nprobe})
     build = time.perf_counter() - t0
 
     def chunks():
         for i in range(n_chunks):
-            x = chunk_of(i, dim)
+            x = chunk_of(i, dim, size)
             for j in range(0, size, 4096):
                 yield np.arange(i * size + j, i * size + min(j + 4096, size), dtype=np.int64) + 1, x[j:j + 4096]
 
@@ -125,6 +126,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--hnsw-n", type=int, default=100_000)
+    ap.add_argument("--kinds", default="ivf,ivf-sq8,hnsw", help="index kinds to build (filtered search and the "
+                    "auto target need auto's kind among them)")
+    ap.add_argument("--skip-near-dup", action="store_true", help="leave out the streamed near-duplicate run")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--near-dup-child", type=int, default=None, help=argparse.SUPPRESS)   # nprobe; internal
     args = ap.parse_args()
@@ -158,7 +162,7 @@ def main() -> None:
     flat = None
     auto_kind = choose(n, dim, 4 * 10**9)
     auto_index = None
-    for kind in ("ivf", "ivf-sq8", "hnsw"):
+    for kind in args.kinds.split(","):
         m = n if kind != "hnsw" else min(n, args.hnsw_n)
         log(f"{kind} on {m} vectors ...")
         index, record = build_tuned(kind, Vectors(ids[:m], base[:m]), dim, 0.95, log=log)
@@ -180,7 +184,7 @@ def main() -> None:
     filtered = []
     flat = faiss.IndexFlatIP(dim)
     flat.add(base)
-    for sel in (0.01, 0.10, 0.50):
+    for sel in ((0.01, 0.10, 0.50) if auto_index is not None else ()):
         passing = np.sort(rng.choice(n, int(n * sel), replace=False))
         mask = np.zeros(n, bool)
         mask[passing] = True
@@ -210,24 +214,30 @@ def main() -> None:
                          "postfilter_recall": recall_at(ids[np.array(ok)], exact)})
     flat = None
     auto_index = None
-    log("near-duplicates, streamed, in a separate process ...")
-    nprobe = next(r for r in rows if "auto's choice" in r["method"])["params"].get("nprobe", 4)
-    child = subprocess.run([sys.executable, __file__, "--n", str(n), "--dim", str(dim), "--near-dup-child",
-                            str(nprobe)], capture_output=True, text=True, check=True)
-    near = json.loads(child.stdout.strip().splitlines()[-1])
+    auto = next((r for r in rows if "auto's choice" in r["method"]), None)
+    near = None
+    if not args.skip_near_dup:
+        log("near-duplicates, streamed, in a separate process ...")
+        nprobe = auto["params"].get("nprobe", 4) if auto else 4
+        child = subprocess.run([sys.executable, __file__, "--n", str(n), "--dim", str(dim), "--near-dup-child",
+                                str(nprobe)], capture_output=True, text=True, check=True)
+        near = json.loads(child.stdout.strip().splitlines()[-1])
     peak_gb = peak_rss_gb()
-    auto = next(r for r in rows if "auto's choice" in r["method"])
+    targets = {}
+    if auto:
+        targets.update(auto_kind=auto_kind, auto_recall=auto["recall_at_10"],
+                       auto_qps_vs_faiss_exact=auto["qps"] / qps_flat,
+                       **{"auto_ge_0.95_and_20x": auto["recall_at_10"] >= 0.95 and auto["qps"] / qps_flat >= 20,
+                          "filtered_1pct_exact_and_10x": filtered[0]["featstore_recall"] == 1.0
+                          and filtered[0]["speedup"] >= 10})
+    if near:
+        targets.update(near_duplicates_peak_gb=near["peak_rss_gb"], near_duplicates_lt_6gb=near["peak_rss_gb"] < 6)
     result = {
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "n": n, "dim": dim, "queries": len(queries), "k": K, "rows": rows, "filtered": filtered,
         "near_duplicates": near,
         "peak_rss_gb": peak_gb,
-        "targets": {"auto_kind": auto_kind, "auto_recall": auto["recall_at_10"],
-                    "auto_qps_vs_faiss_exact": auto["qps"] / qps_flat,
-                    "auto_ge_0.95_and_20x": auto["recall_at_10"] >= 0.95 and auto["qps"] / qps_flat >= 20,
-                    "filtered_1pct_exact_and_10x": filtered[0]["featstore_recall"] == 1.0
-                    and filtered[0]["speedup"] >= 10,
-                    "near_duplicates_peak_gb": near["peak_rss_gb"], "near_duplicates_lt_6gb": near["peak_rss_gb"] < 6},
+        "targets": targets,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,10 +255,12 @@ def main() -> None:
     md += [f"| {100 * f['selectivity']:.0f}% | {f['passing']:,} | {f['strategy']} | {f['featstore_seconds']:.3f} | "
            f"{f['postfilter_seconds']:.3f} | {f['postfilter_k']:,} | {f['speedup']:.1f}x | "
            f"{f['featstore_recall']:.4f} |" for f in filtered]
-    md += ["", f"near-duplicates at cosine >= {near['threshold']} over {near['n']:,} streamed vectors, "
-               f"{near['index']}: index built in {near['build_seconds']:.0f} s, range searches {near['search_seconds']:.0f} s, "
-               f"{near['pairs']:,} pairs, {100 * near['planted_found']:.1f}% of {near['planted_pairs']:,} planted "
-               f"near-copies found; peak RSS of that process {near['peak_rss_gb']:.2f} GB"]
+    if near:
+        md += ["", f"near-duplicates at cosine >= {near['threshold']} over {near['n']:,} streamed vectors, "
+                   f"{near['index']}: index built in {near['build_seconds']:.0f} s, range searches "
+                   f"{near['search_seconds']:.0f} s, {near['pairs']:,} pairs, {100 * near['planted_found']:.1f}% of "
+                   f"{near['planted_pairs']:,} planted near-copies found; peak RSS of that process "
+                   f"{near['peak_rss_gb']:.2f} GB"]
     md += ["", "targets: " + json.dumps(result["targets"])]
     (out / "search.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

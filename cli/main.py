@@ -427,7 +427,8 @@ def _index_text(stamp: dict | None) -> str:
     kind = {"flat-ip": "flat"}.get(stamp.get("kind"), stamp.get("kind", "flat"))
     params = ",".join(f"{k}={v}" for k, v in (stamp.get("params") or {}).items())
     recall = f" recall@10 {stamp['recall_at_10']:.3f}" if "recall_at_10" in stamp and kind != "flat" else ""
-    return kind + (f" ({params})" if params else "") + recall
+    short = f" (below the {stamp['target_recall']} target)" if stamp.get("target_reached") is False else ""
+    return kind + (f" ({params})" if params else "") + recall + short
 
 
 @cli.command()

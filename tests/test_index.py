@@ -43,6 +43,9 @@ def test_unreachable_recall_target_is_reported():
     _, record = build_tuned("ivf-sq8", Vectors(np.arange(1, 20001, dtype=np.int64), data), 64, target=1.0)
     assert record["target_reached"] is False and record["recall_at_10"] < 1.0
     assert record["params"]["nprobe"] == 128                  # the ladder's top (nlist is 141 for 20,000)
+    from featstore.cli.main import _index_text
+
+    assert "below the 1.0 target" in _index_text(record)       # what `stats` prints for the set's index
     _, record = build_tuned("ivf", Vectors(np.arange(1, 20001, dtype=np.int64), data), 64, target=0.9)
     assert record["target_reached"] is True
 
