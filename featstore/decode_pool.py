@@ -16,8 +16,11 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+
+from .errors import FeatstoreError
 
 CHUNK = 8            # files per task: the per-task cost of a process pool is paid once for several images
 
@@ -66,7 +69,11 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
                 while submitted < size and submitted + CHUNK - consumer_at <= n_slots:
                     chunk = todo[submitted:submitted + CHUNK]
                     tasks = [(f.path, (submitted + i) % n_slots) for i, f in enumerate(chunk)]
-                    pending.append((chunk, pool.submit(_decode, [t for t, f in zip(tasks, chunk) if not f.error])))
+                    try:
+                        future = pool.submit(_decode, [t for t, f in zip(tasks, chunk) if not f.error])
+                    except BrokenProcessPool:
+                        raise _died() from None
+                    pending.append((chunk, future))
                     submitted += len(chunk)
                 return submitted
 
@@ -75,7 +82,10 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
             while pending:
                 chunk, future = pending.popleft()
                 t0 = time.perf_counter()
-                results = iter(future.result())
+                try:
+                    results = iter(future.result())
+                except BrokenProcessPool:
+                    raise _died() from None
                 clock.add("waiting for decode", time.perf_counter() - t0)
                 for f in chunk:
                     prep = _record(f) if f.error else next(results)
@@ -89,6 +99,11 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
     finally:
         os.close(fd)
         os.unlink(path)
+
+
+def _died() -> FeatstoreError:
+    return FeatstoreError("a decode worker process died (killed, out of memory or crashed); the batches written so "
+                          "far are stored: run the same command again to go on (--decode threads uses no processes)")
 
 
 def _record(f):

@@ -263,3 +263,24 @@ def test_pixels_in_graph_equal_host_normalisation(home):
     half = fp16_graph(path, log=lambda *_: None)
     assert np.allclose(Backbone(half, device="cpu", pixels_in_graph=True).run_pixels(pixels, spec.preprocess),
                        Backbone(half, device="cpu").run_pixels(pixels, spec.preprocess), atol=1e-5)
+
+
+def test_a_dead_decode_process_stops_the_run_with_one_line(home, small_folder):
+    import multiprocessing
+    import os
+    import signal
+
+    from featstore import decode_pool
+    from featstore.catalog import resolve
+    from featstore.embed import Clock
+    from featstore.errors import FeatstoreError
+    from featstore.source import scan_folder
+
+    files, _ = scan_folder(small_folder)
+    stream = decode_pool.decoded(files, resolve(None).preprocess, set(), 2, 8, Clock())
+    assert next(stream).pixels is not None                 # the pool is up and decoding
+    workers = multiprocessing.active_children()
+    assert workers
+    os.kill(workers[0].pid, signal.SIGKILL)
+    with pytest.raises(FeatstoreError, match="decode worker process died"):
+        list(stream)
