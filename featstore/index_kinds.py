@@ -124,7 +124,8 @@ def on_gpu(index: faiss.Index, kind: str) -> faiss.Index:
     """The index cloned to every GPU when faiss-gpu sees one (flat and IVF kinds, through their IDMap wrapper,
     which FAISS's GPU cloner supports; HNSW stays on the CPU). IVF training also uses the GPU (see train).
 
-    With faiss-cpu, or no GPU, the index comes back unchanged. UNTESTED: no session that built this had a GPU."""
+    With faiss-cpu, or no GPU, the index comes back unchanged. Not yet run on a GPU: the one GPU machine lent so
+    far had no CUDA 12 libraries for faiss-gpu; tests/test_gpu.py checks this path where faiss sees a GPU."""
     if kind == "hnsw" or not gpu_count():
         return index
     return faiss.index_cpu_to_all_gpus(index)

@@ -123,18 +123,22 @@ def test_embed_on_cuda_through_the_cli(fp32_graph, tmp_path):
 
 
 def test_faiss_gpu_finds_what_the_cpu_finds():
-    faiss = pytest.importorskip("faiss")
-    if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
-        pytest.skip("faiss has no GPU here (faiss-gpu not installed)")
-    from featstore.index_kinds import gpu_count
+    """featstore's GPU index paths: IVF trained with its k-means on the GPU (index_kinds.train), flat and IVF
+    indexes cloned to the GPU for search (index_kinds.on_gpu, as search.py does); same neighbours as on the CPU."""
+    from featstore.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
 
-    assert gpu_count() > 0
+    if gpu_count() == 0:
+        pytest.skip("faiss has no GPU here (faiss-gpu not installed)")
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((20000, 128)).astype(np.float32)
-    faiss.normalize_L2(x)
-    cpu = faiss.IndexFlatIP(128)
-    cpu.add(x)
-    gpu = faiss.index_cpu_to_all_gpus(cpu)
-    _, want = cpu.search(x[:100], 10)
-    _, got = gpu.search(x[:100], 10)
-    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]) > 0.99
+    x = rng.normal(size=(50, 128))[rng.integers(0, 50, 20000)] + 0.6 * rng.normal(size=(20000, 128))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(1, 20001, dtype=np.int64)
+    for kind in ("flat", "ivf"):
+        index, record = build_tuned(kind, Vectors(ids, x), 128, 0.95)
+        assert record["recall_at_10"] >= 0.95
+        set_param(index, kind, record["params"])
+        _, want = index.search(x[:200], 10)
+        gpu = on_gpu(index, kind)
+        assert gpu is not index
+        _, got = gpu.search(x[:200], 10)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), want.tolist())]) > 0.99, kind
