@@ -11,6 +11,7 @@ packages (`onnxruntime-gpu[cuda,cudnn]`, which the `gpu` extra asks for) are loa
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -22,23 +23,18 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}   # CPU throughput is flat beyond ~8; a GPU wants bigger batches
 
 
-_preloaded = False
-
-
+@functools.cache
 def _preload_cuda_libraries() -> None:
     """Load the CUDA/cuDNN shared libraries that pip packages ship (nvidia-*), once per process. Whatever cannot be
     loaded here is caught later: the session check sees the provider missing and says so."""
-    global _preloaded
     import contextlib
     import io
 
     import onnxruntime as ort
 
-    if _preloaded or not hasattr(ort, "preload_dlls"):
-        return
-    _preloaded = True
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-        ort.preload_dlls(msvc=False)
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            ort.preload_dlls(msvc=False)
 
 
 def _providers(device: str) -> list[str]:
@@ -86,6 +82,7 @@ class Backbone:
         self._session = None
         self._device_input = None       # IO binding: the reused device buffer the input batch is copied into
         self._host_input = None         # ... and the host array a short batch is padded in
+        self._tensor = None             # run_pixels on the host: the reused NCHW float32 buffer it normalises into
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding   # (on the CPU: for tests)
         # run_pixels on CUDA: normalise inside the graph (graph_input), so the host sends uint8 and does no float pass
         self.pixels_in_graph = self.device == "cuda" if pixels_in_graph is None else pixels_in_graph
@@ -133,10 +130,10 @@ class Backbone:
                 "cpu_mem_arena": True, "io_binding": self.io_binding, "onnx": self.onnx_path.name,
                 "normalise": "in the graph" if self._pixels_for else "on the host"}
 
-    def run_pixels(self, pixels: np.ndarray, pre, out: np.ndarray | None = None) -> np.ndarray:
+    def run_pixels(self, pixels: np.ndarray, pre) -> np.ndarray:
         """Features for a batch as decoded (NHWC uint8, preprocessing `pre`): normalised inside the graph when
         `pixels_in_graph` (the first call, before the session starts, swaps in the fused graph), else on the host
-        (into `out`, a preallocated NCHW float32 buffer, when given)."""
+        into a float32 buffer reused from batch to batch (reallocated only for a bigger batch or another size)."""
         from .preprocess import normalise
 
         if self.pixels_in_graph and self._pixels_for is None and self._session is None:
@@ -147,7 +144,10 @@ class Backbone:
             except OSError:                 # the home is not writable: normalise on the host, as on the CPU
                 self.pixels_in_graph = False
         if self._pixels_for is None:
-            return self.run(normalise(pixels, pre, out=out))
+            shape = (len(pixels), 3) + pixels.shape[1:3]
+            if self._tensor is None or self._tensor.shape[1:] != shape[1:] or len(self._tensor) < len(pixels):
+                self._tensor = np.empty(shape, np.float32)
+            return self.run(normalise(pixels, pre, out=self._tensor))
         if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
             raise FeatstoreError("this session normalises pixels for another preprocessing")
         return self.run(pixels)

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from .embed import Prepared, read_pixels        # (embed imports this module only inside run_stages)
 from .errors import FeatstoreError
 
 CHUNK = 8            # files per task: the per-task cost of a process pool is paid once for several images
@@ -33,8 +34,6 @@ def _start(slots_path: str, shape: tuple, pre, known: frozenset) -> None:
 
 def _decode(tasks: list[tuple[str, int]]) -> list:
     """Decode each (path, slot): pixels into the slot, the record (without pixels) back to the parent."""
-    from .embed import read_pixels
-
     out = []
     for path, slot in tasks:
         prep = read_pixels(path, _worker["pre"], _worker["known"])
@@ -63,7 +62,7 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
             pending: deque = deque()
             submitted = 0
 
-            def submit_while_room(consumer_at: int) -> int:
+            def submit_while_room(consumer_at: int) -> None:
                 # a chunk may go out when none of its slots belongs to an item not yet consumed
                 nonlocal submitted
                 while submitted < size and submitted + CHUNK - consumer_at <= n_slots:
@@ -75,7 +74,6 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
                         raise _died() from None
                     pending.append((chunk, future))
                     submitted += len(chunk)
-                return submitted
 
             at = 0
             submit_while_room(at)
@@ -88,7 +86,7 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
                     raise _died() from None
                 clock.add("waiting for decode", time.perf_counter() - t0)
                 for f in chunk:
-                    prep = _record(f) if f.error else next(results)
+                    prep = Prepared(file=f, error=f.error) if f.error else next(results)
                     prep.file = f
                     clock.add("decode CPU (workers)", prep.seconds)
                     if prep.pixels is not None:
@@ -104,12 +102,6 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
 def _died() -> FeatstoreError:
     return FeatstoreError("a decode worker process died (killed, out of memory or crashed); the batches written so "
                           "far are stored: run the same command again to go on (--decode threads uses no processes)")
-
-
-def _record(f):
-    from .embed import Prepared
-
-    return Prepared(file=f, error=f.error)
 
 
 def _slots_folder(size: int) -> str | None:

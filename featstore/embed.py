@@ -78,7 +78,7 @@ class EmbedSummary:
 
 class Clock:
     """Per-stage time of one run. Main-thread stages (waiting for decode, inference, waiting for the writer) add
-    up to the wall time; decode and write run in other threads, overlapped, and are reported beside them."""
+    up to the wall time; decode and write run in other threads or processes, overlapped, reported beside them."""
 
     def __init__(self):
         self.seconds = {"inference": 0.0, "waiting for decode": 0.0, "waiting for writer": 0.0,
@@ -147,7 +147,7 @@ def plan(store: Store, embedded: set, files: list[SourceFile], summary: EmbedSum
 
 # ---- decode (worker threads) ------------------------------------------------------------------------------------
 def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock: Clock):
-    """(file, Prepared) in listing order, decoded by `workers` threads at most `window` files ahead."""
+    """Prepared files in listing order, decoded by `workers` threads at most `window` files ahead."""
     def work(f: SourceFile) -> Prepared:
         prep = Prepared(file=f, error=f.error) if f.error else read_pixels(f.path, pre, known)
         prep.file = f
@@ -177,7 +177,6 @@ class Batch:
 
     def __init__(self, size: int, pre: Preprocess):
         self.pixels = np.empty((size, pre.size, pre.size, 3), np.uint8)
-        self.tensor = np.empty((size, 3, pre.size, pre.size), np.float32)
         self.hashes: list[str] = []
         self.rows: list[dict] = []
 
@@ -235,7 +234,7 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
         if batch.hashes:
             t0 = time.perf_counter()
             n = len(batch.hashes)
-            vectors = backbone.run_pixels(batch.pixels[:n], pre, out=batch.tensor)
+            vectors = backbone.run_pixels(batch.pixels[:n], pre)
             clock.add("inference", time.perf_counter() - t0)
             clock.batches += 1
             summary.embedded += n
@@ -265,26 +264,30 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
         run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar, writer.put,
                    processes)
     bar.close()
-    clock.add("waiting for writer", writer.waited)
-    clock.add("write (writer thread)", writer.seconds)
+    summary.stage_seconds = clock.seconds
+    summary.batches = clock.batches
+    config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
+              "decode": "processes" if processes else "threads", "precision": eset.precision} | backbone.config()
+    return finish_run(store, eset, summary, config, source, started, wall0, writer)
+
+
+def finish_run(store: Store, eset: EmbeddingSet, summary: EmbedSummary, config: dict, source: str,
+               started: float, wall0: float, writer: BatchWriter | None = None) -> EmbedSummary:
+    """The end every embed run shares (images or text, local or Ray engine): the writer thread's times into the
+    stage times, the set's index brought up to date, the run timed, then recorded in the store with its settings
+    (featstore stats shows the latest). started: wall-clock start; wall0: perf_counter at the start."""
+    if writer is not None:
+        summary.stage_seconds["waiting for writer"] = writer.waited
+        summary.stage_seconds["write (writer thread)"] = writer.seconds
     if not is_current(store, eset):
         refresh(store, eset)
     summary.seconds = time.perf_counter() - wall0
-    summary.stage_seconds = clock.seconds
-    summary.batches = clock.batches
-    summary.config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
-                      "decode": "processes" if processes else "threads",
-                      "precision": eset.precision} | backbone.config()
-    record_run(store, eset, summary, source, started)
-    return summary
-
-
-def record_run(store: Store, eset: EmbeddingSet, summary: EmbedSummary, source: str, started: float) -> None:
-    """Keep the run's settings and outcome in the store (featstore stats shows the latest)."""
+    summary.config = config
     keys = ("listed", "embedded", "already", "copies", "failed", "failed_before", "seconds", "batches",
             "stage_seconds", "truncated")
-    store.record_run(eset, source, started, summary.config,
+    store.record_run(eset, source, started, config,
                      {k: getattr(summary, k) for k in keys} | {"items_per_second": summary.images_per_second})
+    return summary
 
 
 def embed_query(path: str, backbone: Backbone, pre: Preprocess) -> tuple[np.ndarray, str]:

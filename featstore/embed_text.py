@@ -11,9 +11,8 @@ import time
 import numpy as np
 
 from .backbone import Backbone
-from .embed import EmbedSummary, record_run
+from .embed import EmbedSummary, finish_run
 from .hashing import content_hash
-from .index import is_current, refresh
 from .store import EmbeddingSet, Store
 from .text_source import TextRecord
 from .tokenize import TextTokenizer
@@ -38,14 +37,8 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
     with BatchWriter(store, eset) as writer:
         _run(records, backbone, tokenizer, batch_size, retry_failed, known, embedded, summary, bar, writer.put)
     bar.close()
-    summary.stage_seconds["waiting for writer"] = writer.waited
-    summary.stage_seconds["write (writer thread)"] = writer.seconds
-    if not is_current(store, eset):
-        refresh(store, eset)
-    summary.seconds = time.perf_counter() - started
-    summary.config = {"batch_size": batch_size, "precision": eset.precision, "chunk": CHUNK} | backbone.config()
-    record_run(store, eset, summary, source, started_at)
-    return summary
+    config = {"batch_size": batch_size, "precision": eset.precision, "chunk": CHUNK} | backbone.config()
+    return finish_run(store, eset, summary, config, source, started_at, started, writer)
 
 
 def _run(records, backbone, tokenizer, batch_size, retry_failed, known, embedded, summary, bar, sink) -> None:

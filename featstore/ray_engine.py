@@ -21,9 +21,8 @@ from pathlib import Path
 
 from .backbone import DEFAULT_BATCH, Backbone
 from .catalog import Preprocess
-from .embed import Clock, EmbedSummary, plan, record_run, run_stages
+from .embed import Clock, EmbedSummary, finish_run, plan, run_stages
 from .errors import FeatstoreError
-from .index import is_current, refresh
 from .ingest import ingest, is_ingested
 from .shards import Shard, Staging, make_shards
 from .uri import is_uri, join
@@ -149,15 +148,11 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
                 log(f"shard {done}/{len(todo)} ingested ({shard.name}, {int(row['embedded'])} vectors, "
                     f"{float(row['seconds']):.1f} s)")
         counts["computed"] = done
-    if not is_current(store, eset):
-        refresh(store, eset)
-    summary.seconds = time.perf_counter() - wall0
     summary.already = summary.listed - summary.embedded - summary.copies - summary.failed
-    summary.config = {"engine": "ray", "shard_size": shard_size, "workers": workers, "staging": str(staging),
-                      "address": address or "local", "shards": counts, "precision": eset.precision,
-                      "device": backbone.device}
-    record_run(store, eset, summary, source, started)
-    return summary
+    config = {"engine": "ray", "shard_size": shard_size, "workers": workers, "staging": str(staging),
+              "address": address or "local", "shards": counts, "precision": eset.precision,
+              "device": backbone.device}
+    return finish_run(store, eset, summary, config, source, started, wall0)
 
 
 def _ingest(store: Store, eset: EmbeddingSet, shard: Shard, staging: Staging) -> dict | None:
