@@ -53,18 +53,20 @@ def models_list(as_json):
     click.echo(table([[r["name"] + (" *" if r["default"] else ""), r["modality"], r["dim"], r["input"], r["licence"],
                        "yes" if r["exported"] else "no", r["source"]] for r in rows],
                      ["name", "modality", "dim", "input", "licence", "exported", "weights package"], "llrllll"))
-    click.echo("* default backbone")
+    click.echo("* default backbone; an image backbone at another input size: --model NAME@SIZE (e.g. "
+               "efficientnet-lite0@320)")
 
 
 # ---- embed ----------------------------------------------------------------------------------------------------
 def _model_spec(model, input_size, mean, std):
-    from featstore.catalog import custom_onnx_spec, resolve
+    from featstore.catalog import at_input_size, custom_onnx_spec, resolve
 
     if model and model.lower().endswith(".onnx"):
         if not input_size:
             raise FeatstoreError("--model path.onnx needs --input-size (and --mean/--std if not (x-127)/128)")
         return custom_onnx_spec(model, input_size, mean=_triple(mean), std=_triple(std))
-    return resolve(model)
+    spec = resolve(model)
+    return at_input_size(spec, input_size) if input_size else spec
 
 
 def _triple(text: str) -> tuple:
@@ -82,9 +84,11 @@ def _triple(text: str) -> tuple:
 @cli.command()
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--task", default=None, help="Task name for the labels [default: the folder's (or file's) name]")
-@click.option("--model", default=None, help="Catalogue backbone name, or a path to your own .onnx [default: "
+@click.option("--model", default=None, help="Catalogue backbone name (NAME@SIZE: at another input size), or a path to your own .onnx [default: "
                                             "efficientnet-lite0 for images, all-minilm-l6-v2 for text]")
-@click.option("--input-size", type=int, default=None, help="With --model path.onnx: square input size in pixels.")
+@click.option("--input-size", type=int, default=None,
+              help="Square input size in pixels: needed with --model path.onnx; with a catalogue image backbone, run "
+                   "it at this size instead of its own (same as --model NAME@SIZE; a set of its own).")
 @click.option("--mean", default="127", help="With --model path.onnx: per-channel mean on 0..255 (one or three numbers).")
 @click.option("--std", default="128", help="With --model path.onnx: per-channel std on 0..255 (one or three numbers).")
 @click.option("--text-column", default="text", help="Text tables: the column holding the text.")
@@ -139,6 +143,8 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
                          or (model and not is_custom and resolve(model).modality == "text")):
         if engine == "ray":
             raise FeatstoreError("--engine ray embeds images (a folder or a manifest); text runs on the local engine")
+        if input_size:
+            raise FeatstoreError("--input-size is for image backbones; text is cut at the model's token limit")
         if precision == "int8":
             raise FeatstoreError("--precision int8 is for image backbones (int8 MiniLM kept only 0.90-0.94 cosine "
                                  "to fp32); text embeds in fp32, or fp16 on the GPU")

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .backbone import Backbone, provider_class
-from .catalog import ModelSpec, Preprocess, builtin_models
+from .catalog import ModelSpec, Preprocess, catalogue_spec
 from .errors import FeatstoreError
 from .export import ensure_exported
 from .hashing import file_sha256
@@ -55,8 +55,9 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
     """A session that reproduces a stored set's vectors (for queries and predictions on new inputs), with what
     turns an input into its tensors: a Preprocess for images, a TextTokenizer for text."""
     path = Path(s.onnx_path)
-    if not path.is_file() and s.model in builtin_models() and s.precision in ("fp32", "fp16"):
-        path = ensure_exported(builtin_models()[s.model], log=log)
+    spec = catalogue_spec(s.model)
+    if not path.is_file() and spec is not None and s.precision in ("fp32", "fp16"):
+        path = ensure_exported(spec, log=log)
         path = fp16_graph(path, log=log) if s.precision == "fp16" else path
     if not path.is_file():
         raise FeatstoreError(f"the ONNX file of model {s.model} ({s.onnx_path}) is gone; cannot embed new files")
@@ -71,7 +72,7 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
 def _tokenizer_for_set(s: EmbeddingSet):
     from .tokenize import TextTokenizer
 
-    spec = builtin_models().get(s.model)
+    spec = catalogue_spec(s.model)
     if spec is None or spec.input_key() != s.preprocess:
         raise FeatstoreError(f"the tokenizer that embedded set {s.set_id} (model {s.model}) is not the installed "
                              "one; re-embed with the current model")

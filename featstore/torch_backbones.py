@@ -28,7 +28,10 @@ def load_classifier(spec: ModelSpec):
     from efficientnet_lite_pytorch import EfficientNet
 
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
-        net = EfficientNet.from_pretrained(spec.source["arch"], weights_path=str(weights_path(spec)))
+        # image_size: the package pads its convolutions "same" for one input size fixed at construction; at any
+        # other size (NAME@SIZE) those pads would be wrong, so the module is built for the size it will run at
+        net = EfficientNet.from_pretrained(spec.source["arch"], weights_path=str(weights_path(spec)),
+                                           image_size=int(spec.input["size"]))
     return net.eval()
 
 

@@ -1,4 +1,7 @@
 import json
+import re
+
+import pytest
 
 from featstore.catalog import builtin_models, default_model, resolve
 from featstore.errors import FeatstoreError
@@ -34,3 +37,25 @@ def test_models_list_cli(run):
     assert rows["all-minilm-l6-v2"]["modality"] == "text"
     human = run("models", "list").output
     assert "efficientnet-lite2" in human and "Apache-2.0" in human
+
+
+def test_name_at_size_is_the_same_backbone_at_another_input_size():
+    base = resolve("efficientnet-lite0")
+    big = resolve("efficientnet-lite0@320")
+    assert big.name == "efficientnet-lite0@320" and big.preprocess.size == 320 and not big.default
+    assert big.source == base.source and big.output == base.output and big.dim == base.dim
+    assert big.preprocess.crop_fraction == base.preprocess.crop_fraction          # only the size changes
+    assert big.spec_hash() != base.spec_hash()                                     # its own export
+    assert resolve("efficientnet-lite0@224") == base                               # its own size: the entry itself
+    assert resolve("efficientnet-lite2@260") == resolve("efficientnet-lite2")
+
+
+@pytest.mark.parametrize("name, says", [
+    ("efficientnet-lite0@big", "after '@' comes the input size"),
+    ("efficientnet-lite0@8", "outside 32..1024"),
+    ("all-minilm-l6-v2@320", "only a catalogue image backbone"),
+    ("resnet50@224", "efficientnet-lite0"),                                        # unknown: lists the known ones
+])
+def test_bad_size_variants_are_one_clear_error(name, says):
+    with pytest.raises(FeatstoreError, match=re.escape(says)):
+        resolve(name)

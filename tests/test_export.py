@@ -60,3 +60,28 @@ def test_golden_chelsea_is_a_cat():
     top = int(logits.argmax())
     assert 281 <= top <= 285, f"chelsea classified as ImageNet class {top}"
     assert float(torch.softmax(logits, 0)[281:286].sum()) > 0.5
+
+
+def test_backbone_at_another_size_is_built_for_that_size():
+    """The package pads convolutions "same" for one input size fixed when the module is built. Lite2's native 260
+    gives odd feature maps (65) where 320 gives even ones, so pads built for 260 are wrong at 320: NAME@SIZE must
+    build the module for its size, matching the package's size-agnostic (dynamic) padding exactly."""
+    import contextlib
+    import io
+
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from featstore.catalog import weights_path
+
+    spec = resolve("efficientnet-lite2@320")
+    x = torch.from_numpy(export.photo_batch(spec.preprocess)[:2])
+    assert x.shape[-1] == 320
+    with contextlib.redirect_stdout(io.StringIO()):
+        dynamic = EfficientNet.from_pretrained("efficientnet-lite2", weights_path=str(weights_path(spec)),
+                                               image_size=None).eval()
+    with torch.no_grad():
+        reference = dynamic._avg_pooling(dynamic.extract_features(x)).flatten(1)
+        ours = load_features(spec)(x)
+        native = load_features(resolve("efficientnet-lite2"))(x)            # built for 260, run at 320
+    assert torch.abs(ours - reference).max() <= 1e-5
+    assert torch.abs(native - reference).max() > 1e-2                        # what the size-specific build avoids

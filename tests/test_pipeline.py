@@ -348,3 +348,40 @@ def test_image_manifest_source(run, small_folder, tmp_path):
                              f"TO '{tmp_path / 'm.parquet'}' (FORMAT parquet)")
     out = json.loads(run("embed", tmp_path / "m.parquet", "--store", tmp_path / "s", "--json").stdout)
     assert out["listed"] == 7 and out["embedded"] == 0 and out["task"] == "m"
+
+
+def test_backbone_at_another_input_size_end_to_end(run, small_folder, tmp_path):
+    """`embed --input-size 288` (= --model efficientnet-lite0@288) is a set of its own beside the default one;
+    fit-head, predict and search take it by name, and files predicted later are embedded at 288 as well."""
+    import numpy as np
+
+    from featstore.backbone import Backbone
+    from featstore.catalog import resolve
+    from featstore.export import ensure_exported, photo_batch
+
+    store = tmp_path / "store"
+    run("embed", small_folder, "--store", store, "--no-progress")
+    out = json.loads(run("embed", small_folder, "--input-size", "288", "--store", store, "--json").stdout)
+    assert out["model"] == "efficientnet-lite0@288" and out["embedded"] == 40
+    again = json.loads(run("embed", small_folder, "--model", "efficientnet-lite0@288", "--store", store,
+                           "--json").stdout)
+    assert again["embedded"] == 0 and again["set_id"] == out["set_id"]          # the two spellings: one set
+    sets = dict(query(store, "SELECT model, set_id FROM embedding_sets"))
+    assert set(sets) == {"efficientnet-lite0", "efficientnet-lite0@288"}
+    fit = json.loads(run("fit-head", "--task", "flowers", "--model", "efficientnet-lite0@288", "--name", "at288",
+                         "--store", store, "--json").stdout)
+    assert fit["model"] == "efficientnet-lite0@288" and fit["set_id"] == out["set_id"]
+    photos = sorted(PARITY.glob("*.jpg"))
+    pred = json.loads(run("predict", "--head", "at288", *photos, "--store", store, "--json").stdout)
+    assert pred["embedded_now"] == len(photos)
+    spec = resolve("efficientnet-lite0@288")
+    backbone = Backbone(ensure_exported(spec), device="cpu")
+    assert backbone.session.get_inputs()[0].shape[2:] == [288, 288]
+    expected = backbone.run(photo_batch(spec.preprocess))
+    stored = query(store, f"""SELECT i.path, e.vector FROM emb_{out['set_id']} e JOIN items i ON i.hash = e.hash
+                              WHERE i.path LIKE '%featstore/data/parity/%' ORDER BY i.path""")
+    assert [Path(p).name for p, _ in stored] == [p.name for p in photos]
+    assert np.abs(np.array([v for _, v in stored]) - expected).max() <= 1e-4
+    found = json.loads(run("search", "--like", photos[0], "-k", "3", "--model", "efficientnet-lite0@288",
+                           "--store", store, "--json").stdout)
+    assert found["model"] == "efficientnet-lite0@288" and found["results"][0]["score"] > 0.9999
