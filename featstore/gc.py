@@ -32,7 +32,8 @@ def collect(store: Store, dry_run: bool = False) -> dict:
         for s in sets:
             if s not in old and superseded[s.set_id]:
                 store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN {REFERENCED_HASHES}")
-        store._bump_generation()
+        if old or any(superseded.values()):      # nothing removed: the indexes stay current
+            store._bump_generation()
     for s in old:
         for path in paths(store, s):
             path.unlink(missing_ok=True)

@@ -76,6 +76,7 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
         kind = "flat"
     index = _read(store, s) if stamp else None
     live_ids = store.live_ids(s)                # vectors are read only where they are needed
+    changed = True
     if index is not None and "max_vec_id" in stamp:
         top = stamp["max_vec_id"]
         gone = np.setdiff1d(np.arange(1, top + 1), live_ids[live_ids <= top]) if top else np.zeros(0, np.int64)
@@ -86,6 +87,7 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
             if len(gone):
                 index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
             fresh_ids = live_ids[fresh]
+            changed = bool(len(gone) or len(fresh_ids))
             sample = normalise_rows(store.vectors_for_ids(s, fresh_ids[:20000])[1]) if kind.startswith("ivf") \
                 and len(fresh_ids) else None
             if sample is not None and _drifted(index, stamp, sample, len(live_ids)):
@@ -99,7 +101,10 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
                     index = None
     if index is None:
         return rebuild(store, s, kind, stamp.get("target_recall", DEFAULT_RECALL), log=log)
-    _save(store, s, index, {**stamp, "kind": kind}, live_ids)
+    if changed:
+        _save(store, s, index, {**stamp, "kind": kind}, live_ids)
+    else:       # the store changed elsewhere (another set, items only): restamp, do not rewrite a large file
+        _write_stamp(store, s, {**stamp, "kind": kind}, index, live_ids)
     kinds.set_param(index, kind, stamp.get("params", {}))
     return index
 
@@ -156,6 +161,13 @@ def _save(store: Store, s: EmbeddingSet, index: faiss.Index, record: dict, live_
     tmp = index_path.with_suffix(f".tmp{os.getpid()}")
     faiss.write_index(index, str(tmp))
     os.replace(tmp, index_path)
+    _write_stamp(store, s, record, index, live_ids)
+
+
+def _write_stamp(store: Store, s: EmbeddingSet, record: dict, index: faiss.Index, live_ids: np.ndarray) -> None:
+    """The stamp beside the index file: the store generation and the live vectors it reflects, and how it was
+    built (kind, parameters, measured recall)."""
+    index_path, stamp_path = paths(store, s)
     stamp = {**record, "generation": store.generation(), "count": int(index.ntotal),
              "max_vec_id": int(live_ids.max()) if len(live_ids) else 0,
              "bytes": index_path.stat().st_size}

@@ -91,3 +91,32 @@ def test_incremental_add_and_remove_then_rebuild_when_needed(run, small_folder, 
     run("embed", small_folder, "--store", store, "--no-progress")              # HNSW cannot remove: rebuilt
     stamp = json.loads(stamp_file.read_text())
     assert stamp["kind"] == "hnsw" and stamp["count"] == 140 and stamp["recall_at_10"] >= 0.95
+
+
+def test_unchanged_set_is_restamped_not_rewritten(run, tmp_path):
+    """A write that adds no vector to a set (here a run whose only file is corrupt; also `gc` with nothing to
+    remove) leaves that set's index file as it was: only its stamp follows the store's generation."""
+    import badfiles
+    from conftest import query
+
+    store = tmp_path / "store"
+    run("embed", SAMPLE, "--store", store, "--no-progress")
+    out = json.loads(run("index", "build", "--kind", "flat", "--store", store, "--json").stdout)
+    index_file = store / "index" / f"{out['set_id']}.faiss"
+    stamp_file = index_file.with_suffix(".json")
+    before = index_file.stat().st_mtime_ns, index_file.read_bytes()
+    generation = lambda: int(query(store, "SELECT value FROM meta WHERE key = 'generation'")[0][0])  # noqa: E731
+    g0 = generation()
+    run("gc", "--store", store)
+    assert generation() == g0                                   # nothing removed: nothing changed
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(badfiles.truncated_jpeg())
+    run("embed", bad, "--store", store, "--no-progress")        # writes a failed item: a new generation
+    assert generation() > g0
+    hits = json.loads(run("search", "--id", "1", "-k", "3", "--store", store, "--json").stdout)["results"]
+    assert len(hits) == 3
+    assert (index_file.stat().st_mtime_ns, index_file.read_bytes()) == before
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["generation"] == generation() and stamp["count"] == 100 and stamp["kind"] == "flat"
+    assert json.loads(run("verify", "--store", store, "--json").stdout)["sets"][0]["index"] == "in sync"
