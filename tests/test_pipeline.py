@@ -354,6 +354,7 @@ def test_backbone_at_another_input_size_end_to_end(run, small_folder, tmp_path):
     """`embed --input-size 288` (= --model efficientnet-lite0@288) is a set of its own beside the default one;
     fit-head, predict and search take it by name, and files predicted later are embedded at 288 as well."""
     import numpy as np
+    from PIL import Image
 
     from featstore.backbone import Backbone
     from featstore.catalog import resolve
@@ -385,3 +386,10 @@ def test_backbone_at_another_input_size_end_to_end(run, small_folder, tmp_path):
     found = json.loads(run("search", "--like", photos[0], "-k", "3", "--model", "efficientnet-lite0@288",
                            "--store", store, "--json").stdout)
     assert found["model"] == "efficientnet-lite0@288" and found["results"][0]["score"] > 0.9999
+    con = duckdb.connect(str(store / "store.duckdb"))             # the set's ONNX file moved away: the catalogue
+    con.execute("UPDATE embedding_sets SET onnx_path = '/gone/x.onnx' WHERE model = 'efficientnet-lite0@288'")
+    con.close()                                                    # export for NAME@SIZE stands in (same bytes)
+    mirrored = tmp_path / "mirrored.jpg"
+    Image.open(photos[0]).transpose(Image.FLIP_LEFT_RIGHT).save(mirrored, quality=90)
+    pred = json.loads(run("predict", "--head", "at288", mirrored, "--store", store, "--json").stdout)
+    assert pred["embedded_now"] == 1 and pred["predictions"][0]["status"] == "ok"
