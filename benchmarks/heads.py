@@ -34,17 +34,18 @@ from tutorial import load as tutorial_load  # noqa: E402
 DEFAULT_FOLDER = HERE.parent.parent / "shared" / "datasets" / "flowers"
 
 
-def embed(folder: str, store_path: Path) -> float:
-    """`featstore embed FOLDER` as a user runs it (the one-off ONNX export done before the clock starts)."""
+def embed(folder: str, store_path: Path, model: str | None = None) -> float:
+    """`featstore embed FOLDER [--model M]` as a user runs it (the one-off ONNX export done before the clock)."""
     import subprocess
 
     from featstore.catalog import resolve
     from featstore.export import ensure_exported
 
-    ensure_exported(resolve(None), log=lambda *_: None)
+    ensure_exported(resolve(model), log=lambda *_: None)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "featstore.cli.main", "embed", folder, "--store", str(store_path),
-                    "--no-progress", "--json"], check=True, capture_output=True)
+                    "--no-progress", "--json"] + (["--model", model] if model else []), check=True,
+                   capture_output=True)
     return time.perf_counter() - t0
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,20 +32,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from heads import embed  # noqa: E402  (featstore embed FOLDER --model M, timed, as heads.py runs it)
 DEFAULT_FOLDER = HERE.parent.parent / "shared" / "datasets" / "flowers"
 DEFAULT_MODELS = "efficientnet-lite0,efficientnet-lite1,efficientnet-lite2"
-
-
-def embed(folder: str, store_path: Path, model: str) -> float:
-    """`featstore embed FOLDER --model M` as a user runs it (the one-off ONNX export done before the clock)."""
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
-
-    ensure_exported(resolve(model), log=lambda *_: None)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "featstore.cli.main", "embed", folder, "--store", str(store_path),
-                    "--model", model, "--no-progress", "--json"], check=True, capture_output=True)
-    return time.perf_counter() - t0
 
 
 def agreement(label: str, neighbours: list[str]) -> dict:
