@@ -38,8 +38,8 @@ def embed(folder: str, store_path: Path, model: str | None = None) -> float:
     """`featstore embed FOLDER [--model M]` as a user runs it (the one-off ONNX export done before the clock)."""
     import subprocess
 
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
 
     ensure_exported(resolve(model), log=lambda *_: None)
     t0 = time.perf_counter()
@@ -52,7 +52,7 @@ def embed(folder: str, store_path: Path, model: str | None = None) -> float:
 def featstore_heads(store_path: Path) -> tuple[list[dict], object, dict]:
     from featstore.heads import CLASSIFIERS
     from featstore.heads.fit import evaluate_head, load_task
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     with Store.open(store_path, write=True) as store:
         data = load_task(store, "flowers")
@@ -92,8 +92,8 @@ def tutorial(data, paths: dict, epochs: int) -> dict:
     """What the transfer-learning tutorials do: frozen backbone + trainable top, the backbone re-run every epoch."""
     import torch
 
-    from featstore.catalog import resolve
-    from featstore.torch_backbones import load_features
+    from featstore.models.catalog import resolve
+    from featstore.models.torch_backbones import load_features
 
     torch.manual_seed(0)
     spec = resolve(None)

@@ -49,7 +49,7 @@ def agreement(label: str, neighbours: list[str]) -> dict:
 
 
 def leave_one_out(store, model: str, task: str, k: int) -> dict:
-    from featstore.search import Query, search_many
+    from featstore.search.query import Query, search_many
 
     s = store.set_for_task(task, model)
     queries = store.con.execute(
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5, help="extra seeded splits for the logreg mean")
     args = ap.parse_args()
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     task = Path(args.folder).resolve().name
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -97,8 +97,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
 
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
 
     ensure_exported(resolve(None), log=lambda *_: None)
     folder = Path(args.folder)

@@ -31,8 +31,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from featstore.index_kinds import Vectors, build_tuned, choose, exact_topk, recall_at, set_param
-from featstore.search import EXACT_SUBSET, SUBSET_FRACTION, postfilter_topk
+from featstore.search.index_kinds import Vectors, build_tuned, choose, exact_topk, recall_at, set_param
+from featstore.search.query import EXACT_SUBSET, SUBSET_FRACTION, postfilter_topk
 
 HERE = Path(__file__).resolve().parent
 K = 10
@@ -62,8 +62,8 @@ def chunk_of(i: int, dim: int, size: int = 100_000, seed: int = 0) -> np.ndarray
 def near_duplicates_streamed(n: int, dim: int, nprobe: int, threshold: float = 0.97) -> dict:
     """featstore's duplicates search (duplicates.pairs_in_chunks) over an IVF-SQ8 index of n streamed vectors,
     run in this process so that its peak memory is what it alone needs."""
-    from featstore.duplicates import pairs_in_chunks
-    from featstore.index_kinds import Vectors, empty, train
+    from featstore.search.duplicates import pairs_in_chunks
+    from featstore.search.index_kinds import Vectors, empty, train
 
     size = min(100_000, n)          # chunks of the streamed set (n below 100,000: one chunk)
     n_chunks = n // size

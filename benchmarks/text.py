@@ -46,12 +46,12 @@ def bbc_folder() -> Path:
 
 
 def featstore_in_process(folder: Path, store_path: Path, batch_size: int) -> tuple[float, object, list[str]]:
-    from featstore.catalog import resolve
-    from featstore.embed_text import embed_texts
-    from featstore.sets import open_backbone
-    from featstore.store import Store
-    from featstore.text_source import read_text_source
-    from featstore.tokenize import TextTokenizer
+    from featstore.models.catalog import resolve
+    from featstore.embed.text import embed_texts
+    from featstore.embed.backbones import open_backbone
+    from featstore.store.db import Store
+    from featstore.embed.text_source import read_text_source
+    from featstore.models.tokenize import TextTokenizer
 
     spec = resolve(MODEL)
     backbone, eset = open_backbone(spec, device="cpu", log=lambda *_: None)
@@ -69,7 +69,7 @@ def featstore_in_process(folder: Path, store_path: Path, batch_size: int) -> tup
 def st_encode(texts: list[str], batch_size: int) -> float:
     from sentence_transformers import SentenceTransformer
 
-    from featstore.catalog import resolve, weights_path
+    from featstore.models.catalog import resolve, weights_path
 
     model = SentenceTransformer(str(weights_path(resolve(MODEL)).parent), device="cpu")
     model.encode(["warm up"])
@@ -80,10 +80,10 @@ def st_encode(texts: list[str], batch_size: int) -> float:
 
 def featstore_texts(texts: list[str], batch_size: int) -> float:
     """featstore's tokenize + sort + run on texts in memory (what row 1 measures for sentence-transformers)."""
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
-    from featstore.tokenize import TextTokenizer
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
+    from featstore.models.tokenize import TextTokenizer
 
     spec = resolve(MODEL)
     backbone, tokenizer = Backbone(ensure_exported(spec), device="cpu"), TextTokenizer(spec)
@@ -108,8 +108,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="featstore-text-"))
     os.environ.setdefault("FEATSTORE_HOME", str(work / "home"))
     try:
-        from featstore.catalog import resolve
-        from featstore.export import ensure_exported
+        from featstore.models.catalog import resolve
+        from featstore.models.export import ensure_exported
 
         ensure_exported(resolve(MODEL), log=lambda *_: None)
         print("featstore, in process ...", file=sys.stderr)
@@ -128,7 +128,7 @@ def main() -> None:
         print(f"sentences ({len(sentences)}) ...", file=sys.stderr)
         st_se, fs_se = st_encode(sentences, args.batch_size), featstore_texts(sentences, args.batch_size)
         from featstore.heads.fit import fit_head
-        from featstore.store import Store
+        from featstore.store.db import Store
 
         with Store.open(work / "store", write=True) as store:
             head = fit_head(store, "bbc")

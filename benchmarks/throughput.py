@@ -51,7 +51,7 @@ def log(msg: str) -> None:
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
 def image_files(folder: Path) -> list[Path]:
-    from featstore.source import scan_folder
+    from featstore.embed.source import scan_folder
 
     return [Path(f.path) for f in scan_folder(folder)[0]]
 
@@ -160,8 +160,8 @@ def ceiling(onnx_path: Path, pixels: np.ndarray, pre, threads: int, device: str 
     `threads` threads. CPU: normalised tensors (normalising not counted), the better of featstore's session
     settings and the same with ONNX Runtime's default spin-waiting (best for pure inference). CUDA: the uint8
     pixels through the session as featstore runs it (normalised inside the graph, on the GPU)."""
-    from featstore.backbone import DEFAULT_BATCH, Backbone
-    from featstore.preprocess import normalise
+    from featstore.embed.run import DEFAULT_BATCH, Backbone
+    from featstore.models.preprocess import normalise
 
     pixels = np.ascontiguousarray(np.resize(pixels, (DEFAULT_BATCH[device],) + pixels.shape[1:]))
     tensors = normalise(pixels, pre)
@@ -189,8 +189,8 @@ def tutorial(files: list[Path], threads: int, device: str = "cpu") -> dict:
     """The loop a user writes: PyTorch eager, PIL decode + resize + crop image by image, batch 32."""
     import torch
 
-    from featstore.catalog import resolve
-    from featstore.torch_backbones import load_features
+    from featstore.models.catalog import resolve
+    from featstore.models.torch_backbones import load_features
 
     torch.set_num_threads(threads)
     spec = resolve(None)
@@ -215,12 +215,12 @@ def tutorial(files: list[Path], threads: int, device: str = "cpu") -> dict:
 def featstore_run(folder: Path, precision: str, threads: int, store_dir: Path, device: str = "cpu") -> dict:
     """featstore end to end, in process: files -> vectors in a fresh store (session started before the clock,
     as the tutorial's model is loaded before its clock; int8 calibration is timed separately)."""
-    from featstore.backbone import DEFAULT_BATCH, Backbone
-    from featstore.catalog import resolve
-    from featstore.embed import embed_files
-    from featstore.sets import open_backbone
-    from featstore.source import scan_folder
-    from featstore.store import Store
+    from featstore.embed.run import DEFAULT_BATCH, Backbone
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import embed_files
+    from featstore.embed.backbones import open_backbone
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
 
     spec = resolve(None)
     files = scan_folder(folder)[0]
@@ -247,7 +247,7 @@ def decode_only(files: list[Path], spec) -> dict:
     """One thread, decode + resize only: the naive full decode vs featstore's (DCT-domain downscaling)."""
     from PIL import Image
 
-    from featstore.embed import read_pixels
+    from featstore.embed.local import read_pixels
 
     def naive(f):
         img = Image.open(f).convert("RGB")
@@ -263,7 +263,7 @@ def decode_only(files: list[Path], spec) -> dict:
 
 def accuracy(store_dir: Path) -> float:
     from featstore.heads.fit import evaluate_head, load_task
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     with Store.open(store_dir, write=True) as store:
         _, report = evaluate_head(load_task(store, "flowers"), "logreg")
@@ -272,7 +272,7 @@ def accuracy(store_dir: Path) -> float:
 
 def agreement(fp32_store: Path, other_store: Path) -> dict:
     """Cosine between each item's fp32 vector and its vector in the other store (same content hash)."""
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     def vectors(path):
         with Store.open(path) as store:
@@ -324,9 +324,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
 
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
-    from featstore.embed import read_pixels
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
+    from featstore.embed.local import read_pixels
 
     folder = Path(args.folder)
     spec = resolve(None)

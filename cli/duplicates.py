@@ -18,8 +18,8 @@ from .output import emit_json, pct, table
 @json_option
 def duplicates(threshold, task, model, limit, store_path, as_json):
     """Exact duplicates (same bytes) and near-duplicate groups (by cosine similarity)."""
-    from featstore.duplicates import duplicates as find
-    from featstore.store import Store
+    from featstore.search.duplicates import duplicates as find
+    from featstore.store.db import Store
 
     with Store.open(resolve_store(store_path)) as store:
         out = find(store, threshold=threshold, task=task, model=model)

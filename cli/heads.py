@@ -42,7 +42,7 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
     held-out split."""
     from featstore.errors import FeatstoreError
     from featstore.heads import fit as fitting
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     shot_list = _shots(shots)
     if C is not None and kind != "logreg":
@@ -158,8 +158,8 @@ def heads_table(rows: list[dict]) -> str:
 @json_option
 def heads(store_path, as_json):
     """The heads stored in the store."""
-    from featstore.stats import stats
-    from featstore.store import Store
+    from featstore.apps.stats import stats
+    from featstore.store.db import Store
 
     with Store.open(resolve_store(store_path)) as store:
         rows = stats(store)["heads"]
@@ -176,8 +176,8 @@ def heads(store_path, as_json):
 @json_option
 def label(task, csv_path, store_path, as_json):
     """Attach labels for a task from a CSV (by file path or content hash), so one dataset carries many tasks."""
-    from featstore.labels import label_from_csv
-    from featstore.store import Store
+    from featstore.store.labels import label_from_csv
+    from featstore.store.db import Store
 
     with Store.open(resolve_store(store_path), write=True) as store:
         out = label_from_csv(store, task, csv_path)
@@ -198,8 +198,8 @@ def label(task, csv_path, store_path, as_json):
 @json_option
 def export(head_name, output, store_path, as_json):
     """Write one ONNX model: image tensor in, class probabilities out (backbone and head fused)."""
-    from featstore.fuse import export_fused
-    from featstore.store import Store
+    from featstore.apps.fuse import export_fused
+    from featstore.store.db import Store
 
     with Store.open(resolve_store(store_path)) as store:
         out = export_fused(store, head_name, output)

@@ -42,8 +42,8 @@ def models():
 @json_option
 def models_list(as_json):
     """The built-in backbones: name, modality, dim, input, licence, exported?"""
-    from featstore.catalog import builtin_models
-    from featstore.export import is_exported
+    from featstore.models.catalog import builtin_models
+    from featstore.models.export import is_exported
 
     rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label, "licence": s.licence,
              "exported": is_exported(s), "default": s.default, "source": s.source.get("weights_package")}
@@ -59,7 +59,7 @@ def models_list(as_json):
 
 # ---- embed ----------------------------------------------------------------------------------------------------
 def _model_spec(model, input_size, mean, std):
-    from featstore.catalog import at_input_size, custom_onnx_spec, resolve
+    from featstore.models.catalog import at_input_size, custom_onnx_spec, resolve
 
     if model and model.lower().endswith(".onnx"):
         if not input_size:
@@ -127,15 +127,15 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
     images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
     file, or a folder of .txt files in class subfolders."""
-    from featstore.backbone import expected_device
-    from featstore.catalog import resolve
-    from featstore.embed import embed_files
-    from featstore.manifest import is_image_manifest, read_manifest
-    from featstore.precision import check as check_precision
-    from featstore.sets import open_backbone
-    from featstore.source import scan_folder
-    from featstore.store import Store
-    from featstore.text_source import is_text_source
+    from featstore.embed.run import expected_device
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import embed_files
+    from featstore.embed.manifest import is_image_manifest, read_manifest
+    from featstore.models.precision import check as check_precision
+    from featstore.embed.backbones import open_backbone
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
+    from featstore.embed.text_source import is_text_source
 
     is_custom = bool(model and model.lower().endswith(".onnx"))
     manifest = is_image_manifest(source, text_column)
@@ -167,7 +167,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
         labels = {f.key: f.label for f in files if f.label}
         store.set_labels(task, labels)
         if engine == "ray":
-            from featstore.ray_engine import embed_with_ray
+            from featstore.embed.ray import embed_with_ray
 
             summary = embed_with_ray(store, files, backbone, eset, spec.preprocess, staging=staging,
                                      shard_size=shard_size, workers=workers or 1, address=address,
@@ -185,12 +185,12 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
 
 def _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device, precision,
                 retry_failed, wait, no_progress, store_path, as_json):
-    from featstore.catalog import resolve
-    from featstore.embed_text import embed_texts
-    from featstore.sets import open_backbone
-    from featstore.store import Store
-    from featstore.text_source import read_text_source
-    from featstore.tokenize import TextTokenizer
+    from featstore.models.catalog import resolve
+    from featstore.embed.text import embed_texts
+    from featstore.embed.backbones import open_backbone
+    from featstore.store.db import Store
+    from featstore.embed.text_source import read_text_source
+    from featstore.models.tokenize import TextTokenizer
 
     spec = resolve(model, modality="text")
     records, warnings = read_text_source(source, text_column, label_column, id_column)
@@ -292,9 +292,9 @@ def where_time_went(s) -> str:
 @json_option
 def search(like, item_id, queries, as_csv, text, where, k, model, task, store_path, as_json):
     """Nearest neighbours by cosine similarity: path, label, score (one query, or a batch)."""
-    from featstore.search import Query, read_queries, search_many
-    from featstore.source import scan_folder
-    from featstore.store import Store
+    from featstore.search.query import Query, read_queries, search_many
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
 
     batch = []
     if queries:
@@ -355,8 +355,8 @@ def _snippet(text: str | None, width: int = 70) -> str:
 @json_option
 def predict(head_name, files, as_csv, no_progress, store_path, as_json):
     """Label and probability for each file (new files are embedded once and kept in the store)."""
-    from featstore.predict import predict as run_predict
-    from featstore.store import Store
+    from featstore.apps.predict import predict as run_predict
+    from featstore.store.db import Store
 
     with Store.open(_store_path(store_path), write=True) as store:
         out = run_predict(store, head_name, list(files), progress=not (no_progress or as_json or as_csv))
@@ -388,8 +388,8 @@ def predict(head_name, files, as_csv, no_progress, store_path, as_json):
 @json_option
 def stats(store_path, as_json):
     """What the store holds: items by status, duplicates, embedding sets, tasks, heads."""
-    from featstore.stats import stats as get_stats
-    from featstore.store import Store
+    from featstore.apps.stats import stats as get_stats
+    from featstore.store.db import Store
 
     with Store.open(_store_path(store_path)) as store:
         out = get_stats(store)
@@ -443,8 +443,8 @@ def _index_text(stamp: dict | None) -> str:
 @json_option
 def verify(rehash, store_path, as_json):
     """Check the store: finite vectors, FAISS in step with DuckDB, files unchanged (--rehash)."""
-    from featstore.store import Store
-    from featstore.verify import verify as run_verify
+    from featstore.store.db import Store
+    from featstore.apps.verify import verify as run_verify
 
     with Store.open(_store_path(store_path)) as store:
         out = run_verify(store, rehash=rehash)
@@ -472,8 +472,8 @@ def verify(rehash, store_path, as_json):
 @json_option
 def gc(dry_run, store_path, as_json):
     """Remove superseded vectors and old embedding sets (not the newest of their model, used by no head)."""
-    from featstore.gc import collect
-    from featstore.store import Store
+    from featstore.store.gc import collect
+    from featstore.store.db import Store
 
     with Store.open(_store_path(store_path), write=True) as store:
         out = collect(store, dry_run=dry_run)

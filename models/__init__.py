@@ -1,1 +1,1 @@
-"""The backbone catalogue: one declarative TOML file per backbone (read by featstore.catalog)."""
+"""The backbone catalogue: one declarative TOML file per backbone (installed as featstore.models.catalogue, read by featstore.models.catalog)."""

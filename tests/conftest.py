@@ -15,8 +15,8 @@ def home(tmp_path_factory):
     path = tmp_path_factory.mktemp("featstore-home")
     old = os.environ.get("FEATSTORE_HOME")
     os.environ["FEATSTORE_HOME"] = str(path)
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
 
     ensure_exported(resolve(None), log=lambda *_: None)
     yield path

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from featstore.catalog import builtin_models, default_model, resolve
+from featstore.models.catalog import builtin_models, default_model, resolve
 from featstore.errors import FeatstoreError
 
 

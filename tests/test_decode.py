@@ -4,10 +4,10 @@ import pytest
 from PIL import Image
 
 import badfiles
-from featstore.catalog import resolve
-from featstore.decode import decode_image
+from featstore.models.catalog import resolve
+from featstore.embed.decode import decode_image
 from featstore.errors import DecodeError
-from featstore.preprocess import crop_resize
+from featstore.models.preprocess import crop_resize
 
 
 @pytest.mark.parametrize("maker, reason", [

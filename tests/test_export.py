@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from featstore import export
-from featstore.backbone import Backbone
-from featstore.catalog import resolve
-from featstore.decode import decode_image
+from featstore.embed.run import Backbone
+from featstore.models.catalog import resolve
+from featstore.embed.decode import decode_image
 from featstore.errors import FeatstoreError
-from featstore.preprocess import crop_resize, draft_target, normalise
-from featstore.torch_backbones import load_classifier, load_features
+from featstore.models.preprocess import crop_resize, draft_target, normalise
+from featstore.models.torch_backbones import load_classifier, load_features
 
 
 def test_onnx_matches_torch_on_real_photos(home):
@@ -71,7 +71,7 @@ def test_backbone_at_another_size_is_built_for_that_size():
 
     from efficientnet_lite_pytorch import EfficientNet
 
-    from featstore.catalog import weights_path
+    from featstore.models.catalog import weights_path
 
     spec = resolve("efficientnet-lite2@320")
     x = torch.from_numpy(export.photo_batch(spec.preprocess)[:2])

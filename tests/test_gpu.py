@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available
 @pytest.fixture(scope="module")
 def fp32_graph(request):
     """The default backbone's ONNX file: from FEATSTORE_HOME when it is already exported there, else the test home."""
-    from featstore.catalog import resolve
-    from featstore.export import cached_path, ensure_exported, is_exported
+    from featstore.models.catalog import resolve
+    from featstore.models.export import cached_path, ensure_exported, is_exported
 
     spec = resolve(None)
     if not (os.environ.get("FEATSTORE_HOME") and is_exported(spec)):
@@ -34,10 +34,10 @@ def fp32_graph(request):
 
 @pytest.fixture(scope="module")
 def photos():
-    from featstore.catalog import resolve
-    from featstore.embed import read_pixels
-    from featstore.preprocess import normalise
-    from featstore.source import scan_folder
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import read_pixels
+    from featstore.models.preprocess import normalise
+    from featstore.embed.source import scan_folder
 
     spec = resolve(None)
     files = scan_folder(SAMPLE)[0][:20]
@@ -49,7 +49,7 @@ def _cosines(a, b):
 
 
 def test_cuda_session_runs_on_cuda_and_agrees_with_the_cpu(fp32_graph, photos):
-    from featstore.backbone import Backbone
+    from featstore.embed.run import Backbone
 
     gpu, cpu = Backbone(fp32_graph, device="cuda"), Backbone(fp32_graph, device="cpu")
     got, want = gpu.run(photos), cpu.run(photos)
@@ -61,7 +61,7 @@ def test_cuda_session_runs_on_cuda_and_agrees_with_the_cpu(fp32_graph, photos):
 
 
 def test_io_binding_pads_short_batches_into_one_buffer(fp32_graph, photos):
-    from featstore.backbone import Backbone
+    from featstore.embed.run import Backbone
 
     bound, plain = Backbone(fp32_graph, device="cuda"), Backbone(fp32_graph, device="cuda", io_binding=False)
     for batch in (photos, photos[:3], photos[5:6], photos[2:19], photos):
@@ -70,10 +70,10 @@ def test_io_binding_pads_short_batches_into_one_buffer(fp32_graph, photos):
 
 
 def test_pixels_normalised_inside_the_graph_on_cuda(fp32_graph):
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.embed import read_pixels
-    from featstore.source import scan_folder
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import read_pixels
+    from featstore.embed.source import scan_folder
 
     pre = resolve(None).preprocess
     pixels = np.stack([read_pixels(f.path, pre).pixels for f in scan_folder(SAMPLE)[0][:20]])
@@ -86,8 +86,8 @@ def test_pixels_normalised_inside_the_graph_on_cuda(fp32_graph):
 
 
 def test_fp16_graph_on_cuda_stays_close_to_fp32(fp32_graph, photos):
-    from featstore.backbone import Backbone
-    from featstore.precision import fp16_graph
+    from featstore.embed.run import Backbone
+    from featstore.models.precision import fp16_graph
 
     fp16 = Backbone(fp16_graph(fp32_graph, log=lambda *_: None), device="cuda")
     cos = _cosines(fp16.run(photos), Backbone(fp32_graph, device="cuda").run(photos))
@@ -96,7 +96,7 @@ def test_fp16_graph_on_cuda_stays_close_to_fp32(fp32_graph, photos):
 
 def test_embed_on_cuda_through_the_cli(fp32_graph, tmp_path):
     from featstore.cli.main import cli
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     store = tmp_path / "store"
     for args in (["--device", "cuda", "--decode", "processes"], ["--device", "cuda", "--precision", "fp16"]):
@@ -125,7 +125,7 @@ def test_embed_on_cuda_through_the_cli(fp32_graph, tmp_path):
 def test_faiss_gpu_finds_what_the_cpu_finds():
     """featstore's GPU index paths: IVF trained with its k-means on the GPU (index_kinds.train), flat and IVF
     indexes cloned to the GPU for search (index_kinds.on_gpu, as search.py does); same neighbours as on the CPU."""
-    from featstore.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
+    from featstore.search.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
 
     if gpu_count() == 0:
         pytest.skip("faiss has no GPU here (faiss-gpu not installed)")

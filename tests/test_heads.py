@@ -24,7 +24,7 @@ def store(tmp_path_factory, home):
 
 @pytest.fixture(scope="module")
 def features(store):
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     with Store.open(store) as st:
         _, X, y = st.labelled(st.pick_set(None), "flowers")

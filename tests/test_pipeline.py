@@ -105,8 +105,8 @@ def test_neighbours_share_labels(sample_store):
     """Leave-one-out over the 100-photo sample: top-5 neighbours share the query's label far above chance (0.2)."""
     import numpy as np
 
-    from featstore.search import search
-    from featstore.store import Store
+    from featstore.search.query import search
+    from featstore.store.db import Store
 
     with Store.open(sample_store[0]) as st:
         labels = dict(st.con.execute("SELECT i.item_id, l.label FROM items i JOIN labels l ON l.path = i.path "
@@ -191,11 +191,11 @@ def test_bad_inputs_recorded_and_run_goes_on(run, tmp_path, small_folder):
 
 
 def test_file_deleted_between_listing_and_reading(home, small_folder, tmp_path):
-    from featstore.catalog import resolve
-    from featstore.embed import embed_files
-    from featstore.sets import open_backbone
-    from featstore.source import scan_folder
-    from featstore.store import Store
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import embed_files
+    from featstore.embed.backbones import open_backbone
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
 
     files, _ = scan_folder(small_folder)
     gone = files[3]
@@ -264,7 +264,7 @@ def test_embedding_does_not_import_torch(home, small_folder, tmp_path):
 
 
 def test_second_writer_and_reader_get_a_clear_message(home, sample_store):
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     store, _, _ = sample_store
     with Store.open(store, write=True):
@@ -280,7 +280,7 @@ def test_second_writer_waits_with_wait_flag(home, sample_store):
     import threading
     import time
 
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     store, _, _ = sample_store
     holder = Store.open(store, write=True)
@@ -312,7 +312,7 @@ def test_stale_index_is_rebuilt(run, sample_store):
 
 def test_newer_schema_refused(sample_store, tmp_path):
     from featstore.errors import FeatstoreError
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     copy = tmp_path / "copy"
     shutil.copytree(sample_store[0], copy)
@@ -356,9 +356,9 @@ def test_backbone_at_another_input_size_end_to_end(run, small_folder, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported, photo_batch
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported, photo_batch
 
     store = tmp_path / "store"
     run("embed", small_folder, "--store", store, "--no-progress")

@@ -73,9 +73,9 @@ def test_ray_engine_matches_local_engine(run, ray_store, subset, tmp_path):
 def test_rerun_redoes_only_unfinished_shards(run, ray_store, subset, tmp_path):
     """As after a killed driver: 2 of the 5 shards had finished (staged), the rest not; the rerun computes only
     the 3 others and the store equals an uninterrupted run's. Ingesting a shard again changes nothing."""
-    from featstore.ingest import ingest
-    from featstore.shards import make_shards
-    from featstore.store import Store
+    from featstore.embed.ingest import ingest
+    from featstore.embed.shards import make_shards
+    from featstore.store.db import Store
 
     store, _ = ray_store
     staged = sorted((store / "staging").glob("*/*.parquet"))
@@ -98,14 +98,14 @@ def test_rerun_redoes_only_unfinished_shards(run, ray_store, subset, tmp_path):
 
 
 def _listing(folder):
-    from featstore.source import scan_folder
+    from featstore.embed.source import scan_folder
 
     return scan_folder(folder)[0]
 
 
 def test_damaged_staged_file_is_recomputed(ray_store, tmp_path):
-    from featstore.shards import make_shards, valid
-    from featstore.store import Store
+    from featstore.embed.shards import make_shards, valid
+    from featstore.store.db import Store
 
     store, _ = ray_store
     with Store.open(store) as st:

@@ -25,8 +25,8 @@ def vectors(store) -> tuple[dict, list]:
 def test_own_onnx_file_and_sets_do_not_mix(run, home, small_folder, tmp_path):
     store = tmp_path / "store"
     first = json.loads(run("embed", small_folder, "--store", store, "--json").stdout)
-    from featstore.catalog import resolve
-    from featstore.export import cached_path
+    from featstore.models.catalog import resolve
+    from featstore.models.export import cached_path
 
     onnx = cached_path(resolve(None))            # the fp32 export (an fp16 copy may lie beside it)
     mine = tmp_path / "my-backbone.onnx"
@@ -59,8 +59,8 @@ def test_gc_removes_superseded_and_old_sets(run, small_folder, tmp_path):
     target = sorted((small_folder / "roses").glob("*.jpg"))[0]
     target.write_bytes(target.read_bytes() + b"changed")
     run("embed", small_folder, "--store", store)
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
 
     mine = tmp_path / "mine.onnx"
     shutil.copy(ensure_exported(resolve(None)), mine)

@@ -57,10 +57,10 @@ def _json(result):
 def test_export_matches_sentence_transformers_on_real_sentences(home):
     from sentence_transformers import SentenceTransformer
 
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve, weights_path
-    from featstore.export import ensure_exported, parity_sentences
-    from featstore.tokenize import TextTokenizer
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve, weights_path
+    from featstore.models.export import ensure_exported, parity_sentences
+    from featstore.models.tokenize import TextTokenizer
 
     spec = resolve(TEXT_MODEL)
     texts = parity_sentences() + [f.read_text(encoding="utf-8", errors="replace") for _, f in bbc_texts(2)]

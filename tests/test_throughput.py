@@ -24,7 +24,7 @@ def two_precisions(tmp_path_factory, home):
 
 
 def _set(store, precision):
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     with Store.open(store) as st:
         return next(s for s in st.sets() if s.precision == precision)
@@ -83,12 +83,12 @@ def test_precision_rules_are_one_line_errors(run, small_folder, tmp_path):
 
 def test_fp16_graph_matches_fp32(home, tmp_path):
     """fp16 is a GPU precision; its conversion is checked here on the CPU, where ONNX Runtime can still run it."""
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.embed import read_pixels
-    from featstore.export import ensure_exported, parity_photos
-    from featstore.precision import fp16_graph
-    from featstore.preprocess import normalise
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import read_pixels
+    from featstore.models.export import ensure_exported, parity_photos
+    from featstore.models.precision import fp16_graph
+    from featstore.models.preprocess import normalise
 
     spec = resolve(None)
     fp32 = ensure_exported(spec, log=lambda *_: None)
@@ -121,10 +121,10 @@ def test_vector_insert_round_trip(tmp_path):
     """The batched insert (flat numpy columns regrouped in DuckDB) keeps every float and the row order."""
     from pathlib import Path
 
-    from featstore.sets import set_for
-    from featstore.catalog import resolve
-    from featstore.export import ensure_exported
-    from featstore.store import Store
+    from featstore.embed.backbones import set_for
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported
+    from featstore.store.db import Store
 
     spec = resolve(None)
     s = set_for(spec, Path(ensure_exported(spec, log=lambda *_: None)), "cpu")
@@ -142,11 +142,11 @@ def test_vector_insert_round_trip(tmp_path):
 
 def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder, tmp_path, monkeypatch):
     """A failing write surfaces in the caller; batches written before it stay."""
-    from featstore.catalog import resolve
-    from featstore.embed import embed_files
-    from featstore.sets import open_backbone
-    from featstore.source import scan_folder
-    from featstore.store import Store
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import embed_files
+    from featstore.embed.backbones import open_backbone
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
 
     spec = resolve(None)
     files = scan_folder(small_folder)[0]
@@ -180,11 +180,11 @@ def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
 def test_io_binding_path_gives_the_same_features(home):
     """The CUDA path's IO binding (a reused device input buffer, outputs bound to the host), exercised on the CPU
     device: same features as a plain run, across batch-size changes (short batches padded into the buffer)."""
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.embed import read_pixels
-    from featstore.export import ensure_exported, parity_photos
-    from featstore.preprocess import normalise
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import read_pixels
+    from featstore.models.export import ensure_exported, parity_photos
+    from featstore.models.preprocess import normalise
 
     spec = resolve(None)
     path = ensure_exported(spec, log=lambda *_: None)
@@ -203,11 +203,11 @@ def test_decode_in_processes_gives_the_same_store(home, small_folder, tmp_path):
     import shutil
 
     import badfiles
-    from featstore.catalog import resolve
-    from featstore.embed import embed_files
-    from featstore.sets import open_backbone
-    from featstore.source import scan_folder
-    from featstore.store import Store
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import embed_files
+    from featstore.embed.backbones import open_backbone
+    from featstore.embed.source import scan_folder
+    from featstore.store.db import Store
 
     root = badfiles.write_bad_folder(small_folder)
     (root / "copies").mkdir()
@@ -239,12 +239,12 @@ def test_pixels_in_graph_equal_host_normalisation(home):
     features as normalising on the host, for the catalogue's normalisation and for per-channel ImageNet ones."""
     from dataclasses import replace
 
-    from featstore.backbone import Backbone
-    from featstore.catalog import resolve
-    from featstore.embed import read_pixels
-    from featstore.export import ensure_exported, parity_photos
-    from featstore.precision import fp16_graph
-    from featstore.preprocess import normalise
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import read_pixels
+    from featstore.models.export import ensure_exported, parity_photos
+    from featstore.models.precision import fp16_graph
+    from featstore.models.preprocess import normalise
 
     spec = resolve(None)
     path = ensure_exported(spec, log=lambda *_: None)
@@ -271,10 +271,10 @@ def test_a_dead_decode_process_stops_the_run_with_one_line(home, small_folder):
     import signal
 
     from featstore import decode_pool
-    from featstore.catalog import resolve
-    from featstore.embed import Clock
+    from featstore.models.catalog import resolve
+    from featstore.embed.local import Clock
     from featstore.errors import FeatstoreError
-    from featstore.source import scan_folder
+    from featstore.embed.source import scan_folder
 
     files, _ = scan_folder(small_folder)
     stream = decode_pool.decoded(files, resolve(None).preprocess, set(), 2, 8, Clock())

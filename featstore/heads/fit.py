@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FeatstoreError, one_of
-from ..store import EmbeddingSet, Store
+from featstore.store.db import EmbeddingSet, Store
 from . import CLASSIFIERS, REGRESSORS
 from .evaluate import (SEED, TEST_FRACTION, assign_split, classification_metrics, main_metric,
                        predictions_per_second, regression_metrics, strata_for)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from ..errors import FeatstoreError, one_of
-from ..store import Store
+from featstore.store.db import Store
 from .program import Program, linear_program
 
 

@@ -1,0 +1,91 @@
+"""One-file deployment: a stored head fused onto its backbone as one ONNX model (image or tokens in, answer out).
+
+The fused model is checked at export against the two-step path featstore itself uses (backbone session, then
+the head's Program in numpy) on real photos, and refused above FUSE_TOLERANCE. Its metadata carries the class
+names and the exact preprocessing, so nothing but onnxruntime (plus an image library) is needed to use it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import FeatstoreError
+from featstore.models.export import parity_photos, parity_sentences, photo_batch
+from featstore.heads.storage import load_head
+from featstore.embed.backbones import backbone_for_set
+from featstore.store.db import Store
+
+FUSE_TOLERANCE = 1e-4
+
+
+def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    from featstore.heads.onnx_ops import append_program
+
+    program, record = load_head(store, head_name)
+    s = store.get_set(record["set_id"])
+    if s is None:
+        raise FeatstoreError(f"head {head_name!r} was fitted on embedding set {record['set_id']}, "
+                             "which is no longer in this store")
+    backbone, pre = backbone_for_set(s, device="cpu")
+    model = onnx.load(str(backbone.onnx_path))
+    graph = model.graph
+    features = graph.output[0].name
+    out = append_program(graph, program, features)
+    out_name = "probabilities" if program.task_type == "classification" else "prediction"
+    graph.node.append(onnx.helper.make_node("Identity", [out], [out_name], name="head/output"))
+    del graph.output[:]
+    graph.output.append(onnx.helper.make_tensor_value_info(out_name, onnx.TensorProto.FLOAT,
+                                                           ["batch", len(program.outputs)]))
+    graph.name = f"featstore-{head_name}"
+    if s.modality == "text":
+        p = dict(s.preprocess)
+        text = (f"token ids, attention mask and token type ids (int64, batch x tokens) from the model's "
+                f"tokenizer.json, truncated at {p['max_tokens']} tokens")
+    else:
+        p = pre.as_dict()
+        text = (f"RGB; centre square of {p['crop_fraction']} x the shorter side, resized ({p['interpolation']}) "
+                f"to {p['size']} x {p['size']}; (pixel - {p['mean']}) / {p['std']} per channel; NCHW float32")
+    meta = {"featstore.head": head_name, "featstore.kind": record["kind"], "featstore.task": record["task"],
+            "featstore.embed.run": s.model, "featstore.embedding_set": s.set_id,
+            "featstore.outputs": json.dumps(program.outputs), "featstore.task_type": program.task_type,
+            "featstore.models.preprocess": json.dumps(p), "featstore.preprocess_text": text}
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(model)
+
+    output = Path(output)
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        if s.modality == "text":
+            feeds = pre.encode(parity_sentences()).feeds
+            checked_on = f"{len(parity_sentences())} real texts"
+        else:
+            feeds = {graph.input[0].name: photo_batch(pre)}
+            checked_on = f"{len(parity_photos())} real photos"
+        expected = program.run(backbone.run_feeds(feeds))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run([out_name], {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+        diff = float(np.abs(got - expected).max())
+        if not np.isfinite(diff) or diff > FUSE_TOLERANCE:
+            raise FeatstoreError(f"fused export of head {head_name!r} refused: it differs from backbone + head by "
+                                 f"{diff:.2e} (> {FUSE_TOLERANCE:g}) on real photos")
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise FeatstoreError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": str(output), "bytes": output.stat().st_size, "head": head_name,
+            "input": ", ".join(i.name for i in graph.input),
+            "input_shape": ["batch", 3, p["size"], p["size"]] if s.modality == "image" else ["batch", "tokens"],
+            "output": out_name, "outputs": program.outputs,
+            "task_type": program.task_type, "checked_on": checked_on, "max_abs_diff": diff,
+            "preprocess": p, "preprocess_text": text}

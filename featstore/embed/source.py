@@ -1,0 +1,93 @@
+"""Source: list the image files under a folder (recursively, symlink loops guarded) with their labels."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from featstore.errors import FeatstoreError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to embed: where it is, the name it is stored under, its label, and its stat."""
+
+    path: str                 # the real file-system path (may hold undecodable bytes, as surrogates)
+    key: str                  # the absolute path as stored (valid UTF-8; undecodable bytes escaped)
+    label: str | None
+    size: int | None
+    mtime: float | None
+    error: str | None = None  # set when the file cannot even be stat-ed
+
+
+def display_path(path: str) -> str:
+    """A path as valid UTF-8 text: undecodable bytes in file names become \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def fs_path(key: str) -> str:
+    """Back from a stored path to one the file system opens (undoing the \\xNN escapes of display_path)."""
+    if "\\x" not in key or os.path.lexists(key):
+        return key
+    return os.fsdecode(re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), key.encode()))
+
+
+def _entry(path: str, label: str | None) -> SourceFile:
+    key = display_path(os.path.abspath(path))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return SourceFile(path, key, label, None, None, f"cannot stat file: {exc.strerror or exc}")
+    return SourceFile(path, key, label, st.st_size, st.st_mtime)
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def scan_folder(root: str | Path, wanted=None) -> tuple[list[SourceFile], list[str]]:
+    """All image files (or files whose name `wanted` accepts) under root, sorted by path; labels are first-level
+    subfolder names.
+
+    Returns (files, warnings): a folder that cannot be listed or a symlink loop is a warning, not a failure.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FeatstoreError(f"{root}: not a folder")
+    files, warnings, seen = [], [], set()
+
+    def onerror(exc: OSError) -> None:
+        warnings.append(f"{display_path(exc.filename or '?')}: cannot list folder ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            warnings.append(f"{display_path(dirpath)}: symlink loop, skipped")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        label = None if rel == "." else rel.split(os.sep)[0]
+        for name in sorted(filenames):
+            if (wanted or is_image_name)(name):
+                files.append(_entry(os.path.join(dirpath, name), display_path(label) if label else None))
+    files.sort(key=lambda f: f.key)
+    return files, warnings
+
+
+def from_paths(paths: list[str | Path]) -> list[SourceFile]:
+    """Files named one by one (predict, search): folders are scanned, files kept whatever their extension."""
+    out = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            out.extend(f for f in scan_folder(p)[0])
+        elif os.path.lexists(p):
+            out.append(_entry(p, None))
+        else:
+            raise FeatstoreError(f"{display_path(p)}: no such file")
+    return out

@@ -1,0 +1,117 @@
+"""Export: catalogue backbone -> ONNX file, once, checked against torch on real photos, cached in the home."""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from featstore.models.catalog import ModelSpec, Preprocess, weights_path
+from featstore.errors import FeatstoreError
+from featstore.hashing import file_sha256
+from featstore.home import exports_dir
+
+EXPORT_FORMAT = 1          # bump when the export code changes what a file contains
+OPSET = 17
+PARITY_TOLERANCE = 1e-4    # max abs difference ONNX Runtime vs torch on real photos, else the export is refused
+
+
+def parity_photos() -> list[Path]:
+    """Real photos shipped with featstore (CC BY 2.0, credits beside them) for export checks."""
+    folder = resources.files("featstore.data") / "parity"
+    return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".jpg"))
+
+
+def parity_sentences() -> list[str]:
+    """Real sentences shipped with featstore for text export checks (one per line; one longer than the limit)."""
+    text = (resources.files("featstore.data") / "parity_text.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def export_key(spec: ModelSpec) -> str:
+    """Hash of weights + spec + export format: names the cached ONNX file."""
+    blob = json.dumps({"weights": file_sha256(weights_path(spec)), "spec": spec.spec_hash(), "format": EXPORT_FORMAT})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_path(spec: ModelSpec) -> Path:
+    return exports_dir() / f"{spec.name}-{export_key(spec)}.onnx"
+
+
+def is_exported(spec: ModelSpec) -> bool:
+    if spec.onnx_path:
+        return Path(spec.onnx_path).is_file()
+    return cached_path(spec).is_file()
+
+
+def ensure_exported(spec: ModelSpec, log=print) -> Path:
+    """The ONNX file for a backbone, exporting (and checking) it on first use."""
+    if spec.onnx_path:
+        return Path(spec.onnx_path)
+    target = cached_path(spec)
+    if target.is_file():
+        return target
+    log(f"exporting {spec.name} to ONNX (once; cached in {target.parent}) ...")
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        diff, what = _export_and_check(spec, Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {what}")
+    return target
+
+
+def _parity_inputs(spec: ModelSpec):
+    """(torch module, its real parity inputs by ONNX input name, their dynamic axes, what they are)."""
+    if spec.modality == "image":
+        from featstore.models.torch_backbones import load_features
+
+        return (load_features(spec), {"image": photo_batch(spec.preprocess)}, {"image": {0: "batch"}},
+                f"{len(parity_photos())} real photos")
+    from featstore.models.tokenize import TEXT_INPUTS, TextTokenizer
+    from featstore.models.torch_backbones import load_text_features
+
+    feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
+    return (load_text_features(spec), feeds, {k: {0: "batch", 1: "tokens"} for k in TEXT_INPUTS},
+            f"{len(parity_sentences())} real texts")
+
+
+def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
+    """torch.onnx.export with dynamic axes (batch; tokens for text), then the parity check on real inputs
+    (photos or sentences); returns the max abs difference and what it was measured on."""
+    import torch  # export time only
+
+    from featstore.embed.run import Backbone
+
+    model, feeds, axes, what = _parity_inputs(spec)
+    names = list(axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(torch.from_numpy(feeds[k][:2]) for k in names), str(out),
+                          input_names=names, output_names=["features"],
+                          dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        with torch.no_grad():
+            expected = model(*[torch.from_numpy(feeds[k]) for k in names]).numpy()
+    got = Backbone(out, device="cpu").run_feeds(feeds)
+    diff = float(np.abs(got - expected).max())
+    if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+        raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
+                             f"(> {PARITY_TOLERANCE:g}) on {what}")
+    return diff, what
+
+
+def photo_batch(p: Preprocess) -> np.ndarray:
+    """The parity photos preprocessed exactly as embedding does: NCHW float32."""
+    from featstore.embed.decode import decode_image
+    from featstore.models.preprocess import crop_resize, draft_target, normalise
+
+    arrays = [crop_resize(decode_image(f.read_bytes(), draft_target(p)), p) for f in parity_photos()]
+    return normalise(np.stack(arrays), p)

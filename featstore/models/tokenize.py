@@ -1,0 +1,47 @@
+"""Tokenize: texts -> the text backbone's input tensors, with the `tokenizers` library only (no transformers).
+
+Truncation at the model's limit is reported per text (the store flags truncated texts). Padding is to the
+longest text of each batch; the embed pipeline sorts texts by length first, so there is little of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from featstore.models.catalog import ModelSpec, package_file
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class Encoded:
+    feeds: dict[str, np.ndarray]     # int64 (batch, tokens) per TEXT_INPUTS name
+    lengths: np.ndarray              # tokens per text, special tokens included
+    truncated: np.ndarray            # bool per text
+
+
+class TextTokenizer:
+    def __init__(self, spec: ModelSpec):
+        from tokenizers import Tokenizer
+
+        self.max_tokens = int(spec.input["max_tokens"])
+        self.tok = Tokenizer.from_file(str(package_file(spec, spec.input["tokenizer"])))
+        self.tok.enable_truncation(max_length=self.max_tokens)
+        self.tok.no_padding()
+
+    def lengths(self, texts: list[str]) -> np.ndarray:
+        """Token counts after truncation (for sorting by length)."""
+        return np.array([len(e.ids) for e in self.tok.encode_batch(texts)], dtype=np.int64)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        encs = self.tok.encode_batch(texts)
+        lengths = np.array([len(e.ids) for e in encs], dtype=np.int64)
+        width = int(lengths.max()) if len(encs) else 0
+        feeds = {k: np.zeros((len(encs), width), dtype=np.int64) for k in TEXT_INPUTS}
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            feeds["input_ids"][i, :n] = e.ids
+            feeds["attention_mask"][i, :n] = e.attention_mask
+            feeds["token_type_ids"][i, :n] = e.type_ids
+        return Encoded(feeds, lengths, np.array([bool(e.overflowing) for e in encs]))

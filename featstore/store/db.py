@@ -1,0 +1,529 @@
+"""The store: one folder holding a DuckDB file (items, labels, embedding sets, vectors, heads) and FAISS indexes.
+
+DuckDB is the source of truth; the FAISS files beside it are caches that are rebuilt whenever they do not match
+(see index.py). One writer at a time (a lock file naming the holder); readers open DuckDB read-only and get a
+clear "being written" message while a writer holds the store.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from featstore.errors import FeatstoreError, one_of
+
+SCHEMA_VERSION = 3       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; older migrate on write
+LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
+REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
+ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
+                "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
+                "shards": ("set_id", "shard_key", "name", "files", "ingested_at")}
+DB_FILE = "store.duckdb"
+LOCK_FILE = "writer.lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE SEQUENCE IF NOT EXISTS item_ids START 1;
+CREATE TABLE IF NOT EXISTS items (
+    item_id    BIGINT PRIMARY KEY DEFAULT nextval('item_ids'),
+    path       VARCHAR NOT NULL UNIQUE,
+    hash       VARCHAR,
+    size       BIGINT,
+    mtime      DOUBLE,
+    width      INTEGER,
+    height     INTEGER,
+    status     VARCHAR NOT NULL,
+    error      VARCHAR,
+    updated_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS labels (
+    task  VARCHAR NOT NULL,
+    path  VARCHAR NOT NULL,
+    label VARCHAR NOT NULL,
+    PRIMARY KEY (task, path)
+);
+CREATE TABLE IF NOT EXISTS embedding_sets (
+    set_id         VARCHAR PRIMARY KEY,
+    model          VARCHAR NOT NULL,
+    dim            INTEGER NOT NULL,
+    table_name     VARCHAR NOT NULL,
+    onnx_path      VARCHAR NOT NULL,
+    onnx_sha256    VARCHAR NOT NULL,
+    preprocess     JSON NOT NULL,
+    precision      VARCHAR NOT NULL,
+    provider       VARCHAR NOT NULL,
+    feature_format INTEGER NOT NULL,
+    created_at     TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS heads (
+    name       VARCHAR PRIMARY KEY,
+    kind       VARCHAR NOT NULL,
+    task       VARCHAR NOT NULL,
+    set_id     VARCHAR NOT NULL,
+    classes    JSON NOT NULL,
+    params     JSON NOT NULL,
+    metrics    JSON NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS texts (
+    hash      VARCHAR PRIMARY KEY,
+    text      VARCHAR NOT NULL,
+    tokens    INTEGER NOT NULL,
+    truncated BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS splits (
+    task  VARCHAR NOT NULL,
+    hash  VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    PRIMARY KEY (task, hash)
+);
+CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     BIGINT PRIMARY KEY DEFAULT nextval('run_ids'),
+    started_at TIMESTAMP NOT NULL,
+    set_id     VARCHAR NOT NULL,
+    source     VARCHAR NOT NULL,
+    config     JSON NOT NULL,
+    summary    JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shards (
+    set_id      VARCHAR NOT NULL,
+    shard_key   VARCHAR NOT NULL,
+    name        VARCHAR NOT NULL,
+    files       INTEGER NOT NULL,
+    ingested_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (set_id, shard_key)
+);
+CREATE TABLE IF NOT EXISTS head_arrays (
+    head  VARCHAR NOT NULL,
+    name  VARCHAR NOT NULL,
+    shape INTEGER[] NOT NULL,
+    data  DOUBLE[] NOT NULL,
+    PRIMARY KEY (head, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """One embedding set: vectors from one exact backbone + preprocessing + precision + provider class."""
+
+    set_id: str
+    model: str
+    dim: int
+    table: str
+    onnx_path: str
+    onnx_sha256: str
+    preprocess: dict
+    precision: str
+    provider: str
+
+    @property
+    def modality(self) -> str:
+        return self.preprocess.get("modality", "image")
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: int
+    path: str
+    hash: str | None
+    size: int | None
+    mtime: float | None
+    status: str
+    error: str | None
+
+
+class Store:
+    """An open store. Use Store.open(path, write=...) as a context manager."""
+
+    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection, writable: bool, lock_fd: int | None):
+        self.root = root
+        self.con = con
+        self.writable = writable
+        self._lock_fd = lock_fd
+
+    # ---- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, write: bool = False, wait: bool = False) -> "Store":
+        root = Path(root)
+        db = root / DB_FILE
+        lock_fd = None
+        if write:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "index").mkdir(exist_ok=True)
+            lock_fd = _take_writer_lock(root / LOCK_FILE, wait)
+        elif not db.exists():
+            raise FeatstoreError(f"no featstore store at {root} (run `featstore embed FOLDER` first, "
+                                 "or point --store / FEATSTORE_STORE at one)")
+        try:
+            con = _connect(db, read_only=not write, root=root)
+            store = cls(root, con, write, lock_fd)
+            store._check_schema()
+            return store
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+
+    def close(self) -> None:
+        self.con.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_schema(self) -> None:
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]
+        if not has_meta:
+            if not self.writable:
+                raise FeatstoreError(f"{self.root}: store is empty")
+            self.con.execute(SCHEMA)
+            self.con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('generation', '0')",
+                             [str(SCHEMA_VERSION)])
+            return
+        version = int(self.meta("schema_version") or 0)
+        if version > SCHEMA_VERSION:
+            raise FeatstoreError(f"{self.root}: store schema version {version} was written by a newer featstore "
+                                 f"(this one reads up to {SCHEMA_VERSION}); upgrade featstore")
+        if version in (1, 2) and self.writable:      # additive: the tables added since
+            self.con.execute(SCHEMA)
+            self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        elif version < 1:
+            raise FeatstoreError(f"{self.root}: store schema version {version} is older than {SCHEMA_VERSION} "
+                                 "and has no migration; re-embed into a new store")
+
+    # ---- meta ----------------------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def generation(self) -> int:
+        """Bumped by every write that changes which vectors are live; indexes record the one they reflect."""
+        return int(self.meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.con.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) WHERE key = 'generation'")
+
+    @contextmanager
+    def transaction(self):
+        self._require_write()
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def _require_write(self) -> None:
+        if not self.writable:
+            raise RuntimeError("store opened read-only")
+
+    # ---- embedding sets ------------------------------------------------------------------------------------
+    def ensure_set(self, s: EmbeddingSet) -> None:
+        self._require_write()
+        if self.get_set(s.set_id):
+            return
+        with self.transaction():
+            self.con.execute(f"CREATE TABLE {s.table} (vec_id BIGINT PRIMARY KEY, hash VARCHAR NOT NULL UNIQUE, "
+                             f"vector FLOAT[{s.dim}] NOT NULL)")
+            self.con.execute("INSERT INTO embedding_sets (set_id, model, dim, table_name, onnx_path, onnx_sha256, "
+                             "preprocess, precision, provider, feature_format) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             [s.set_id, s.model, s.dim, s.table, s.onnx_path, s.onnx_sha256,
+                              json.dumps(s.preprocess), s.precision, s.provider, FEATURE_FORMAT])
+
+    def sets(self) -> list[EmbeddingSet]:
+        rows = self.con.execute("SELECT set_id, model, dim, table_name, onnx_path, onnx_sha256, preprocess, "
+                                "precision, provider FROM embedding_sets ORDER BY created_at").fetchall()
+        return [EmbeddingSet(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8]) for r in rows]
+
+    def get_set(self, set_id: str) -> EmbeddingSet | None:
+        return next((s for s in self.sets() if s.set_id == set_id), None)
+
+    def pick_set(self, model: str | None, modality: str | None = None) -> EmbeddingSet:
+        """The embedding set to read: by model name, `name:precision` (e.g. efficientnet-lite0:int8) or set id;
+        without one, the newest (of the modality)."""
+        sets = [s for s in self.sets() if modality in (None, s.modality)]
+        if not sets:
+            raise FeatstoreError(f"{self.root}: nothing embedded yet"
+                                 + (f" with a {modality} model" if modality else "") + " (run `featstore embed ...`)")
+        if model is None:
+            return sets[-1]
+        matches = [s for s in sets if model in (s.model, s.set_id, f"{s.model}:{s.precision}")]
+        if not matches:
+            raise one_of("model", model, {s.model for s in sets} | {f"{s.model}:{s.precision}" for s in sets}
+                         | {s.set_id for s in sets})
+        return matches[-1]
+
+    # ---- items ---------------------------------------------------------------------------------------------
+    def items_by_path(self) -> dict[str, Item]:
+        rows = self.con.execute("SELECT item_id, path, hash, size, mtime, status, error FROM items").fetchall()
+        return {r[1]: Item(*r) for r in rows}
+
+    def embedded_hashes(self, s: EmbeddingSet) -> set[str]:
+        return {r[0] for r in self.con.execute(f"SELECT hash FROM {s.table}").fetchall()}
+
+    def write_batch(self, s: EmbeddingSet, items: list[dict], hashes: list[str], vectors: np.ndarray | None,
+                    texts: list[tuple] | None = None) -> None:
+        """One atomic write: new vectors for `hashes` plus the item rows (ok or failed) they belong to, and for
+        text, the texts themselves (hash, text, tokens, truncated)."""
+        with self.transaction():
+            if texts:
+                cols = list(zip(*texts))
+                self.con.execute("INSERT INTO texts SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                                 "unnest($3::INTEGER[]), unnest($4::BOOLEAN[]) ON CONFLICT DO NOTHING",
+                                 [list(c) for c in cols])
+            if vectors is not None and len(hashes):
+                self._insert_vectors(s, hashes, vectors)
+            if items:
+                self.upsert_items(items)
+                copies = [it["path"] for it in items if it.get("status") == "ok" and it.get("width") is None
+                          and s.modality == "image"]
+                if copies:
+                    self.fill_copy_sizes("(SELECT unnest($1::VARCHAR[]))", [copies])
+            self._bump_generation()
+
+    def _insert_vectors(self, s: EmbeddingSet, hashes: list[str], vectors: np.ndarray) -> None:
+        """Append vectors with the next vec_ids."""
+        try:
+            self.con.execute(f"""INSERT INTO {s.table}
+                SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1, $1[r + 1], vector
+                FROM {vector_rows(self.con, "_new_vectors", vectors)}""", [list(hashes)])
+        finally:
+            self.con.unregister("_new_vectors")
+
+    def record_run(self, s: EmbeddingSet, source: str, started_at: float, config: dict, summary: dict) -> None:
+        """What an embed run did and with which settings (device, providers, threads, batch size, stage times)."""
+        import datetime
+
+        with self.transaction():
+            self.con.execute("INSERT INTO runs (started_at, set_id, source, config, summary) VALUES (?,?,?,?,?)",
+                             [datetime.datetime.fromtimestamp(started_at), s.set_id, source,
+                              json.dumps(config), json.dumps(summary)])
+
+    def runs(self, limit: int = 10) -> list[dict]:
+        rows = self.con.execute(f"SELECT run_id, started_at, set_id, source, config, summary FROM "
+                                f"{self.relation('runs')} ORDER BY run_id DESC LIMIT ?", [limit]).fetchall()
+        return [{"run_id": r[0], "started_at": str(r[1]), "set_id": r[2], "source": r[3],
+                 "config": json.loads(r[4]), "summary": json.loads(r[5])} for r in rows]
+
+    def upsert_items(self, items: list[dict]) -> None:
+        """Insert or update item rows by path, in one statement (column lists unnested, not row by row)."""
+        cols = ["path", "hash", "size", "mtime", "width", "height", "status", "error"]
+        types = ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "INTEGER", "INTEGER", "VARCHAR", "VARCHAR"]
+        select = ", ".join(f"unnest(${i + 1}::{t}[])" for i, t in enumerate(types))
+        self.con.execute(
+            f"INSERT INTO items ({', '.join(cols)}) SELECT {select} ON CONFLICT (path) DO UPDATE "
+            "SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]) + ", updated_at = now()",
+            [[it.get(c) for it in items] for c in cols])
+
+    def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
+        """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
+        height recorded for that content, so an item's record does not depend on what was stored before it."""
+        self.con.execute(f"""UPDATE items SET width = o.width, height = o.height
+            FROM (SELECT hash, max(width) AS width, max(height) AS height FROM items
+                  WHERE width IS NOT NULL AND hash IN (SELECT hash FROM items WHERE path IN {paths_sql})
+                  GROUP BY hash) o
+            WHERE items.path IN {paths_sql} AND items.status = 'ok' AND items.width IS NULL
+              AND items.hash = o.hash""", params or [])
+
+    def set_labels(self, task: str, labels: dict[str, str]) -> None:
+        """Replace a task's labels for these paths."""
+        if not labels:
+            return
+        with self.transaction():
+            self.con.execute("INSERT INTO labels SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
+                             "ON CONFLICT (task, path) DO UPDATE SET label = excluded.label",
+                             [task, list(labels), list(labels.values())])
+
+    def tasks(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
+
+    def relation(self, table: str) -> str:
+        """A table added since schema 1, or, in an older store opened read-only (not migrated), an empty stand-in
+        with the same columns, so queries need no second form."""
+        if self.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [table]).fetchone()[0]:
+            return table
+        return "(SELECT " + ", ".join(f"NULL AS {c}" for c in ADDED_TABLES[table]) + " WHERE false)"
+
+    def split_of(self, task: str) -> dict[str, str]:
+        """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
+        return dict(self.con.execute(f"SELECT hash, split FROM {self.relation('splits')} WHERE task = ?",
+                                     [task]).fetchall())
+
+    def add_split(self, task: str, assignments: dict[str, str]) -> None:
+        """Record split assignments for contents not assigned yet (existing ones never change)."""
+        if not assignments:
+            return
+        with self.transaction():
+            self.con.execute("INSERT INTO splits SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
+                             "ON CONFLICT DO NOTHING", [task, list(assignments), list(assignments.values())])
+
+    # ---- reading vectors -----------------------------------------------------------------------------------
+    def live_vectors(self, s: EmbeddingSet) -> tuple[np.ndarray, np.ndarray]:
+        """(vec_ids, vectors) of every vector some ok item still points at."""
+        rows = self.con.execute(
+            f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN {LIVE_HASHES} ORDER BY e.vec_id").fetchnumpy()
+        return _unpack(rows, s.dim)
+
+    def live_ids(self, s: EmbeddingSet) -> np.ndarray:
+        """vec_ids of the live vectors, ascending (no vectors read)."""
+        rows = self.con.execute(
+            f"SELECT vec_id FROM {s.table} WHERE hash IN {LIVE_HASHES} ORDER BY vec_id").fetchnumpy()
+        return np.asarray(rows["vec_id"], dtype=np.int64)
+
+    def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096, ids: np.ndarray | None = None):
+        """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk). Each chunk
+        is a vec_id range scan, so DuckDB reads only that range's vectors (zone maps skip the rest). `ids`: the
+        live_ids the caller already holds."""
+        ids = self.live_ids(s) if ids is None else ids
+        for start in range(0, len(ids), chunk):
+            lo, hi = int(ids[start]), int(ids[min(start + chunk, len(ids)) - 1])
+            rows = self.con.execute(
+                f"SELECT vec_id, vector FROM {s.table} WHERE vec_id BETWEEN ? AND ? AND hash IN {LIVE_HASHES} "
+                "ORDER BY vec_id", [lo, hi]).fetchnumpy()
+            yield _unpack(rows, s.dim)
+
+    def live_count(self, s: EmbeddingSet) -> int:
+        """How many of the set's vectors are live (what its FAISS index must hold)."""
+        return self.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN {LIVE_HASHES}").fetchone()[0]
+
+    def vectors_for_hashes(self, s: EmbeddingSet, hashes: list[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        rows = self.con.execute(f"SELECT hash, vector FROM {s.table} WHERE hash IN (SELECT unnest($1))",
+                                [list(hashes)]).fetchall()
+        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
+
+    def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(vec_ids, vectors) of the given vec_ids that exist, in vec_id order."""
+        rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1)) "
+                                "ORDER BY vec_id", [list(map(int, vec_ids))]).fetchnumpy()
+        return _unpack(rows, s.dim)
+
+    def labelled_count(self, s: EmbeddingSet, task: str) -> int:
+        """How many of a task's labelled contents have a vector in this set."""
+        return self.con.execute(
+            f"""SELECT count(DISTINCT e.hash) FROM labels l JOIN items i ON i.path = l.path AND i.status = 'ok'
+                JOIN {s.table} e ON e.hash = i.hash WHERE l.task = ?""", [task]).fetchone()[0]
+
+    def set_for_task(self, task: str, model: str | None) -> EmbeddingSet:
+        """The set to fit a task on: the one asked for, else the newest holding vectors for the task's items."""
+        if model is None:
+            for s in reversed(self.sets()):
+                if self.labelled_count(s, task):
+                    return s
+        return self.pick_set(model)
+
+    def labelled(self, s: EmbeddingSet, task: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(hashes, vectors, labels) of a task, one row per distinct content (duplicates counted once)."""
+        if task not in self.tasks():
+            raise one_of("task", task, self.tasks())
+        rows = self.con.execute(
+            f"""SELECT e.hash, e.vector, min(l.label) AS label, count(DISTINCT l.label) AS n_labels
+                FROM labels l JOIN items i ON i.path = l.path AND i.status = 'ok'
+                JOIN {s.table} e ON e.hash = i.hash
+                WHERE l.task = ? GROUP BY e.hash, e.vector ORDER BY e.hash""", [task]).fetchall()
+        conflicting = sum(1 for r in rows if r[3] > 1)
+        if conflicting:
+            print(f"warning: {conflicting} identical images carry different {task!r} labels; "
+                  "the first label (alphabetically) is used", file=sys.stderr)
+        if not rows:
+            raise FeatstoreError(f"task {task!r} has no embedded items for model {s.model}")
+        hashes = [r[0] for r in rows]
+        vectors = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), s.dim)
+        return hashes, vectors, np.asarray([r[2] for r in rows], dtype=object)
+
+    def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None) -> dict[int, dict]:
+        """For result vec_ids: item id, one path (the first by name), how many paths share it, label, and for
+        text the text itself."""
+        if not vec_ids:
+            return {}
+        rows = self.con.execute(
+            f"""SELECT e.vec_id, min(i.item_id), min(i.path), count(*), min(l.label), e.hash, min(t.text)
+                FROM {s.table} e JOIN items i ON i.hash = e.hash AND i.status = 'ok'
+                LEFT JOIN labels l ON l.path = i.path AND l.task = ?
+                LEFT JOIN {self.relation("texts")} t ON t.hash = e.hash
+                WHERE e.vec_id IN (SELECT unnest($2)) GROUP BY e.vec_id, e.hash""", [task, list(vec_ids)]).fetchall()
+        return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
+                for r in rows}
+
+    def item(self, item_id: int) -> Item:
+        row = self.con.execute("SELECT item_id, path, hash, size, mtime, status, error FROM items WHERE item_id = ?",
+                               [item_id]).fetchone()
+        if not row:
+            raise FeatstoreError(f"no item with id {item_id} in {self.root}")
+        return Item(*row)
+
+
+FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
+
+
+def vector_rows(con: duckdb.DuckDBPyConnection, name: str, vectors: np.ndarray) -> str:
+    """Register an (n, dim) matrix with DuckDB under `name` as flat numpy columns, which DuckDB scans in place (~7x
+    faster than converting it to Python lists), and return a relation of its rows: r (0-based row number) and
+    vector FLOAT[dim]. The caller unregisters `name` when done."""
+    n, dim = vectors.shape
+    con.register(name, {"r": np.repeat(np.arange(n, dtype=np.int64), dim),
+                        "j": np.tile(np.arange(dim, dtype=np.int32), n),
+                        "x": np.ascontiguousarray(vectors, dtype=np.float32).ravel()})
+    return f"(SELECT r, array_agg(x ORDER BY j)::FLOAT[{dim}] AS vector FROM {name} GROUP BY r)"
+
+
+def _unpack(rows: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(rows["vec_id"], dtype=np.int64)
+    if len(ids) == 0:
+        return ids, np.zeros((0, dim), np.float32)
+    return ids, np.stack(rows["vector"]).astype(np.float32)
+
+
+def _connect(db: Path, read_only: bool, root: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(db), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            holder = describe_holder(root / LOCK_FILE)
+            raise FeatstoreError(f"store {root} is being written{holder}; try again when it finishes") from None
+        raise FeatstoreError(f"{db}: cannot open store ({str(exc).splitlines()[0]})") from None
+
+
+def describe_holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(lock_path.read_text())
+        return f" by PID {info['pid']} ({info['command']}, since {info['since']})"
+    except (OSError, ValueError, KeyError):
+        return " by another process"
+
+
+def _take_writer_lock(lock_path: Path, wait: bool) -> int:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if not wait:
+            holder = describe_holder(lock_path)
+            os.close(fd)
+            raise FeatstoreError(f"store {lock_path.parent} is being written{holder}; "
+                                 "wait for it to finish (or pass --wait)") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    info = {"pid": os.getpid(), "command": " ".join(["featstore"] + sys.argv[1:3]),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    return fd

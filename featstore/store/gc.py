@@ -1,0 +1,45 @@
+"""Garbage collection: drop superseded vectors and old embedding sets no head uses, then compact the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from featstore.search.index import paths
+from featstore.models.precision import info_path
+from featstore.store.db import REFERENCED_HASHES, Store
+
+
+def collect(store: Store, dry_run: bool = False) -> dict:
+    """Old sets = not the newest set of their model and precision (an int8 set does not supersede the fp32 one)
+    and not used by any stored head. A dropped int8 set's calibrated graph in the store goes with it."""
+    sets = store.sets()
+    newest = {(s.model, s.precision): s.set_id for s in sets}       # sets() is ordered by creation time
+    used = {r[0] for r in store.con.execute("SELECT DISTINCT set_id FROM heads").fetchall()}
+    old = [s for s in sets if newest[(s.model, s.precision)] != s.set_id and s.set_id not in used]
+    superseded = {}
+    for s in sets:
+        if s in old:
+            continue
+        superseded[s.set_id] = store.con.execute(
+            f"SELECT count(*) FROM {s.table} WHERE hash NOT IN {REFERENCED_HASHES}").fetchone()[0]
+    report = {"removed_sets": [{"set_id": s.set_id, "model": s.model} for s in old],
+              "removed_vectors": superseded, "dry_run": dry_run}
+    if dry_run:
+        return report
+    with store.transaction():
+        for s in old:
+            store.con.execute(f"DROP TABLE {s.table}")
+            store.con.execute("DELETE FROM embedding_sets WHERE set_id = ?", [s.set_id])
+        for s in sets:
+            if s not in old and superseded[s.set_id]:
+                store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN {REFERENCED_HASHES}")
+        if old or any(superseded.values()):      # nothing removed: the indexes stay current
+            store._bump_generation()
+    for s in old:
+        for path in paths(store, s):
+            path.unlink(missing_ok=True)
+        graph = Path(s.onnx_path)
+        if graph.parent == store.root / "models" and not any(t.onnx_path == s.onnx_path for t in store.sets()):
+            graph.unlink(missing_ok=True)
+            info_path(graph).unlink(missing_ok=True)
+    store.con.execute("CHECKPOINT")
+    return report

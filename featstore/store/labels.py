@@ -1,0 +1,50 @@
+"""Labels from a CSV: one embedded dataset can carry many tasks (besides the subfolder-name task)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from featstore.errors import FeatstoreError
+from featstore.embed.source import display_path
+from featstore.store.db import Store
+from featstore.user_csv import read_user_csv
+
+
+def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
+    """Rows (path or content hash, label) -> the task's labels. Relative paths are tried against the CSV's
+    folder, then the current directory. Rows that match nothing in the store are reported, not stored."""
+    csv_path = Path(csv_path)
+    columns, rows = read_user_csv(csv_path)
+    key = "path" if "path" in columns else "hash" if "hash" in columns else None
+    if key is None or "label" not in columns:
+        raise FeatstoreError(f"{csv_path}: needs a header with a 'path' or 'hash' column and a 'label' column "
+                             f"(found: {', '.join(columns) or 'no header'})")
+    items = store.items_by_path()
+    by_hash: dict[str, list[str]] = {}
+    for item in items.values():
+        if item.hash:
+            by_hash.setdefault(item.hash, []).append(item.path)
+    labels: dict[str, str] = {}
+    unmatched = []
+    for line, row in enumerate(rows, start=2):
+        value, lab = row.get(key, ""), row.get("label", "")
+        if not value or not lab:
+            unmatched.append({"line": line, "key": value, "reason": f"empty {key if not value else 'label'}"})
+            continue
+        paths = by_hash.get(value.lower(), []) if key == "hash" else _match_path(value, csv_path.parent, items)
+        if not paths:
+            unmatched.append({"line": line, "key": value, "reason": "not in the store"})
+        for p in paths:
+            labels[p] = lab
+    store.set_labels(task, labels)
+    return {"task": task, "csv": str(csv_path), "key": key, "rows": len(rows), "labelled_paths": len(labels),
+            "distinct_labels": len(set(labels.values())), "unmatched": unmatched}
+
+
+def _match_path(value: str, csv_dir: Path, items: dict) -> list[str]:
+    candidates = [value] if os.path.isabs(value) else [str(csv_dir / value), value]
+    for c in candidates:
+        key = display_path(os.path.abspath(c))
+        if key in items:
+            return [key]
+    return []
