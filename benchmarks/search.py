@@ -31,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from featstore.search.index_kinds import Vectors, build_tuned, choose, exact_topk, recall_at, set_param
+from featstore.store.index_kinds import Vectors, build_tuned, choose, exact_topk, recall_at, set_param
 from featstore.search.query import EXACT_SUBSET, SUBSET_FRACTION, postfilter_topk
 
 HERE = Path(__file__).resolve().parent
@@ -63,7 +63,7 @@ def near_duplicates_streamed(n: int, dim: int, nprobe: int, threshold: float = 0
     """featstore's duplicates search (duplicates.pairs_in_chunks) over an IVF-SQ8 index of n streamed vectors,
     run in this process so that its peak memory is what it alone needs."""
     from featstore.search.duplicates import pairs_in_chunks
-    from featstore.search.index_kinds import Vectors, empty, train
+    from featstore.store.index_kinds import Vectors, empty, train
 
     size = min(100_000, n)          # chunks of the streamed set (n below 100,000: one chunk)
     n_chunks = n // size

@@ -160,14 +160,15 @@ def ceiling(onnx_path: Path, pixels: np.ndarray, pre, threads: int, device: str 
     `threads` threads. CPU: normalised tensors (normalising not counted), the better of featstore's session
     settings and the same with ONNX Runtime's default spin-waiting (best for pure inference). CUDA: the uint8
     pixels through the session as featstore runs it (normalised inside the graph, on the GPU)."""
-    from featstore.embed.run import DEFAULT_BATCH, Backbone
+    from featstore.embed.backbones import session_for
+    from featstore.embed.run import DEFAULT_BATCH
     from featstore.models.preprocess import normalise
 
     pixels = np.ascontiguousarray(np.resize(pixels, (DEFAULT_BATCH[device],) + pixels.shape[1:]))
     tensors = normalise(pixels, pre)
     best = 0.0
     for spin in ((False, True) if device == "cpu" else (False,)):
-        b = Backbone(onnx_path, device=device, threads=threads, spin=spin)
+        b = session_for(onnx_path, device, pre, threads=threads, spin=spin)
         run = (lambda: b.run(tensors)) if device == "cpu" else (lambda: b.run_pixels(pixels, pre))
         run()
         n, t0 = 0, time.perf_counter()
@@ -215,10 +216,10 @@ def tutorial(files: list[Path], threads: int, device: str = "cpu") -> dict:
 def featstore_run(folder: Path, precision: str, threads: int, store_dir: Path, device: str = "cpu") -> dict:
     """featstore end to end, in process: files -> vectors in a fresh store (session started before the clock,
     as the tutorial's model is loaded before its clock; int8 calibration is timed separately)."""
-    from featstore.embed.run import DEFAULT_BATCH, Backbone
+    from featstore.embed.run import DEFAULT_BATCH
     from featstore.models.catalog import resolve
     from featstore.embed.local import embed_files
-    from featstore.embed.backbones import open_backbone
+    from featstore.embed.backbones import open_backbone, session_for
     from featstore.embed.source import scan_folder
     from featstore.store.db import Store
 
@@ -230,8 +231,8 @@ def featstore_run(folder: Path, precision: str, threads: int, store_dir: Path, d
         backbone, eset = open_backbone(spec, device=device, log=lambda *_: None, precision=precision, store=store,
                                        calibration_paths=[f.path for f in files])
         prepare = time.perf_counter() - t0
-        graph = backbone.onnx_path          # fp32, int8 or fp16 (before any pixel-input fusion)
-        backbone = Backbone(graph, device=device, threads=threads)
+        graph = eset.onnx_path              # fp32, int8 or fp16 (before any pixel-input fusion)
+        backbone = session_for(graph, device, spec.preprocess, threads=threads)
         if device == "cuda":        # warm-up, before the clock (first CUDA calls, cuDNN's algorithm search)
             size = spec.preprocess.size
             backbone.run_pixels(np.zeros((DEFAULT_BATCH[device], size, size, 3), np.uint8), spec.preprocess)
@@ -247,7 +248,7 @@ def decode_only(files: list[Path], spec) -> dict:
     """One thread, decode + resize only: the naive full decode vs featstore's (DCT-domain downscaling)."""
     from PIL import Image
 
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
 
     def naive(f):
         img = Image.open(f).convert("RGB")
@@ -326,7 +327,7 @@ def main() -> None:
 
     from featstore.models.catalog import resolve
     from featstore.models.export import ensure_exported
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
 
     folder = Path(args.folder)
     spec = resolve(None)

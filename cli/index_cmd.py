@@ -26,8 +26,8 @@ def index_group():
 def build(kind, recall, memory, model, wait, store_path, as_json):
     """(Re)build the index of an embedding set and record its kind, parameters and measured recall."""
     from featstore.errors import FeatstoreError
-    from featstore.search.index import read_stamp, rebuild
-    from featstore.search.index_kinds import parse_bytes
+    from featstore.store.index import read_stamp, rebuild
+    from featstore.store.index_kinds import parse_bytes
     from featstore.store.db import Store
 
     try:

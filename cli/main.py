@@ -127,7 +127,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
     images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
     file, or a folder of .txt files in class subfolders."""
-    from featstore.embed.run import expected_device
+    from featstore.models.session import expected_device
     from featstore.models.catalog import resolve
     from featstore.embed.local import embed_files
     from featstore.embed.manifest import is_image_manifest, read_manifest

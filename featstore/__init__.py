@@ -1,7 +1,19 @@
 """featstore: embed datasets once with frozen pretrained backbones, then fit heads and search in seconds.
 
-Pipeline: source (source.py) -> decode (decode.py) -> preprocess (preprocess.py) -> backbone (backbone.py, ONNX
-Runtime) -> store (store.py, DuckDB; index.py, FAISS), composed by embed.py. Heads (heads.py), search (search.py)
-and predict (predict.py) read the store. The CLI (featstore.cli) is a thin layer over these functions.
+    import featstore
+    fs = featstore.open("my-store")
+    fs.embed("images/")                         # every image once; labels from subfolder names
+    fs.fit_head("images", head="logreg")        # a head on the cached features, with held-out metrics
+    fs.search(like="query.jpg", k=10)           # nearest neighbours
+    X, ids = fs.vectors()                       # the vectors as numpy; fs.to_pandas() joins items and labels
+
+The package, lowest layer first: models/ (backbones -> runnable ONNX graphs), store/ (DuckDB + FAISS),
+embed/ (the pipeline: source -> decode -> run -> write), search/, heads/, apps/ (what reads the store), api/
+(this interface); the CLI (featstore.cli) is a thin shell over it.
 """
+from featstore.api.handle import Featstore, open  # noqa: A004
+from featstore.api.options import EmbedOptions, FitOptions, SearchOptions
+from featstore.errors import FeatstoreError
+
 __version__ = "0.1.0"
+__all__ = ["open", "Featstore", "EmbedOptions", "FitOptions", "SearchOptions", "FeatstoreError", "__version__"]

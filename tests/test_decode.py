@@ -5,7 +5,7 @@ from PIL import Image
 
 import badfiles
 from featstore.models.catalog import resolve
-from featstore.embed.decode import decode_image
+from featstore.models.images import decode_image
 from featstore.errors import DecodeError
 from featstore.models.preprocess import crop_resize
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from featstore import export
+from featstore.models import export
 from featstore.embed.run import Backbone
 from featstore.models.catalog import resolve
-from featstore.embed.decode import decode_image
+from featstore.models.images import decode_image
 from featstore.errors import FeatstoreError
 from featstore.models.preprocess import crop_resize, draft_target, normalise
 from featstore.models.torch_backbones import load_classifier, load_features

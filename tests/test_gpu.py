@@ -35,7 +35,7 @@ def fp32_graph(request):
 @pytest.fixture(scope="module")
 def photos():
     from featstore.models.catalog import resolve
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
     from featstore.models.preprocess import normalise
     from featstore.embed.source import scan_folder
 
@@ -70,17 +70,18 @@ def test_io_binding_pads_short_batches_into_one_buffer(fp32_graph, photos):
 
 
 def test_pixels_normalised_inside_the_graph_on_cuda(fp32_graph):
+    from featstore.embed.backbones import session_for
     from featstore.embed.run import Backbone
     from featstore.models.catalog import resolve
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
     from featstore.embed.source import scan_folder
 
     pre = resolve(None).preprocess
     pixels = np.stack([read_pixels(f.path, pre).pixels for f in scan_folder(SAMPLE)[0][:20]])
-    fused = Backbone(fp32_graph, device="cuda")
+    fused = session_for(fp32_graph, "cuda", pre)
     got = fused.run_pixels(pixels, pre)
     assert fused.config()["normalise"] == "in the graph" and fused.input_dtype == np.uint8
-    host = Backbone(fp32_graph, device="cuda", pixels_in_graph=False)
+    host = Backbone(fp32_graph, device="cuda")
     assert _cosines(got, host.run_pixels(pixels, pre)).min() > 0.9999
     assert host.config()["normalise"] == "on the host"
 
@@ -125,7 +126,7 @@ def test_embed_on_cuda_through_the_cli(fp32_graph, tmp_path):
 def test_faiss_gpu_finds_what_the_cpu_finds():
     """featstore's GPU index paths: IVF trained with its k-means on the GPU (index_kinds.train), flat and IVF
     indexes cloned to the GPU for search (index_kinds.on_gpu, as search.py does); same neighbours as on the CPU."""
-    from featstore.search.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
+    from featstore.store.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
 
     if gpu_count() == 0:
         pytest.skip("faiss has no GPU here (faiss-gpu not installed)")

@@ -19,7 +19,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 def test_tuned_recall_holds_on_fresh_queries(kind):
     import faiss
 
-    from featstore.search.index_kinds import Vectors, build_tuned, set_param
+    from featstore.store.index_kinds import Vectors, build_tuned, set_param
 
     data = clustered(20500, 64, 0)
     base, queries = data[:20000], data[20000:]              # the queries are not used for tuning
@@ -37,7 +37,7 @@ def test_tuned_recall_holds_on_fresh_queries(kind):
 
 def test_unreachable_recall_target_is_reported():
     """A target the ladder cannot reach (8-bit quantised vectors are not exact) is recorded as not reached."""
-    from featstore.search.index_kinds import Vectors, build_tuned
+    from featstore.store.index_kinds import Vectors, build_tuned
 
     data = clustered(20000, 64, 1)
     _, record = build_tuned("ivf-sq8", Vectors(np.arange(1, 20001, dtype=np.int64), data), 64, target=1.0)
@@ -51,7 +51,7 @@ def test_unreachable_recall_target_is_reported():
 
 
 def test_auto_rule():
-    from featstore.search.index_kinds import choose, parse_bytes
+    from featstore.store.index_kinds import choose, parse_bytes
 
     assert choose(10_000, 1280, parse_bytes("4GB")) == "flat"
     assert choose(500_000, 1280, parse_bytes("4GB")) == "ivf"           # 2.6 GB of floats fits

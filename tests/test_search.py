@@ -36,7 +36,7 @@ def test_where_on_path_and_fewer_passing_than_k(run, store):
 
 
 def test_postfilter_path_matches_exact_subset(store, monkeypatch):
-    from featstore import search as search_mod
+    from featstore.search import query as search_mod
     from featstore.store.db import Store
 
     rose = str(sorted((SAMPLE / "roses").glob("*.jpg"))[0])

@@ -85,7 +85,7 @@ def test_fp16_graph_matches_fp32(home, tmp_path):
     """fp16 is a GPU precision; its conversion is checked here on the CPU, where ONNX Runtime can still run it."""
     from featstore.embed.run import Backbone
     from featstore.models.catalog import resolve
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
     from featstore.models.export import ensure_exported, parity_photos
     from featstore.models.precision import fp16_graph
     from featstore.models.preprocess import normalise
@@ -182,7 +182,7 @@ def test_io_binding_path_gives_the_same_features(home):
     device: same features as a plain run, across batch-size changes (short batches padded into the buffer)."""
     from featstore.embed.run import Backbone
     from featstore.models.catalog import resolve
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
     from featstore.models.export import ensure_exported, parity_photos
     from featstore.models.preprocess import normalise
 
@@ -239,9 +239,10 @@ def test_pixels_in_graph_equal_host_normalisation(home):
     features as normalising on the host, for the catalogue's normalisation and for per-channel ImageNet ones."""
     from dataclasses import replace
 
+    from featstore.embed.backbones import session_for
     from featstore.embed.run import Backbone
     from featstore.models.catalog import resolve
-    from featstore.embed.local import read_pixels
+    from featstore.embed.decode import read_pixels
     from featstore.models.export import ensure_exported, parity_photos
     from featstore.models.precision import fp16_graph
     from featstore.models.preprocess import normalise
@@ -251,7 +252,7 @@ def test_pixels_in_graph_equal_host_normalisation(home):
     pixels = np.stack([read_pixels(str(p), spec.preprocess).pixels for p in parity_photos()])
     imagenet = replace(spec.preprocess, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
     for pre in (spec.preprocess, imagenet):
-        fused = Backbone(path, device="cpu", pixels_in_graph=True)
+        fused = session_for(path, "cpu", pre, pixels_in_graph=True)
         got = fused.run_pixels(pixels, pre)
         assert fused.input_dtype == np.uint8 and fused.config()["normalise"] == "in the graph"
         assert np.allclose(got, Backbone(path, device="cpu").run(normalise(pixels, pre)), atol=1e-5)
@@ -261,7 +262,7 @@ def test_pixels_in_graph_equal_host_normalisation(home):
     assert plain.config()["normalise"] == "on the host"          # the CPU default
     # the fp16 graph too (its converter leaves the input cast node out of topological order: fused all the same)
     half = fp16_graph(path, log=lambda *_: None)
-    assert np.allclose(Backbone(half, device="cpu", pixels_in_graph=True).run_pixels(pixels, spec.preprocess),
+    assert np.allclose(session_for(half, "cpu", spec.preprocess, pixels_in_graph=True).run_pixels(pixels, spec.preprocess),
                        Backbone(half, device="cpu").run_pixels(pixels, spec.preprocess), atol=1e-5)
 
 
@@ -270,7 +271,7 @@ def test_a_dead_decode_process_stops_the_run_with_one_line(home, small_folder):
     import os
     import signal
 
-    from featstore import decode_pool
+    from featstore.embed import decode_pool
     from featstore.models.catalog import resolve
     from featstore.embed.local import Clock
     from featstore.errors import FeatstoreError

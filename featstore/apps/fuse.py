@@ -52,9 +52,9 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
         text = (f"RGB; centre square of {p['crop_fraction']} x the shorter side, resized ({p['interpolation']}) "
                 f"to {p['size']} x {p['size']}; (pixel - {p['mean']}) / {p['std']} per channel; NCHW float32")
     meta = {"featstore.head": head_name, "featstore.kind": record["kind"], "featstore.task": record["task"],
-            "featstore.embed.run": s.model, "featstore.embedding_set": s.set_id,
+            "featstore.backbone": s.model, "featstore.embedding_set": s.set_id,
             "featstore.outputs": json.dumps(program.outputs), "featstore.task_type": program.task_type,
-            "featstore.models.preprocess": json.dumps(p), "featstore.preprocess_text": text}
+            "featstore.preprocess": json.dumps(p), "featstore.preprocess_text": text}
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))

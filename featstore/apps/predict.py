@@ -10,7 +10,8 @@ from featstore.embed.text import embed_texts
 from featstore.errors import FeatstoreError
 from featstore.heads.storage import load_head
 from featstore.embed.backbones import backbone_for_set
-from featstore.embed.source import display_path, from_paths
+from featstore.embed.source import from_paths
+from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.embed.text_source import read_text_source
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from featstore.heads.evaluate import main_metric
 from featstore.heads.storage import head_records
-from featstore.search.index import read_stamp
+from featstore.store.index import read_stamp
 from featstore.store.db import Store
 
 

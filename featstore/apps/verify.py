@@ -5,8 +5,8 @@ import faiss
 import numpy as np
 
 from featstore.hashing import content_hash
-from featstore.search.index import is_current, paths
-from featstore.embed.source import fs_path
+from featstore.store.index import is_current, paths
+from featstore.paths import fs_path
 from featstore.store.db import Store
 
 CHUNK = 50_000

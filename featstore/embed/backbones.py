@@ -10,13 +10,18 @@ import hashlib
 import json
 from pathlib import Path
 
-from featstore.embed.run import Backbone, provider_class
-from featstore.models.catalog import ModelSpec, Preprocess, catalogue_spec
+import numpy as np
+
+from featstore.embed.decode import read_pixels
+from featstore.embed.run import Backbone
 from featstore.errors import FeatstoreError
-from featstore.models.export import ensure_exported
 from featstore.hashing import file_sha256
-from featstore.models.precision import check as check_precision
-from featstore.models.precision import fp16_graph, int8_graph
+from featstore.models.catalog import ModelSpec, Preprocess, catalogue_spec
+from featstore.models.export import ensure_exported
+from featstore.models.graph_input import pixel_input_graph
+from featstore.models.precision import CALIBRATION_IMAGES, check as check_precision, fp16_graph, int8_graph
+from featstore.models.preprocess import normalise
+from featstore.models.session import expected_device, provider_class
 from featstore.store.db import FEATURE_FORMAT, EmbeddingSet
 
 
@@ -39,16 +44,46 @@ def open_backbone(spec: ModelSpec, device: str = "auto", log=print, precision: s
     Runtime session itself starts on first use). int8 needs the store (its calibrated graph lives there, shared
     by later int8 runs) and the paths to calibrate on."""
     onnx_path = ensure_exported(spec, log=log)
-    backbone = Backbone(onnx_path, device=device)
-    check_precision(precision, backbone.device)
+    check_precision(precision, expected_device(device))
     if precision == "int8":
         reuse = [s.onnx_path for s in store.sets() if s.model == spec.name and s.precision == "int8"]
-        onnx_path = int8_graph(spec, onnx_path, store.root, calibration_paths or [], reuse, log=log)
+        onnx_path = int8_graph(spec, onnx_path, store.root, lambda: calibration_batch(spec, calibration_paths or []),
+                               reuse, log=log)
     elif precision == "fp16":
         onnx_path = fp16_graph(onnx_path, log=log)
-    if precision != "fp32":
-        backbone = Backbone(onnx_path, device=device)
+    backbone = session_for(onnx_path, device, spec.preprocess if spec.modality == "image" else None)
     return backbone, set_for(spec, onnx_path, backbone.device, precision)
+
+
+def session_for(onnx_path: Path, device: str = "auto", pre: Preprocess | None = None,
+                pixels_in_graph: bool | None = None, **options) -> Backbone:
+    """The session an image backbone runs in: on CUDA (or when `pixels_in_graph` asks) over the graph with its
+    normalisation fused into a uint8 input (models.graph_input), made before the session opens, so the host sends
+    uint8 and does no float pass; else over `onnx_path` itself, normalising on the host. `pre` None: text."""
+    fuse = expected_device(device) == "cuda" if pixels_in_graph is None else pixels_in_graph
+    if pre is not None and fuse:
+        try:
+            return Backbone(pixel_input_graph(Path(onnx_path), pre), device=device, pixels_for=pre, **options)
+        except OSError:                 # the home is not writable: normalise on the host, as on the CPU
+            pass
+    return Backbone(onnx_path, device=device, **options)
+
+
+def calibration_batch(spec: ModelSpec, paths: list[str]) -> tuple[np.ndarray, list[str]]:
+    """A seeded sample of the user's images, preprocessed exactly as for embedding: (tensor, their hashes)."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(paths))
+    pixels, hashes = [], []
+    for i in order:
+        prep = read_pixels(paths[i], spec.preprocess)
+        if prep.pixels is not None and prep.hash not in hashes:
+            pixels.append(prep.pixels)
+            hashes.append(prep.hash)
+        if len(pixels) == CALIBRATION_IMAGES:
+            break
+    if len(pixels) < 8:
+        raise FeatstoreError(f"int8 calibration needs at least 8 readable images in the source, found {len(pixels)}")
+    return normalise(np.stack(pixels), spec.preprocess), sorted(hashes)
 
 
 def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
@@ -66,7 +101,8 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
                              f"(model {s.model}); re-embed with the current model")
     if s.modality == "text":
         return Backbone(path, device=device), _tokenizer_for_set(s)
-    return Backbone(path, device=device), Preprocess.from_dict(s.preprocess)
+    pre = Preprocess.from_dict(s.preprocess)
+    return session_for(path, device, pre), pre
 
 
 def _tokenizer_for_set(s: EmbeddingSet):

@@ -1,61 +1,96 @@
-"""Decode: file bytes -> an upright RGB PIL image, or a DecodeError saying why not."""
+"""Decode: the pipeline stage that turns a listed file into pixels at the model's input size (read, content hash,
+decode, crop/resize), never raising for bad input: a file that cannot be read or decoded comes back with the
+reason. `decoded` runs it in a thread pool a bounded window ahead; decode_pool.py runs it in processes."""
 from __future__ import annotations
 
-import io
-import warnings
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
 
-from featstore.errors import DecodeError
+from featstore.embed.source import SourceFile
+from featstore.errors import DecodeError, FeatstoreError
+from featstore.hashing import content_hash
+from featstore.models.catalog import Preprocess
+from featstore.models.images import decode_image
+from featstore.models.preprocess import crop_resize, draft_target
+from featstore.uri import is_uri, read_bytes
 
-MAX_PIXELS = 64_000_000          # refuse larger images before decoding them (decompression-bomb guard)
-Image.MAX_IMAGE_PIXELS = None    # featstore enforces MAX_PIXELS itself, with a clear reason
+
+@dataclass
+class Prepared:
+    """A file after the decode stage: its hash and pixels, or the reason it failed."""
+
+    file: SourceFile
+    hash: str | None = None
+    pixels: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+    seconds: float = 0.0          # CPU time of the worker thread (wall time would count waits for a core)
 
 
-def decode_image(data: bytes, draft_to: int | None = None) -> Image.Image:
-    """Open image bytes, apply EXIF orientation, take the first frame, convert to 8-bit RGB.
+def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
+    """Read, hash, decode and crop/resize one file (the decode stage's unit of work). Never raises for bad input.
 
-    draft_to: the smallest shorter side the caller needs; a JPEG much larger than that is decoded
-    directly at a reduced scale (DCT-domain downscaling), which is cheaper and keeps quality.
+    A file whose hash is in `known` (already embedded) is hashed but not decoded.
     """
-    if not data:
-        raise DecodeError("empty file (0 bytes)")
+    t0 = time.thread_time()
+    out = Prepared(file=None)  # type: ignore[arg-type]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise DecodeError(f"image is {w}x{h} ({w * h / 1e6:.0f} MP), over the {MAX_PIXELS / 1e6:.0f} MP "
-                                  "limit (decompression-bomb guard)")
-            if draft_to and img.format == "JPEG":
-                scale = min(w, h) / draft_to
-                if scale >= 2:
-                    img.draft("RGB", (int(w / scale) + 1, int(h / scale) + 1))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except DecodeError:
+        data = read_bytes(path) if is_uri(path) else _read_local(path)
+    except FileNotFoundError:
+        out.error = "file vanished before it could be read"
+    except IsADirectoryError:
+        out.error = "is a folder, not a file"
+    except OSError as exc:
+        out.error = f"cannot read file: {exc.strerror or exc}"
+    except FeatstoreError:
         raise
-    except Image.UnidentifiedImageError:
-        raise DecodeError("not an image file Pillow can read") from None
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
-        reason = str(exc) or type(exc).__name__
-        raise DecodeError(f"cannot decode image: {reason}") from None
+    except Exception as exc:      # noqa: BLE001  (an fsspec backend's own error for one URL: that item fails)
+        out.error = f"cannot read URL: {str(exc) or type(exc).__name__}"
+    else:
+        out.hash = content_hash(data)
+        if known is None or out.hash not in known:
+            try:
+                img = decode_image(data, draft_to=draft_target(p))
+                out.width, out.height = img.size
+                out.pixels = crop_resize(img, p)
+            except DecodeError as exc:
+                out.error = str(exc)
+    out.seconds = time.thread_time() - t0
+    return out
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB from any mode: 16-bit greyscale is scaled, transparency is composited on white."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
+def _read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock):
+    """Prepared files in listing order, decoded by `workers` threads at most `window` files ahead."""
+    def work(f: SourceFile) -> Prepared:
+        prep = Prepared(file=f, error=f.error) if f.error else read_pixels(f.path, pre, known)
+        prep.file = f
+        return prep
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featstore-decode") as pool:
+        pending: deque = deque()
+        it = iter(todo)
+        for f in it:
+            pending.append(pool.submit(work, f))
+            if len(pending) >= window:
+                break
+        while pending:
+            t0 = time.perf_counter()
+            prep = pending.popleft().result()
+            clock.add("waiting for decode", time.perf_counter() - t0)
+            clock.add("decode CPU (workers)", prep.seconds)
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(work, nxt))
+            yield prep
+
+

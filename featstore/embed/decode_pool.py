@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from featstore.embed.local import Prepared, read_pixels        # (embed imports this module only inside run_stages)
+from featstore.embed.decode import Prepared, read_pixels
 from featstore.errors import FeatstoreError
 
 CHUNK = 8            # files per task: the per-task cost of a process pool is paid once for several images
@@ -56,7 +56,7 @@ def decoded(todo: list, pre, known: set, workers: int, window: int, clock):
         slots = np.memmap(path, np.uint8, "r+", shape=shape)
         context = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
         if context.get_start_method() == "forkserver":   # workers forked with featstore already imported
-            context.set_forkserver_preload(["featstore.embed.local", "featstore.embed.decode_pool"])
+            context.set_forkserver_preload(["featstore.embed.decode", "featstore.embed.decode_pool"])
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start,
                                  initargs=(path, shape, pre, frozenset(known))) as pool:
             pending: deque = deque()

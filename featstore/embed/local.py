@@ -1,11 +1,11 @@
 """The embed pipeline, one stage per function, in the order the data flows:
 
     plan    (source)  which listed files need work: unchanged files are skipped without being read
-    decode  (workers) read + hash + decode + crop/resize, a bounded window ahead: in a thread pool, or on a GPU
-                      machine in worker processes that write into shared memory (decode_pool.py)
+    decode  (workers) read + hash + decode + crop/resize, a bounded window ahead (decode.py): in a thread pool,
+                      or on a GPU machine in worker processes that write into shared memory (decode_pool.py)
     batch   (main)    pixels into a preallocated batch buffer; copies of stored content need no backbone
-    run     (main)    normalise (on the host, or inside the graph on CUDA), run the backbone
-    write   (writer)  one transaction per batch, in its own thread (writer.py)
+    run     (main)    normalise (on the host, or inside the graph on CUDA), run the backbone (run.py)
+    write   (writer)  one transaction per batch, in its own thread (write.py)
 
 Pillow, ONNX Runtime and DuckDB release the GIL, so decode and write overlap inference; the window and the
 writer's queue are bounded, so memory stays flat whatever the folder size. A killed run loses at most the batches
@@ -16,36 +16,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
-from featstore.embed.decode import decode_image
-from featstore.errors import DecodeError, FeatstoreError
-from featstore.hashing import content_hash
-from featstore.search.index import is_current, refresh
-from featstore.models.preprocess import crop_resize, draft_target
-from featstore.embed.source import SourceFile, display_path
+from featstore.embed.decode import Prepared, decoded, read_pixels
+from featstore.errors import DecodeError
+from featstore.store.index import is_current, refresh
+from featstore.embed.source import SourceFile
+from featstore.paths import display_path
 from featstore.store.db import EmbeddingSet, Store
-from featstore.uri import is_uri, read_bytes
 from featstore.embed.write import BatchWriter
-
-
-@dataclass
-class Prepared:
-    """A file after the decode stage: its hash and pixels, or the reason it failed."""
-
-    file: SourceFile
-    hash: str | None = None
-    pixels: np.ndarray | None = None
-    width: int | None = None
-    height: int | None = None
-    error: str | None = None
-    seconds: float = 0.0          # CPU time of the worker thread (wall time would count waits for a core)
 
 
 @dataclass
@@ -68,6 +51,7 @@ class EmbedSummary:
     device: str = ""
     task: str | None = None
     label_source: str = ""        # where the labels came from, as the summary says it
+    labelled: int = 0             # items of the source that carry a label of `task`
     unit: str = "image"
     truncated: int = 0            # texts cut at the model's token limit (flagged in the store)
 
@@ -89,43 +73,6 @@ class Clock:
         self.seconds[stage] += seconds
 
 
-def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
-    """Read, hash, decode and crop/resize one file (the decode stage's unit of work). Never raises for bad input.
-
-    A file whose hash is in `known` (already embedded) is hashed but not decoded.
-    """
-    t0 = time.thread_time()
-    out = Prepared(file=None)  # type: ignore[arg-type]
-    try:
-        data = read_bytes(path) if is_uri(path) else _read_local(path)
-    except FileNotFoundError:
-        out.error = "file vanished before it could be read"
-    except IsADirectoryError:
-        out.error = "is a folder, not a file"
-    except OSError as exc:
-        out.error = f"cannot read file: {exc.strerror or exc}"
-    except FeatstoreError:
-        raise
-    except Exception as exc:      # noqa: BLE001  (an fsspec backend's own error for one URL: that item fails)
-        out.error = f"cannot read URL: {str(exc) or type(exc).__name__}"
-    else:
-        out.hash = content_hash(data)
-        if known is None or out.hash not in known:
-            try:
-                img = decode_image(data, draft_to=draft_target(p))
-                out.width, out.height = img.size
-                out.pixels = crop_resize(img, p)
-            except DecodeError as exc:
-                out.error = str(exc)
-    out.seconds = time.thread_time() - t0
-    return out
-
-
-def _read_local(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 # ---- plan (source) --------------------------------------------------------------------------------------------
 def plan(store: Store, embedded: set, files: list[SourceFile], summary: EmbedSummary,
          retry_failed: bool) -> list[SourceFile]:
@@ -143,32 +90,6 @@ def plan(store: Store, embedded: set, files: list[SourceFile], summary: EmbedSum
         else:
             todo.append(f)
     return todo
-
-
-# ---- decode (worker threads) ------------------------------------------------------------------------------------
-def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock: Clock):
-    """Prepared files in listing order, decoded by `workers` threads at most `window` files ahead."""
-    def work(f: SourceFile) -> Prepared:
-        prep = Prepared(file=f, error=f.error) if f.error else read_pixels(f.path, pre, known)
-        prep.file = f
-        return prep
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featstore-decode") as pool:
-        pending: deque = deque()
-        it = iter(todo)
-        for f in it:
-            pending.append(pool.submit(work, f))
-            if len(pending) >= window:
-                break
-        while pending:
-            t0 = time.perf_counter()
-            prep = pending.popleft().result()
-            clock.add("waiting for decode", time.perf_counter() - t0)
-            clock.add("decode CPU (workers)", prep.seconds)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
-            yield prep
 
 
 # ---- batch (main thread) -------------------------------------------------------------------------------------

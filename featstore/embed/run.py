@@ -11,58 +11,16 @@ packages (`onnxruntime-gpu[cuda,cudnn]`, which the `gpu` extra asks for) are loa
 """
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.models.preprocess import normalise
+from featstore.models.session import expected_device, open_session
 
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}   # CPU throughput is flat beyond ~8; a GPU wants bigger batches
-
-
-@functools.cache
-def _preload_cuda_libraries() -> None:
-    """Load the CUDA/cuDNN shared libraries that pip packages ship (nvidia-*), once per process. Whatever cannot be
-    loaded here is caught later: the session check sees the provider missing and says so."""
-    import contextlib
-    import io
-
-    import onnxruntime as ort
-
-    if hasattr(ort, "preload_dlls"):
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-            ort.preload_dlls(msvc=False)
-
-
-def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        _preload_cuda_libraries()
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise FeatstoreError("--device cuda: this onnxruntime has no CUDA provider "
-                                 f"(available: {', '.join(available)}); install featstore[gpu]")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
-    raise FeatstoreError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
-
-
-def provider_class(device_used: str) -> str:
-    """The provider class that goes into an embedding set's key: 'cpu' or 'cuda'."""
-    return "cuda" if device_used == "cuda" else "cpu"
-
-
-def expected_device(device: str) -> str:
-    """The device a session for this request will use: 'cuda' or 'cpu' (checked when the session starts)."""
-    return "cuda" if "CUDAExecutionProvider" in _providers(device) else "cpu"
 
 
 class Backbone:
@@ -73,7 +31,7 @@ class Backbone:
     """
 
     def __init__(self, onnx_path: str | Path, device: str = "auto", threads: int | None = None, spin: bool = False,
-                 io_binding: bool | None = None, pixels_in_graph: bool | None = None):
+                 io_binding: bool | None = None, pixels_for=None):
         self.onnx_path = Path(onnx_path)
         self.requested = device
         self.device = expected_device(device)
@@ -84,9 +42,8 @@ class Backbone:
         self._host_input = None         # ... and the host array a short batch is padded in
         self._tensor = None             # run_pixels on the host: the reused NCHW float32 buffer it normalises into
         self.io_binding = self.device == "cuda" if io_binding is None else io_binding   # (on the CPU: for tests)
-        # run_pixels on CUDA: normalise inside the graph (graph_input), so the host sends uint8 and does no float pass
-        self.pixels_in_graph = self.device == "cuda" if pixels_in_graph is None else pixels_in_graph
-        self._pixels_for = None         # the preprocessing fused into the graph, once run_pixels has fused it
+        # a graph made by featstore.models.graph_input: uint8 NHWC in, the normalisation of `pixels_for` inside
+        self._pixels_for = pixels_for
 
     @property
     def session(self):
@@ -95,19 +52,7 @@ class Backbone:
         return self._session
 
     def _start(self):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self.threads
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.enable_cpu_mem_arena = True
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=_providers(self.requested))
-        except Exception as exc:
-            raise FeatstoreError(f"{self.onnx_path}: cannot load ONNX model ({str(exc).splitlines()[0]})") from None
+        session = open_session(self.onnx_path, self.requested, self.threads, self.spin)
         active = session.get_providers()
         # Trust what the session uses, not what was requested: CUDA can silently fall back to the CPU.
         used = "cuda" if "CUDAExecutionProvider" in active else "cpu"
@@ -131,18 +76,9 @@ class Backbone:
                 "normalise": "in the graph" if self._pixels_for else "on the host"}
 
     def run_pixels(self, pixels: np.ndarray, pre) -> np.ndarray:
-        """Features for a batch as decoded (NHWC uint8, preprocessing `pre`): normalised inside the graph when
-        `pixels_in_graph` (the first call, before the session starts, swaps in the fused graph), else on the host
-        into a float32 buffer reused from batch to batch (reallocated only for a bigger batch or another size)."""
-        from featstore.models.preprocess import normalise
-
-        if self.pixels_in_graph and self._pixels_for is None and self._session is None:
-            from featstore.models.graph_input import pixel_input_graph
-
-            try:
-                self.onnx_path, self._pixels_for = pixel_input_graph(self.onnx_path, pre), pre
-            except OSError:                 # the home is not writable: normalise on the host, as on the CPU
-                self.pixels_in_graph = False
+        """Features for a batch as decoded (NHWC uint8, preprocessing `pre`): normalised inside the graph when it
+        was opened on a pixel-input graph (`pixels_for`), else on the host into a float32 buffer reused from batch
+        to batch (reallocated only for a bigger batch or another size)."""
         if self._pixels_for is None:
             shape = (len(pixels), 3) + pixels.shape[1:3]
             if self._tensor is None or self._tensor.shape[1:] != shape[1:] or len(self._tensor) < len(pixels):
@@ -189,9 +125,3 @@ class Backbone:
         session = self.session
         out = session.run([self.output_name], {k: feeds[k] for k in self.input_names})[0]
         return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
-
-
-def probe_dim(onnx_path: str | Path, size: int) -> int:
-    """Output dimension of a user's ONNX backbone, found by running one blank image through it."""
-    out = Backbone(onnx_path, device="cpu").run(np.zeros((1, 3, size, size), np.float32))
-    return int(out.shape[1])

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
+from featstore.paths import display_path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -21,18 +21,6 @@ class SourceFile:
     size: int | None
     mtime: float | None
     error: str | None = None  # set when the file cannot even be stat-ed
-
-
-def display_path(path: str) -> str:
-    """A path as valid UTF-8 text: undecodable bytes in file names become \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def fs_path(key: str) -> str:
-    """Back from a stored path to one the file system opens (undoing the \\xNN escapes of display_path)."""
-    if "\\x" not in key or os.path.lexists(key):
-        return key
-    return os.fsdecode(re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), key.encode()))
 
 
 def _entry(path: str, label: str | None) -> SourceFile:

@@ -1,6 +1,6 @@
 """The text embed pipeline: source rows -> hash -> tokenize (sorted by length) -> backbone -> store.
 
-Same contract as the image pipeline (embed.py): texts already stored under the same key and content are
+Same contract as the image pipeline (local.py): texts already stored under the same key and content are
 skipped, identical texts are embedded once, bad rows are recorded as failed and the run goes on, every batch is
 one transaction. Texts are sorted by token count inside each chunk, so a batch pads to similar lengths.
 """

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
-from featstore.embed.source import display_path, scan_folder
+from featstore.embed.source import scan_folder
+from featstore.paths import display_path
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson")
 

@@ -111,7 +111,7 @@ def default_model(modality: str = "image") -> ModelSpec:
 def custom_onnx_spec(path: str | Path, size: int, mean=(127.0,) * 3, std=(128.0,) * 3,
                      crop_fraction: float = 0.875, interpolation: str = "bicubic") -> ModelSpec:
     """A user's own ONNX file (NCHW float input, one pooled feature output) with its preprocessing."""
-    from featstore.embed.run import probe_dim
+    from featstore.models.session import probe_dim
 
     path = Path(path)
     if not path.is_file():

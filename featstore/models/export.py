@@ -15,6 +15,9 @@ from featstore.models.catalog import ModelSpec, Preprocess, weights_path
 from featstore.errors import FeatstoreError
 from featstore.hashing import file_sha256
 from featstore.home import exports_dir
+from featstore.models.images import decode_image
+from featstore.models.preprocess import crop_resize, draft_target, normalise
+from featstore.models.session import run_once
 
 EXPORT_FORMAT = 1          # bump when the export code changes what a file contains
 OPSET = 17
@@ -89,8 +92,6 @@ def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
     (photos or sentences); returns the max abs difference and what it was measured on."""
     import torch  # export time only
 
-    from featstore.embed.run import Backbone
-
     model, feeds, axes, what = _parity_inputs(spec)
     names = list(axes)
     with warnings.catch_warnings():
@@ -100,7 +101,7 @@ def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
                           dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False)
         with torch.no_grad():
             expected = model(*[torch.from_numpy(feeds[k]) for k in names]).numpy()
-    got = Backbone(out, device="cpu").run_feeds(feeds)
+    got = run_once(out, feeds)
     diff = float(np.abs(got - expected).max())
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
         raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
@@ -110,8 +111,5 @@ def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
 
 def photo_batch(p: Preprocess) -> np.ndarray:
     """The parity photos preprocessed exactly as embedding does: NCHW float32."""
-    from featstore.embed.decode import decode_image
-    from featstore.models.preprocess import crop_resize, draft_target, normalise
-
     arrays = [crop_resize(decode_image(f.read_bytes(), draft_target(p)), p) for f in parity_photos()]
     return normalise(np.stack(arrays), p)

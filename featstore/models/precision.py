@@ -21,6 +21,7 @@ import numpy as np
 from featstore.models.catalog import ModelSpec
 from featstore.errors import FeatstoreError
 from featstore.hashing import file_sha256
+from featstore.models.session import run_once
 
 PRECISIONS = ("fp32", "int8", "fp16")
 CALIBRATION_IMAGES = 128
@@ -39,16 +40,16 @@ def check(precision: str, device: str) -> None:
 
 
 # ---- int8 ------------------------------------------------------------------------------------------------------
-def int8_graph(spec: ModelSpec, fp32_path: Path, store_root: Path, calibration_paths: list[str],
-               reuse: list[str], log=print) -> Path:
+def int8_graph(spec: ModelSpec, fp32_path: Path, store_root: Path, calibrate, reuse: list[str], log=print) -> Path:
     """An int8 graph for this backbone: one already calibrated for this store (any path in `reuse` made from the
-    same fp32 graph), else a new one calibrated on up to CALIBRATION_IMAGES of `calibration_paths`."""
+    same fp32 graph), else a new one calibrated on `calibrate()`: (normalised batch of up to CALIBRATION_IMAGES
+    of the user's images, their content hashes)."""
     source_sha = file_sha256(fp32_path)
     for path in reuse:
         info = read_info(Path(path))
         if info and info.get("source_sha256") == source_sha and info.get("format") == QUANT_FORMAT:
             return Path(path)
-    batch, used = calibration_batch(spec, calibration_paths)
+    batch, used = calibrate()
     key = hashlib.sha256(json.dumps({"source": source_sha, "calibration": used, "format": QUANT_FORMAT})
                          .encode()).hexdigest()[:16]
     target = Path(store_root) / "models" / f"{spec.name}-int8-{key}.onnx"
@@ -62,26 +63,6 @@ def int8_graph(spec: ModelSpec, fp32_path: Path, store_root: Path, calibration_p
                             "cosine_to_fp32_mean": float(cos.mean()), "cosine_to_fp32_min": float(cos.min())})
         log(f"int8 graph: cosine to fp32 on the calibration images mean {cos.mean():.4f}, min {cos.min():.4f}")
     return target
-
-
-def calibration_batch(spec: ModelSpec, paths: list[str]) -> tuple[np.ndarray, list[str]]:
-    """A seeded sample of the user's images, preprocessed exactly as for embedding: (tensor, their hashes)."""
-    from featstore.embed.local import read_pixels
-    from featstore.models.preprocess import normalise
-
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(paths))
-    pixels, hashes = [], []
-    for i in order:
-        prep = read_pixels(paths[i], spec.preprocess)
-        if prep.pixels is not None and prep.hash not in hashes:
-            pixels.append(prep.pixels)
-            hashes.append(prep.hash)
-        if len(pixels) == CALIBRATION_IMAGES:
-            break
-    if len(pixels) < 8:
-        raise FeatstoreError(f"int8 calibration needs at least 8 readable images in the source, found {len(pixels)}")
-    return normalise(np.stack(pixels), spec.preprocess), sorted(hashes)
 
 
 def quantize(fp32_path: Path, target: Path, batch: np.ndarray) -> None:
@@ -111,9 +92,7 @@ def quantize(fp32_path: Path, target: Path, batch: np.ndarray) -> None:
 
 def agreement(a: Path, b: Path, batch: np.ndarray) -> np.ndarray:
     """Cosine similarity between two graphs' features, image by image."""
-    from featstore.embed.run import Backbone
-
-    x, y = Backbone(a, device="cpu").run(batch), Backbone(b, device="cpu").run(batch)
+    x, y = run_once(a, batch), run_once(b, batch)
     return (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1) + 1e-12)
 
 

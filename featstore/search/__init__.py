@@ -1,3 +1,2 @@
-"""Nearest-neighbour search over an embedding set: FAISS index kinds and their tuning (index_kinds.py), keeping
-a set's index in step with the store (index.py), queries by file, stored item or text, filtered by SQL
-(query.py), and exact / near-duplicate detection (duplicates.py)."""
+"""Nearest-neighbour search over an embedding set's FAISS index (kept by featstore.store.index): queries by file,
+stored item or text, filtered by SQL (query.py), and exact / near-duplicate detection (duplicates.py)."""

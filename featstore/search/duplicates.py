@@ -3,7 +3,7 @@ a threshold between distinct contents), and, for a task, near-duplicates that st
 
 Near-duplicates come from FAISS range searches over the set's live vectors, read from DuckDB and searched CHUNK at
 a time, so memory holds the index and one chunk (not all vectors, not the n x n similarities). With the
-approximate index kinds (IVF, HNSW; see index_kinds.py) the search is approximate at their tuned recall. Pairs
+approximate index kinds (IVF, HNSW; see featstore/store/index_kinds.py) the search is approximate at their tuned recall. Pairs
 are joined into groups (union-find).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from featstore.errors import FeatstoreError, one_of
-from featstore.search.index import normalise_rows, open_index
+from featstore.store.index import normalise_rows, open_index
 from featstore.store.db import Store
 
 CHUNK = 4096

@@ -10,11 +10,11 @@ import numpy as np
 from featstore.embed.local import embed_query
 from featstore.embed.text import embed_query_text
 from featstore.errors import FeatstoreError, one_of
-from featstore.search.index import normalise_rows, open_index, read_stamp, search as index_search
-from featstore.search.index_kinds import on_gpu
+from featstore.store.index import normalise_rows, open_index, read_stamp, search as index_search
+from featstore.store.index_kinds import on_gpu
 from featstore.hashing import content_hash
 from featstore.embed.backbones import backbone_for_set
-from featstore.embed.source import display_path
+from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.user_csv import read_user_csv
 
@@ -47,14 +47,7 @@ def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarra
     """vec_ids of the set whose items pass a SQL condition, evaluated in DuckDB over one row per ok item:
     item_id, path, hash, size, mtime, width, height, updated_at, label and split (of the task shown), text."""
     sql = f"""SELECT vec_id FROM {s.table} WHERE hash IN (
-                SELECT hash FROM (
-                    SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
-                           l.label, sp.split, t.text
-                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task
-                    LEFT JOIN {store.relation("splits")} sp ON sp.hash = i.hash AND sp.task = $task
-                    LEFT JOIN {store.relation("texts")} t ON t.hash = i.hash
-                    WHERE i.status = 'ok') AS item
-                WHERE ({where}))"""
+                SELECT hash FROM ({store.item_view()}) AS item WHERE ({where}))"""
     try:
         rows = store.con.execute(sql, {"task": task}).fetchnumpy()
     except duckdb.Error as exc:

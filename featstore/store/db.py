@@ -362,6 +362,16 @@ class Store:
             return table
         return "(SELECT " + ", ".join(f"NULL AS {c}" for c in ADDED_TABLES[table]) + " WHERE false)"
 
+    def item_view(self) -> str:
+        """SQL for one row per ok item with the label and split of the task bound as $task, and its text:
+        item_id, path, hash, size, mtime, width, height, updated_at, label, split, text (what --where reads)."""
+        return f"""SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
+                          l.label, sp.split, t.text
+                   FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task
+                   LEFT JOIN {self.relation("splits")} sp ON sp.hash = i.hash AND sp.task = $task
+                   LEFT JOIN {self.relation("texts")} t ON t.hash = i.hash
+                   WHERE i.status = 'ok'"""
+
     def split_of(self, task: str) -> dict[str, str]:
         """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
         return dict(self.con.execute(f"SELECT hash, split FROM {self.relation('splits')} WHERE task = ?",

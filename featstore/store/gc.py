@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featstore.search.index import paths
+from featstore.store.index import paths
 from featstore.models.precision import info_path
 from featstore.store.db import REFERENCED_HASHES, Store
 

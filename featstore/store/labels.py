@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
-from featstore.embed.source import display_path
+from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.user_csv import read_user_csv
 

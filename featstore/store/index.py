@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from featstore.search import index_kinds as kinds
+from featstore.store import index_kinds as kinds
 from featstore.store.db import EmbeddingSet, Store
 
 

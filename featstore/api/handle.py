@@ -1,0 +1,261 @@
+"""`featstore.open(path)`: a handle on a store folder with one method per verb, the same functions the CLI calls.
+
+Each call opens the store for just as long as it needs it (readers in parallel, one writer at a time), so a
+notebook holding a handle never blocks an `embed` running elsewhere.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+
+from featstore.api.options import EmbedOptions, FitOptions, SearchOptions
+from featstore.errors import FeatstoreError
+
+
+def open(path: str | os.PathLike | None = None) -> "Featstore":   # noqa: A001  (featstore.open, like io.open)
+    """A handle on the store at `path` (default: $FEATSTORE_STORE, else ./.featstore); nothing is created until
+    something is written."""
+    from featstore.home import default_store
+
+    return Featstore(Path(path) if path is not None else default_store())
+
+
+def _options(cls, options, overrides: dict):
+    """`options` (or the defaults) with the keyword arguments given, checked against the dataclass's fields."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; {cls.__name__} has {', '.join(sorted(known))}")
+    return replace(options or cls(), **{k: v for k, v in overrides.items() if v is not None})
+
+
+class Featstore:
+    """The verbs over one store folder. Results are the summary objects and dicts the CLI prints."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"featstore.open({str(self.root)!r})"
+
+    @contextlib.contextmanager
+    def _reading(self):
+        from featstore.store.db import Store
+
+        with Store.open(self.root) as store:
+            yield store
+
+    @contextlib.contextmanager
+    def _writing(self, wait: bool = False):
+        from featstore.store.db import Store
+
+        with Store.open(self.root, write=True, wait=wait) as store:
+            yield store
+
+    # ---- embed ---------------------------------------------------------------------------------------------
+    def embed(self, source: str | os.PathLike, options: EmbedOptions | None = None, log=print, **opts):
+        """Embed a folder of images, a manifest of images or a text source (see EmbedOptions; keyword arguments
+        override `options`). Returns the run's EmbedSummary."""
+        from featstore.api.embedding import embed
+
+        return embed(self.root, str(source), _options(EmbedOptions, options, opts), log=log)
+
+    def label(self, task: str, csv_path: str | os.PathLike) -> dict:
+        """Labels for a task from a CSV with a 'path' or 'hash' column and a 'label' column."""
+        from featstore.store.labels import label_from_csv
+
+        with self._writing() as store:
+            return label_from_csv(store, task, csv_path)
+
+    # ---- heads ---------------------------------------------------------------------------------------------
+    def fit_head(self, task: str, options: FitOptions | None = None, log=lambda _msg: None, **opts) -> dict:
+        """Fit a head on the cached features of `task` (head='all': a leaderboard; shots=[...]: a few-shot
+        curve), evaluated on the task's stored held-out split and stored under its name."""
+        from featstore.heads import fit as fitting
+
+        o = _options(FitOptions, options, opts)
+        if o.C is not None and o.head != "logreg":
+            raise FeatstoreError("--C applies to --head logreg only")
+        with self._writing() as store:
+            if o.shots:
+                return fitting.few_shot(store, task, o.shots, seeds=o.seeds,
+                                        kind=o.head if o.head != "all" else "logreg", model=o.model)
+            if o.head == "all":
+                return fitting.leaderboard(store, task, model=o.model, name=o.name, target=o.target, log=log)
+            params = {"C": o.C} if o.C is not None else {}
+            return fitting.fit_head(store, task, o.head, model=o.model, name=o.name, target=o.target, **params)
+
+    def heads(self) -> list[dict]:
+        """The stored heads: name, kind, task, embedding set, held-out score, what was chosen."""
+        return self.stats()["heads"]
+
+    def predict(self, head: str, files, progress: bool = False) -> dict:
+        """Label and probability per file (new files are embedded once and kept); a file that cannot be used comes
+        back with status 'failed' and the reason."""
+        from featstore.apps.predict import predict
+
+        files = [str(files)] if isinstance(files, (str, os.PathLike)) else [str(f) for f in files]
+        with self._writing() as store:
+            return predict(store, head, files, progress=progress)
+
+    def export(self, head: str, output: str | os.PathLike) -> dict:
+        """One ONNX file: image tensor in, class probabilities out (backbone and head fused, checked)."""
+        from featstore.apps.fuse import export_fused
+
+        with self._reading() as store:
+            return export_fused(store, head, output)
+
+    # ---- search --------------------------------------------------------------------------------------------
+    def search(self, like=None, text: str | None = None, ids=None, queries=None,
+               options: SearchOptions | None = None, **opts):
+        """Nearest stored items by cosine similarity. One query (a file `like`, a `text`, or one stored id in
+        `ids`) gives one result dict; a batch (`like` a folder, several `ids`, a `queries` CSV) a list of them."""
+        from featstore.search.query import search_many
+
+        o = _options(SearchOptions, options, opts)
+        batch, single = build_queries(like=like, ids=ids, text=text, queries=queries)
+        with self._reading() as store:
+            outs = search_many(store, batch, k=o.k, model=o.model, task=o.task, where=o.where)
+        return outs[0] if single else outs
+
+    def duplicates(self, threshold: float = 0.97, task: str | None = None, model: str | None = None) -> dict:
+        """Exact copies, near-duplicate groups, and with `task` the pairs straddling its held-out split."""
+        from featstore.search.duplicates import duplicates
+
+        with self._reading() as store:
+            return duplicates(store, threshold=threshold, task=task, model=model)
+
+    def build_index(self, kind: str = "auto", recall: float | None = None, memory: str | int = "4GB",
+                    model: str | None = None, wait: bool = False, log=lambda _msg: None) -> dict:
+        """Choose, build and tune the FAISS index of an embedding set; returns its stamp."""
+        from featstore.store.index import DEFAULT_RECALL, read_stamp, rebuild
+        from featstore.store.index_kinds import parse_bytes
+
+        budget = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+        with self._writing(wait) as store:
+            s = store.pick_set(model)
+            rebuild(store, s, kind, recall if recall is not None else DEFAULT_RECALL, budget, log=log)
+            return read_stamp(store, s) | {"set_id": s.set_id, "model": s.model}
+
+    # ---- reading the store ---------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """What the store holds: items by status, duplicates, failures, embedding sets, tasks, heads, runs."""
+        from featstore.apps.stats import stats
+
+        with self._reading() as store:
+            return stats(store)
+
+    def verify(self, rehash: bool = False) -> dict:
+        """Finite vectors, FAISS in step with DuckDB, and with `rehash` files changed or vanished."""
+        from featstore.apps.verify import verify
+
+        with self._reading() as store:
+            return verify(store, rehash=rehash)
+
+    def gc(self, dry_run: bool = False) -> dict:
+        """Remove superseded vectors and embedding sets that nothing uses any more."""
+        from featstore.store.gc import collect
+
+        with self._writing() as store:
+            return collect(store, dry_run=dry_run)
+
+    def vectors(self, model: str | None = None, task: str | None = None):
+        """(vectors float32 (n, dim), item ids int64 (n,)): one row per stored item of the embedding set (the
+        newest, or `model`); with `task`, only the items labelled in it."""
+        import numpy as np
+
+        table = self._frame(model, task, vectors=True, labelled_only=task is not None).fetch_arrow_table()
+        ids = table.column("item_id").to_numpy().astype(np.int64)
+        dim = table.schema.field("vector").type.list_size
+        flat = table.column("vector").combine_chunks().flatten().to_numpy()
+        return np.ascontiguousarray(flat.reshape(len(ids), dim), dtype=np.float32), ids
+
+    def items(self, task: str | None = None):
+        """The stored items (ok status) as a pandas DataFrame: item_id, path, hash, size, mtime, width, height,
+        updated_at, label and split of `task`, text."""
+        return self._frame(None, task, vectors=False).df()
+
+    def to_pandas(self, model: str | None = None, task: str | None = None):
+        """Items, labels of `task` and vectors of the embedding set joined: one row per item, `vector` a numpy
+        array per row (items without a vector in the set are left out)."""
+        return self._frame(model, task, vectors=True).df()
+
+    def to_arrow(self, model: str | None = None, task: str | None = None):
+        """As to_pandas, as a pyarrow Table (`vector` a fixed-size list column)."""
+        return self._frame(model, task, vectors=True).fetch_arrow_table()
+
+    def _frame(self, model, task, vectors: bool, labelled_only: bool = False):
+        """A DuckDB result over the item view (and the set's vectors): read fully before the store closes."""
+        with self._reading() as store:
+            if task is not None and task not in store.tasks():
+                from featstore.errors import one_of
+
+                raise one_of("task", task, store.tasks())
+            sql = f"SELECT item.* FROM ({store.item_view()}) AS item"
+            if vectors:
+                s = store.pick_set(model)
+                sql = (f"SELECT item.*, e.vector FROM ({store.item_view()}) AS item "
+                       f"JOIN {s.table} e ON e.hash = item.hash")
+            if labelled_only:
+                sql += " WHERE item.label IS NOT NULL"
+            with store.con.cursor() as cur:
+                rel = cur.sql(sql + " ORDER BY item.item_id", params={"task": task})
+                arrow = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()   # duckdb 1.x
+        return _Result(arrow)
+
+
+class _Result:
+    """A fetched Arrow table with the two accessors _frame's callers use."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def fetch_arrow_table(self):
+        return self.table
+
+    def df(self):
+        import numpy as np
+
+        frame = self.table.to_pandas()
+        if "vector" in frame:
+            frame["vector"] = [np.asarray(v, dtype=np.float32) for v in frame["vector"]]
+        return frame
+
+
+def build_queries(like=None, ids=None, text: str | None = None, queries=None):
+    """(the queries, whether it is a single one): a file or every image in a folder, stored ids (an int, a list,
+    or text like '3,17,42'), a text, or a CSV of queries."""
+    from featstore.embed.source import scan_folder
+    from featstore.search.query import Query, read_queries
+
+    batch = []
+    if queries:
+        batch += read_queries(str(queries))
+    folder = like is not None and os.path.isdir(like)
+    if folder:
+        batch += [Query("file", f.path) for f in scan_folder(like)[0]]
+    elif like is not None:
+        batch.append(Query("file", str(like)))
+    id_list = _ids(ids)
+    batch += [Query("id", i) for i in id_list]
+    if text is not None:
+        batch.append(Query("text", text))
+    if not batch:
+        raise FeatstoreError("give a query: --like FILE|FOLDER, --id ID[,ID...], --text TEXT or --queries CSV")
+    return batch, len(batch) == 1 and not queries and not folder and not isinstance(ids, (list, tuple))
+
+
+def _ids(ids) -> list[int]:
+    if ids is None:
+        return []
+    if isinstance(ids, int):
+        return [ids]
+    if isinstance(ids, (list, tuple)):
+        return [int(i) for i in ids]
+    try:
+        return [int(v) for v in str(ids).split(",") if v.strip()]
+    except ValueError:
+        raise FeatstoreError(f"--id: expected item ids like 42 or 3,17,42, got {ids!r}") from None
+
