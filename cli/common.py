@@ -14,5 +14,12 @@ def store_path(path):
     return path or default_store()
 
 
+def open_store(path):
+    """The Python API's handle on the store a command names (--store, else $FEATSTORE_STORE or ./.featstore)."""
+    import featstore
+
+    return featstore.open(store_path(path))
+
+
 def log(msg: str) -> None:
     click.echo(msg, err=True)

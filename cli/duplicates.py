@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import json_option, store_option
-from .common import store_path as resolve_store
+from .common import open_store
 from .output import emit_json, pct, table
 
 
@@ -18,11 +18,7 @@ from .output import emit_json, pct, table
 @json_option
 def duplicates(threshold, task, model, limit, store_path, as_json):
     """Exact duplicates (same bytes) and near-duplicate groups (by cosine similarity)."""
-    from featstore.search.duplicates import duplicates as find
-    from featstore.store.db import Store
-
-    with Store.open(resolve_store(store_path)) as store:
-        out = find(store, threshold=threshold, task=task, model=model)
+    out = open_store(store_path).duplicates(threshold=threshold, task=task, model=model)
     if as_json:
         return emit_json(out)
     click.echo(f"{out['model']} ({out['live_vectors']} distinct contents): {len(out['exact'])} exact duplicate "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import json_option, log, store_option
-from .common import store_path as resolve_store
+from .common import open_store
 from .output import emit_json, pct, table
 
 
@@ -41,22 +41,10 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
     """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
     held-out split."""
     from featstore.errors import FeatstoreError
-    from featstore.heads import fit as fitting
-    from featstore.store.db import Store
 
     shot_list = _shots(shots)
-    if C is not None and kind != "logreg":
-        raise FeatstoreError("--C applies to --head logreg only")
-    params = {"C": C} if C is not None else {}
-    with Store.open(resolve_store(store_path), write=True) as store:
-        if shot_list:
-            out = fitting.few_shot(store, task, shot_list, seeds=seeds, kind=kind if kind != "all" else "logreg",
-                                   model=model)
-        elif kind == "all":
-            out = fitting.leaderboard(store, task, model=model, name=name, target=target,
-                                      log=(lambda _msg: None) if as_json else log)
-        else:
-            out = fitting.fit_head(store, task, kind, model=model, name=name, target=target, **params)
+    out = open_store(store_path).fit_head(task, head=kind, model=model, name=name, C=C, target=target,
+                                          shots=shot_list, seeds=seeds, log=(lambda _msg: None) if as_json else log)
     if plot:
         from featstore.heads.plot import confusion_png, curve_png
 
@@ -158,11 +146,7 @@ def heads_table(rows: list[dict]) -> str:
 @json_option
 def heads(store_path, as_json):
     """The heads stored in the store."""
-    from featstore.apps.stats import stats
-    from featstore.store.db import Store
-
-    with Store.open(resolve_store(store_path)) as store:
-        rows = stats(store)["heads"]
+    rows = open_store(store_path).heads()
     if as_json:
         return emit_json(rows)
     click.echo(heads_table(rows) if rows else "no heads yet (featstore fit-head --task TASK)")
@@ -176,11 +160,7 @@ def heads(store_path, as_json):
 @json_option
 def label(task, csv_path, store_path, as_json):
     """Attach labels for a task from a CSV (by file path or content hash), so one dataset carries many tasks."""
-    from featstore.store.labels import label_from_csv
-    from featstore.store.db import Store
-
-    with Store.open(resolve_store(store_path), write=True) as store:
-        out = label_from_csv(store, task, csv_path)
+    out = open_store(store_path).label(task, csv_path)
     if as_json:
         return emit_json(out)
     click.echo(f"task {task!r}: {out['labelled_paths']} paths labelled from {out['rows']} rows "
@@ -198,11 +178,7 @@ def label(task, csv_path, store_path, as_json):
 @json_option
 def export(head_name, output, store_path, as_json):
     """Write one ONNX model: image tensor in, class probabilities out (backbone and head fused)."""
-    from featstore.apps.fuse import export_fused
-    from featstore.store.db import Store
-
-    with Store.open(resolve_store(store_path)) as store:
-        out = export_fused(store, head_name, output)
+    out = open_store(store_path).export(head_name, output)
     if as_json:
         return emit_json(out)
     click.echo(f"wrote {out['path']} ({out['bytes'] / 1e6:.1f} MB): input {out['input']} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .common import json_option, log, store_option
-from .common import store_path as resolve_store
+from .common import open_store
 from .output import emit_json
 
 
@@ -25,25 +25,14 @@ def index_group():
 @json_option
 def build(kind, recall, memory, model, wait, store_path, as_json):
     """(Re)build the index of an embedding set and record its kind, parameters and measured recall."""
-    from featstore.errors import FeatstoreError
-    from featstore.store.index import read_stamp, rebuild
-    from featstore.store.index_kinds import parse_bytes
-    from featstore.store.db import Store
-
-    try:
-        budget = parse_bytes(memory)
-    except ValueError as exc:
-        raise FeatstoreError(f"--memory: {exc}") from None
-    with Store.open(resolve_store(store_path), write=True, wait=wait) as store:
-        s = store.pick_set(model)
-        rebuild(store, s, kind, recall, budget, log=(lambda _m: None) if as_json else log)
-        stamp = read_stamp(store, s)
+    stamp = open_store(store_path).build_index(kind, recall, memory, model=model, wait=wait,
+                                               log=(lambda _m: None) if as_json else log)
     if as_json:
-        return emit_json({"set_id": s.set_id, "model": s.model, **stamp})
+        return emit_json(stamp)
     params = ", ".join(f"{k}={v}" for k, v in stamp.get("params", {}).items())
     quality = (f"recall@10 {stamp['recall_at_10']:.4f} measured on {stamp['tuned_on']} held-out stored vectors "
                f"(target {recall})" if stamp["tuned_on"] else "exact search")
-    click.echo(f"{s.model} (set {s.set_id}): {stamp['kind']} index over {stamp['count']} vectors"
+    click.echo(f"{stamp['model']} (set {stamp['set_id']}): {stamp['kind']} index over {stamp['count']} vectors"
                + (f" ({params})" if params else "") + f"; {quality}; built in {stamp['build_seconds']:.1f} s, "
                f"{stamp['bytes'] / 1e6:.1f} MB")
     if stamp.get("target_reached") is False:

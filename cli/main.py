@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import csv
-import os
 import sys
 
 import click
 
 from featstore.errors import FeatstoreError
 
-from .common import json_option, log as _log, store_option, store_path as _store_path
+from .common import json_option, log as _log, open_store as _open, store_option
 from .output import emit_json, table
 
 
@@ -58,27 +57,12 @@ def models_list(as_json):
 
 
 # ---- embed ----------------------------------------------------------------------------------------------------
-def _model_spec(model, input_size, mean, std):
-    from featstore.models.catalog import at_input_size, custom_onnx_spec, resolve
-
-    if model and model.lower().endswith(".onnx"):
-        if not input_size:
-            raise FeatstoreError("--model path.onnx needs --input-size (and --mean/--std if not (x-127)/128)")
-        return custom_onnx_spec(model, input_size, mean=_triple(mean), std=_triple(std))
-    spec = resolve(model)
-    return at_input_size(spec, input_size) if input_size else spec
-
-
-def _triple(text: str) -> tuple:
+def _numbers(text: str) -> tuple:
+    """--mean / --std: one or three numbers separated by commas."""
     try:
-        vals = [float(v) for v in text.split(",")]
+        return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise FeatstoreError(f"expected one or three numbers separated by commas, got {text!r}") from None
-    if len(vals) == 1:
-        vals *= 3
-    if len(vals) != 3:
-        raise FeatstoreError(f"expected one or three numbers, got {text!r}")
-    return tuple(vals)
 
 
 @cli.command()
@@ -127,94 +111,18 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
     images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
     file, or a folder of .txt files in class subfolders."""
-    from featstore.models.session import expected_device
-    from featstore.models.catalog import resolve
-    from featstore.embed.local import embed_files
-    from featstore.embed.manifest import is_image_manifest, read_manifest
-    from featstore.models.precision import check as check_precision
-    from featstore.embed.backbones import open_backbone
-    from featstore.embed.source import scan_folder
-    from featstore.store.db import Store
-    from featstore.embed.text_source import is_text_source
+    from featstore.api.options import EmbedOptions
 
-    is_custom = bool(model and model.lower().endswith(".onnx"))
-    manifest = is_image_manifest(source, text_column)
-    if not manifest and ((model is None and is_text_source(source))
-                         or (model and not is_custom and resolve(model).modality == "text")):
-        if engine == "ray":
-            raise FeatstoreError("--engine ray embeds images (a folder or a manifest); text runs on the local engine")
-        if input_size:
-            raise FeatstoreError("--input-size is for image backbones; text is cut at the model's token limit")
-        if precision == "int8":
-            raise FeatstoreError("--precision int8 is for image backbones (int8 MiniLM kept only 0.90-0.94 cosine "
-                                 "to fp32); text embeds in fp32, or fp16 on the GPU")
-        return _embed_text(source, task, model, text_column, label_column, id_column, batch_size or 64, device,
-                           precision, retry_failed, wait, no_progress, store_path, as_json)
-    if not os.path.isdir(source) and not manifest:
-        raise FeatstoreError(f"{source}: images are embedded from a folder or a manifest (a table with a 'path' "
-                             "column); any other file must be a text table (.csv .tsv .parquet .jsonl)")
-    folder = source
-    spec = _model_spec(model, input_size, mean, std)
-    files, warnings = (read_manifest(source), []) if manifest else scan_folder(folder)
-    for w in warnings:
-        _log(f"warning: {w}")
-    name = os.path.basename(os.path.abspath(folder))
-    task = task or (os.path.splitext(name)[0] if manifest else name)
-    check_precision(precision, expected_device(device))      # refuse before the store is created or touched
-    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
-        backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision, store=store,
-                                       calibration_paths=[f.path for f in files if not f.error])
-        labels = {f.key: f.label for f in files if f.label}
-        store.set_labels(task, labels)
-        if engine == "ray":
-            from featstore.embed.ray import embed_with_ray
-
-            summary = embed_with_ray(store, files, backbone, eset, spec.preprocess, staging=staging,
-                                     shard_size=shard_size, workers=workers or 1, address=address,
-                                     batch_size=batch_size, progress=not no_progress and not as_json,
-                                     source=os.path.abspath(folder), log=_log)
-        else:
-            summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
-                                  workers=workers, decode=decode, retry_failed=retry_failed,
-                                  progress=not no_progress and not as_json, source=os.path.abspath(folder))
-    if device == "auto" and summary.embedded and engine == "local":
-        _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
-    summary.label_source = "from the manifest" if manifest else "from subfolder names"
-    _finish_embed(summary, task, labels, warnings, as_json)
-
-
-def _embed_text(source, task, model, text_column, label_column, id_column, batch_size, device, precision,
-                retry_failed, wait, no_progress, store_path, as_json):
-    from featstore.models.catalog import resolve
-    from featstore.embed.text import embed_texts
-    from featstore.embed.backbones import open_backbone
-    from featstore.store.db import Store
-    from featstore.embed.text_source import read_text_source
-    from featstore.models.tokenize import TextTokenizer
-
-    spec = resolve(model, modality="text")
-    records, warnings = read_text_source(source, text_column, label_column, id_column)
-    for w in warnings:
-        _log(f"warning: {w}")
-    name = os.path.basename(os.path.abspath(source))
-    task = task or (name if os.path.isdir(source) else os.path.splitext(name)[0])
-    backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision)
-    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
-        labels = {r.key: r.label for r in records if r.label}
-        store.set_labels(task, labels)
-        summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=batch_size,
-                              retry_failed=retry_failed, progress=not no_progress and not as_json,
-                              source=os.path.abspath(source))
-    _finish_embed(summary, task, labels, warnings, as_json)
-
-
-def _finish_embed(summary, task, labels, warnings, as_json) -> None:
-    summary.task = task if labels else None
-    summary.warnings = warnings
+    opts = EmbedOptions(model=model, task=task, input_size=input_size, mean=_numbers(mean), std=_numbers(std),
+                        text_column=text_column, label_column=label_column, id_column=id_column,
+                        batch_size=batch_size, device=device, precision=precision, workers=workers, decode=decode,
+                        engine=engine, address=address, shard_size=shard_size, staging=staging,
+                        retry_failed=retry_failed, wait=wait, progress=not no_progress and not as_json)
+    summary = _open(store_path).embed(source, options=opts, log=_log)
     if as_json:
         return emit_json(summary.__dict__ | {"images_per_second": summary.images_per_second,
                                              "items_per_second": summary.images_per_second})
-    _print_embed_summary(summary, len(labels))
+    _print_embed_summary(summary, summary.labelled)
 
 
 def _print_embed_summary(s, n_labelled: int) -> None:
@@ -292,29 +200,9 @@ def where_time_went(s) -> str:
 @json_option
 def search(like, item_id, queries, as_csv, text, where, k, model, task, store_path, as_json):
     """Nearest neighbours by cosine similarity: path, label, score (one query, or a batch)."""
-    from featstore.search.query import Query, read_queries, search_many
-    from featstore.embed.source import scan_folder
-    from featstore.store.db import Store
-
-    batch = []
-    if queries:
-        batch += read_queries(queries)
-    if like and os.path.isdir(like):
-        batch += [Query("file", f.path) for f in scan_folder(like)[0]]
-    elif like:
-        batch.append(Query("file", like))
-    if item_id:
-        try:
-            batch += [Query("id", int(v)) for v in item_id.split(",") if v.strip()]
-        except ValueError:
-            raise FeatstoreError(f"--id: expected item ids like 42 or 3,17,42, got {item_id!r}") from None
-    if text is not None:
-        batch.append(Query("text", text))
-    if not batch:
-        raise FeatstoreError("give a query: --like FILE|FOLDER, --id ID[,ID...], --text TEXT or --queries CSV")
-    single = len(batch) == 1 and not queries and not (like and os.path.isdir(like))
-    with Store.open(_store_path(store_path)) as store:
-        outs = search_many(store, batch, k=k, model=model, task=task, where=where)
+    found = _open(store_path).search(like=like, ids=item_id, text=text, queries=queries, k=k, model=model, task=task,
+                                     where=where)
+    outs = found if isinstance(found, list) else [found]
     if as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["query", "rank", "score", "item_id", "path", "label"])
@@ -323,7 +211,7 @@ def search(like, item_id, queries, as_csv, text, where, k, model, task, store_pa
                 w.writerow([out["query"], r["rank"], r["score"], r["item_id"], r["path"], r["label"]])
         return
     if as_json:
-        return emit_json(outs[0] if single else {"queries": outs})
+        return emit_json(found if not isinstance(found, list) else {"queries": outs})
     for out in outs:
         _print_neighbours(out)
 
@@ -355,11 +243,7 @@ def _snippet(text: str | None, width: int = 70) -> str:
 @json_option
 def predict(head_name, files, as_csv, no_progress, store_path, as_json):
     """Label and probability for each file (new files are embedded once and kept in the store)."""
-    from featstore.apps.predict import predict as run_predict
-    from featstore.store.db import Store
-
-    with Store.open(_store_path(store_path), write=True) as store:
-        out = run_predict(store, head_name, list(files), progress=not (no_progress or as_json or as_csv))
+    out = _open(store_path).predict(head_name, list(files), progress=not (no_progress or as_json or as_csv))
     rows = out["predictions"]
     if as_json:
         return emit_json(out)
@@ -388,11 +272,7 @@ def predict(head_name, files, as_csv, no_progress, store_path, as_json):
 @json_option
 def stats(store_path, as_json):
     """What the store holds: items by status, duplicates, embedding sets, tasks, heads."""
-    from featstore.apps.stats import stats as get_stats
-    from featstore.store.db import Store
-
-    with Store.open(_store_path(store_path)) as store:
-        out = get_stats(store)
+    out = _open(store_path).stats()
     if as_json:
         return emit_json(out)
     click.echo(f"store {out['store']} (schema {out['schema_version']})")
@@ -443,11 +323,7 @@ def _index_text(stamp: dict | None) -> str:
 @json_option
 def verify(rehash, store_path, as_json):
     """Check the store: finite vectors, FAISS in step with DuckDB, files unchanged (--rehash)."""
-    from featstore.store.db import Store
-    from featstore.apps.verify import verify as run_verify
-
-    with Store.open(_store_path(store_path)) as store:
-        out = run_verify(store, rehash=rehash)
+    out = _open(store_path).verify(rehash=rehash)
     if as_json:
         emit_json(out)
     else:
@@ -472,11 +348,7 @@ def verify(rehash, store_path, as_json):
 @json_option
 def gc(dry_run, store_path, as_json):
     """Remove superseded vectors and old embedding sets (not the newest of their model, used by no head)."""
-    from featstore.store.gc import collect
-    from featstore.store.db import Store
-
-    with Store.open(_store_path(store_path), write=True) as store:
-        out = collect(store, dry_run=dry_run)
+    out = _open(store_path).gc(dry_run=dry_run)
     if as_json:
         return emit_json(out)
     verb = "would remove" if dry_run else "removed"

@@ -133,11 +133,14 @@ class Featstore:
         from featstore.store.index import DEFAULT_RECALL, read_stamp, rebuild
         from featstore.store.index_kinds import parse_bytes
 
-        budget = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+        try:
+            budget = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+        except ValueError as exc:
+            raise FeatstoreError(f"--memory: {exc}") from None
         with self._writing(wait) as store:
             s = store.pick_set(model)
             rebuild(store, s, kind, recall if recall is not None else DEFAULT_RECALL, budget, log=log)
-            return read_stamp(store, s) | {"set_id": s.set_id, "model": s.model}
+            return {"set_id": s.set_id, "model": s.model} | read_stamp(store, s)
 
     # ---- reading the store ---------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -188,6 +191,11 @@ class Featstore:
 
     def _frame(self, model, task, vectors: bool, labelled_only: bool = False):
         """A DuckDB result over the item view (and the set's vectors): read fully before the store closes."""
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None or importlib.util.find_spec("pandas") is None:
+            raise FeatstoreError("reading the store into numpy, pandas or Arrow needs pyarrow and pandas: "
+                                 "pip install 'featstore[frames]'")
         with self._reading() as store:
             if task is not None and task not in store.tasks():
                 from featstore.errors import one_of
