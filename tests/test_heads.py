@@ -209,9 +209,9 @@ def test_label_csv_without_the_right_columns(run, store, tmp_path):
 
 # ---- fused one-file export ---------------------------------------------------------------------------------------
 def _readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "heads.md").read_text()
     block = re.search(r"<!-- fused-example -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "README lost its fused-model example"
+    assert block, "docs/heads.md lost its fused-model example"
     return block.group(1)
 
 
@@ -223,7 +223,7 @@ def test_fused_export_runs_with_onnxruntime_alone(run, store, tmp_path, kind):
     assert out["max_abs_diff"] <= 1e-4 and out["checked_on"] == "5 real photos"
     photo = sorted(PARITY.glob("*.jpg"))[2]
     expected = _json(run("predict", "--head", f"fx-{kind}", photo, "--store", store, "--json"))["predictions"][0]
-    # the README's example, run as a user would: a fresh interpreter that imports no featstore
+    # the docs' example (docs/heads.md), run as a user would: a fresh interpreter that imports no featstore
     code = _readme_example().replace('"flowers.onnx"', repr(str(model))).replace('"photo.jpg"', repr(str(photo)))
     code = "import sys\n" + code + "\nassert not [m for m in sys.modules if m.startswith('featstore')]\n" \
         "print(json.dumps({'label': classes[int(probs.argmax())], 'p': probs.tolist()}))"
