@@ -133,9 +133,10 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     from featstore.manifest import is_image_manifest, read_manifest
     from featstore.precision import check as check_precision
     from featstore.sets import open_backbone
-    from featstore.source import scan_folder
+    from featstore.source import is_image_name, scan_folder
     from featstore.store import Store
     from featstore.text_source import is_text_source
+    from featstore.vanished import folder_scope
 
     is_custom = bool(model and model.lower().endswith(".onnx"))
     manifest = is_image_manifest(source, text_column)
@@ -161,6 +162,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     name = os.path.basename(os.path.abspath(folder))
     task = task or (os.path.splitext(name)[0] if manifest else name)
     check_precision(precision, expected_device(device))      # refuse before the store is created or touched
+    scope = None if manifest else folder_scope(folder, [f.key for f in files], is_image_name)
     with Store.open(_store_path(store_path), write=True, wait=wait) as store:
         backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision, store=store,
                                        calibration_paths=[f.path for f in files if not f.error])
@@ -172,11 +174,12 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
             summary = embed_with_ray(store, files, backbone, eset, spec.preprocess, staging=staging,
                                      shard_size=shard_size, workers=workers or 1, address=address,
                                      batch_size=batch_size, progress=not no_progress and not as_json,
-                                     source=os.path.abspath(folder), log=_log)
+                                     source=os.path.abspath(folder), log=_log, scope=scope)
         else:
             summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=batch_size,
                                   workers=workers, decode=decode, retry_failed=retry_failed,
-                                  progress=not no_progress and not as_json, source=os.path.abspath(folder))
+                                  progress=not no_progress and not as_json, source=os.path.abspath(folder),
+                                  scope=scope)
     if device == "auto" and summary.embedded and engine == "local":
         _log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     summary.label_source = "from the manifest" if manifest else "from subfolder names"
@@ -189,7 +192,7 @@ def _embed_text(source, task, model, text_column, label_column, id_column, batch
     from featstore.embed_text import embed_texts
     from featstore.sets import open_backbone
     from featstore.store import Store
-    from featstore.text_source import read_text_source
+    from featstore.text_source import read_text_source, text_scope
     from featstore.tokenize import TextTokenizer
 
     spec = resolve(model, modality="text")
@@ -204,7 +207,7 @@ def _embed_text(source, task, model, text_column, label_column, id_column, batch
         store.set_labels(task, labels)
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=batch_size,
                               retry_failed=retry_failed, progress=not no_progress and not as_json,
-                              source=os.path.abspath(source))
+                              source=os.path.abspath(source), scope=text_scope(source, records))
     _finish_embed(summary, task, labels, warnings, as_json)
 
 
@@ -226,6 +229,8 @@ def _print_embed_summary(s, n_labelled: int) -> None:
     rows = [["embedded now (backbone ran)", s.embedded], ["already stored, unchanged", s.already],
             ["copies of stored content (no backbone)", s.copies], ["failed", s.failed],
             ["failed earlier, unchanged (--retry-failed)", s.failed_before]]
+    if s.removed:
+        rows.append([f"removed (vanished from the {'folder' if s.unit == 'image' else 'source'})", s.removed])
     click.echo(table(rows, ["outcome", "files" if s.unit == "image" else "texts"], "lr"))
     unit = s.unit + "s"
     if s.embedded:
@@ -242,6 +247,10 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         source = s.label_source or ("from subfolder names" if s.unit == "image" or not s.listed else "from the source")
         click.echo(f"labels: task {s.task!r} ({n_labelled} labelled {'files' if s.unit == 'image' else 'texts'}, "
                    f"{source})")
+    for path in s.removed_paths[:20]:
+        click.echo(f"removed: {path}")
+    if s.removed > 20:
+        click.echo(f"... and {s.removed - 20} more removed (--json lists them)")
     for path, reason in s.failures[:20]:
         click.echo(f"failed: {path}: {reason}")
     if len(s.failures) > 20:
@@ -471,7 +480,8 @@ def verify(rehash, store_path, as_json):
 @store_option
 @json_option
 def gc(dry_run, store_path, as_json):
-    """Remove superseded vectors and old embedding sets (not the newest of their model, used by no head)."""
+    """Remove removed items (vanished from their folder), superseded vectors and old embedding sets (not the newest
+    of their model, used by no head)."""
     from featstore.gc import collect
     from featstore.store import Store
 
@@ -482,6 +492,10 @@ def gc(dry_run, store_path, as_json):
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(out['removed_sets'])} old embedding sets"
                + "".join(f"\n  {s['set_id']} ({s['model']})" for s in out["removed_sets"]))
+    click.echo(f"{verb} {len(out['removed_items'])} removed items (vanished from their folder or table)"
+               + "".join(f"\n  {p}" for p in out["removed_items"][:20])
+               + (f"\n  ... and {len(out['removed_items']) - 20} more (--json lists all)"
+                  if len(out["removed_items"]) > 20 else ""))
     click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
 
 

@@ -352,7 +352,10 @@ class Store:
                              [task, list(labels), list(labels.values())])
 
     def tasks(self) -> dict[str, int]:
-        return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
+        """Task -> labels of items not removed (vanished from their source: kept for history, not counted)."""
+        return dict(self.con.execute(
+            "SELECT l.task, count(*) FILTER (WHERE i.status IS DISTINCT FROM 'removed') FROM labels l "
+            "LEFT JOIN items i ON i.path = l.path GROUP BY l.task ORDER BY l.task").fetchall())
 
     def relation(self, table: str) -> str:
         """A table added since schema 1, or, in an older store opened read-only (not migrated), an empty stand-in
