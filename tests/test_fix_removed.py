@@ -134,3 +134,30 @@ def test_rows_dropped_from_a_text_table_are_removed(run, home, tmp_path):
     back = _json(run("embed", table, "--store", store, "--json", "--no-progress"))
     assert (back["copies"], back["embedded"], back["removed"]) == (1, 0, 0)
     assert _status(store, f"{table}#4")[1] == "ok"
+
+
+def test_gc_leaves_no_freed_vec_id_in_an_index(run, small_folder, tmp_path):
+    """A vec_id gc frees can be given to the next new vector; an index still holding the freed id's old vector
+    (a run killed between its write and its index refresh) would then answer with the new item's path. gc
+    brings the indexes in step, so the old vector is gone before its id is reused."""
+    from featstore.store import Store
+
+    store = tmp_path / "store"
+    first = _json(run("embed", small_folder, "--store", store, "--json", "--no-progress"))
+    top, old_hash = query(store, f"SELECT vec_id, hash FROM emb_{first['set_id']} ORDER BY vec_id DESC LIMIT 1")[0]
+    path = query(store, f"SELECT path FROM items WHERE hash = '{old_hash}'")[0][0]
+    keep = tmp_path / "old.jpg"
+    shutil.copy2(path, keep)
+    with Store.open(store, write=True) as st:     # what a killed run leaves: the item rewritten, index not refreshed
+        with st.transaction():
+            st.con.execute("UPDATE items SET hash = 'x', status = 'failed', error = 'e' WHERE path = ?", [path])
+            st._bump_generation()
+    assert _json(run("gc", "--store", store, "--json"))["removed_vectors"][first["set_id"]] == 1
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy2(sorted((SAMPLE / "sunflowers").glob("*.jpg"))[-1], new / "fresh.jpg")
+    run("embed", new, "--store", store, "--no-progress")
+    assert query(store, f"SELECT vec_id FROM emb_{first['set_id']} WHERE hash NOT IN (SELECT hash FROM items "
+                        f"WHERE path LIKE '{small_folder}%')") == [(top,)]           # the freed id, reused
+    hits = _json(run("search", "--like", keep, "-k", "1", "--store", store, "--json"))["results"]
+    assert hits[0]["path"] != str(new / "fresh.jpg") and hits[0]["score"] < 0.999
