@@ -134,6 +134,8 @@ def _print_embed_summary(s, n_labelled: int) -> None:
     rows = [["embedded now (backbone ran)", s.embedded], ["already stored, unchanged", s.already],
             ["copies of stored content (no backbone)", s.copies], ["failed", s.failed],
             ["failed earlier, unchanged (--retry-failed)", s.failed_before]]
+    if s.removed:
+        rows.append([f"removed (vanished from the {'folder' if s.unit == 'image' else 'source'})", s.removed])
     click.echo(table(rows, ["outcome", "files" if s.unit == "image" else "texts"], "lr"))
     unit = s.unit + "s"
     if s.embedded:
@@ -150,6 +152,10 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         source = s.label_source or ("from subfolder names" if s.unit == "image" or not s.listed else "from the source")
         click.echo(f"labels: task {s.task!r} ({n_labelled} labelled {'files' if s.unit == 'image' else 'texts'}, "
                    f"{source})")
+    for path in s.removed_paths[:20]:
+        click.echo(f"removed: {path}")
+    if s.removed > 20:
+        click.echo(f"... and {s.removed - 20} more removed (--json lists them)")
     for path, reason in s.failures[:20]:
         click.echo(f"failed: {path}: {reason}")
     if len(s.failures) > 20:
@@ -347,13 +353,18 @@ def verify(rehash, store_path, as_json):
 @store_option
 @json_option
 def gc(dry_run, store_path, as_json):
-    """Remove superseded vectors and old embedding sets (not the newest of their model, used by no head)."""
+    """Remove removed items (vanished from their folder), superseded vectors and old embedding sets (not the newest
+    of their model, used by no head)."""
     out = _open(store_path).gc(dry_run=dry_run)
     if as_json:
         return emit_json(out)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(out['removed_sets'])} old embedding sets"
                + "".join(f"\n  {s['set_id']} ({s['model']})" for s in out["removed_sets"]))
+    click.echo(f"{verb} {len(out['removed_items'])} removed items (vanished from their folder or table)"
+               + "".join(f"\n  {p}" for p in out["removed_items"][:20])
+               + (f"\n  ... and {len(out['removed_items']) - 20} more (--json lists all)"
+                  if len(out["removed_items"]) > 20 else ""))
     click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
 
 

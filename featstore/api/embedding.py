@@ -60,10 +60,11 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
     from featstore.embed.backbones import open_backbone
     from featstore.embed.local import embed_files
     from featstore.embed.manifest import is_image_manifest, read_manifest
-    from featstore.embed.source import scan_folder
+    from featstore.embed.source import is_image_name, scan_folder
     from featstore.models.precision import check as check_precision
     from featstore.models.session import expected_device
     from featstore.store.db import Store
+    from featstore.store.vanished import folder_scope
 
     manifest = is_image_manifest(source, opts.text_column)
     if not os.path.isdir(source) and not manifest:
@@ -77,6 +78,7 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
     task = opts.task or (os.path.splitext(name)[0] if manifest else name)
     check_precision(opts.precision, expected_device(opts.device))      # refuse before the store is touched
     progress = opts.progress
+    scope = None if manifest else folder_scope(source, [f.key for f in files], is_image_name)
     with Store.open(root, write=True, wait=opts.wait) as store:
         backbone, eset = open_backbone(spec, device=opts.device, log=log, precision=opts.precision, store=store,
                                        calibration_paths=[f.path for f in files if not f.error])
@@ -88,11 +90,11 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
             summary = embed_with_ray(store, files, backbone, eset, spec.preprocess, staging=opts.staging,
                                      shard_size=opts.shard_size, workers=opts.workers or 1, address=opts.address,
                                      batch_size=opts.batch_size, progress=progress,
-                                     source=os.path.abspath(source), log=log)
+                                     source=os.path.abspath(source), log=log, scope=scope)
         else:
             summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=opts.batch_size,
                                   workers=opts.workers, decode=opts.decode, retry_failed=opts.retry_failed,
-                                  progress=progress, source=os.path.abspath(source))
+                                  progress=progress, source=os.path.abspath(source), scope=scope)
     if opts.device == "auto" and summary.embedded and opts.engine == "local":
         log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     summary.label_source = "from the manifest" if manifest else "from subfolder names"
@@ -102,7 +104,7 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
 def _embed_text(root, source: str, opts: EmbedOptions, log):
     from featstore.embed.backbones import open_backbone
     from featstore.embed.text import embed_texts
-    from featstore.embed.text_source import read_text_source
+    from featstore.embed.text_source import read_text_source, text_scope
     from featstore.models.catalog import resolve
     from featstore.models.tokenize import TextTokenizer
     from featstore.store.db import Store
@@ -125,7 +127,8 @@ def _embed_text(root, source: str, opts: EmbedOptions, log):
         labels = {r.key: r.label for r in records if r.label}
         store.set_labels(task, labels)
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=opts.batch_size or 64,
-                              retry_failed=opts.retry_failed, progress=opts.progress, source=os.path.abspath(source))
+                              retry_failed=opts.retry_failed, progress=opts.progress, source=os.path.abspath(source),
+                              scope=text_scope(source, records))
     return _finish(summary, task, labels, warnings)
 
 

@@ -17,9 +17,10 @@ def is_ingested(store: Store, eset: EmbeddingSet, shard: Shard) -> bool:
                                   [eset.set_id, shard.key]).fetchone()[0])
 
 
-def ingest(store: Store, eset: EmbeddingSet, shard: Shard, path: Path) -> dict | None:
-    """Counts of what the shard added (embedded, copies, failed, failures), or None if it was ingested before."""
-    if is_ingested(store, eset, shard):
+def ingest(store: Store, eset: EmbeddingSet, shard: Shard, path: Path, again: bool = False) -> dict | None:
+    """Counts of what the shard added (embedded, copies, failed, failures), or None if it was ingested before.
+    again: ingest it even so (its files are pending again: items marked removed since, now back on disk)."""
+    if is_ingested(store, eset, shard) and not again:
         return None
     src = f"read_parquet('{_sql_path(path)}')"
     con = store.con
@@ -36,7 +37,7 @@ def ingest(store: Store, eset: EmbeddingSet, shard: Shard, path: Path) -> dict |
         store.fill_copy_sizes(f"(SELECT path FROM {src})")
         failures = con.execute(f"SELECT path, error FROM {src} WHERE status = 'failed' ORDER BY path").fetchall()
         ok = con.execute(f"SELECT count(*) FROM {src} WHERE status = 'ok'").fetchone()[0]
-        con.execute("INSERT INTO shards (set_id, shard_key, name, files) VALUES (?, ?, ?, ?)",
+        con.execute("INSERT INTO shards (set_id, shard_key, name, files) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [eset.set_id, shard.key, shard.name, len(shard.files)])
         store._bump_generation()
     return {"embedded": embedded, "copies": ok - embedded, "failed": len(failures), "failures": failures}

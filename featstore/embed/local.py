@@ -29,6 +29,7 @@ from featstore.embed.source import SourceFile
 from featstore.paths import display_path
 from featstore.store.db import EmbeddingSet, Store
 from featstore.embed.write import BatchWriter
+from featstore.store.vanished import Scope, mark_vanished
 
 
 @dataclass
@@ -39,6 +40,8 @@ class EmbedSummary:
     copies: int = 0               # new paths whose bytes were already embedded (copies, moves, renames)
     failed: int = 0               # failed in this run
     failed_before: int = 0        # unchanged files that failed in an earlier run (use --retry-failed)
+    removed: int = 0              # stored items that vanished from the source: marked removed (vanished.py)
+    removed_paths: list = field(default_factory=list)
     failures: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     seconds: float = 0.0
@@ -164,8 +167,10 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
 
 def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
                 batch_size: int | None = None, workers: int | None = None, decode: str = "auto",
-                retry_failed: bool = False, progress: bool = True, source: str = "") -> EmbedSummary:
-    """Embed every file not yet in the set; record failures; refresh the set's index; record the run.
+                retry_failed: bool = False, progress: bool = True, source: str = "",
+                scope: Scope | None = None) -> EmbedSummary:
+    """Embed every file not yet in the set; record failures; mark what vanished from `scope` (the folder listed)
+    removed; refresh the set's index; record the run.
     decode: 'threads', 'processes' or 'auto' (processes when the backbone runs on CUDA and there is enough to do)."""
     from tqdm import tqdm
 
@@ -173,6 +178,7 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device,
                            precision=eset.precision)
     store.ensure_set(eset)
+    record_vanished(store, scope, summary)
     embedded = store.embedded_hashes(eset)
     todo = plan(store, embedded, files, summary, retry_failed)
     batch_size = batch_size or DEFAULT_BATCH[backbone.device]
@@ -192,6 +198,11 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     return finish_run(store, eset, summary, config, source, started, wall0, writer)
 
 
+def record_vanished(store: Store, scope: Scope | None, summary: EmbedSummary) -> None:
+    summary.removed_paths = mark_vanished(store, scope)
+    summary.removed = len(summary.removed_paths)
+
+
 def finish_run(store: Store, eset: EmbeddingSet, summary: EmbedSummary, config: dict, source: str,
                started: float, wall0: float, writer: BatchWriter | None = None) -> EmbedSummary:
     """The end every embed run shares (images or text, local or Ray engine): the writer thread's times into the
@@ -204,7 +215,7 @@ def finish_run(store: Store, eset: EmbeddingSet, summary: EmbedSummary, config: 
         refresh(store, eset)
     summary.seconds = time.perf_counter() - wall0
     summary.config = config
-    keys = ("listed", "embedded", "already", "copies", "failed", "failed_before", "seconds", "batches",
+    keys = ("listed", "embedded", "already", "copies", "failed", "failed_before", "removed", "seconds", "batches",
             "stage_seconds", "truncated")
     store.record_run(eset, source, started, config,
                      {k: getattr(summary, k) for k in keys} | {"items_per_second": summary.images_per_second})

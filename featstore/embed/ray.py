@@ -21,7 +21,7 @@ from pathlib import Path
 
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
-from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, run_stages
+from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, record_vanished, run_stages
 from featstore.errors import FeatstoreError
 from featstore.embed.ingest import ingest, is_ingested
 from featstore.embed.shards import Shard, Staging, make_shards
@@ -88,7 +88,8 @@ def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozen
 def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
                    staging: str | Path | None = None, shard_size: int = 1000, workers: int = 1,
                    address: str | None = None,
-                   batch_size: int | None = None, progress: bool = True, source: str = "", log=print) -> EmbedSummary:
+                   batch_size: int | None = None, progress: bool = True, source: str = "", log=print,
+                   scope=None) -> EmbedSummary:
     try:
         import ray
     except ImportError:
@@ -98,6 +99,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
     summary = EmbedSummary(listed=len(files), model=eset.model, set_id=eset.set_id, device=backbone.device,
                            precision=eset.precision)
     store.ensure_set(eset)
+    record_vanished(store, scope, summary)
     location = str(staging or store.root / "staging")
     staging = Staging(join(location, eset.set_id) if is_uri(location) else Path(location) / eset.set_id)
     shards = make_shards(files, eset.set_id, shard_size)
@@ -105,10 +107,8 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
     counts = {"shards": len(shards), "ingested_before": 0, "unchanged": 0, "staged_before": 0, "computed": 0}
     todo, staged = [], []
     for shard in shards:
-        if is_ingested(store, eset, shard):
-            counts["ingested_before"] += 1
-        elif not any(f.key in pending for f in shard.files):
-            counts["unchanged"] += 1
+        if not any(f.key in pending for f in shard.files):
+            counts["ingested_before" if is_ingested(store, eset, shard) else "unchanged"] += 1
         elif staging.valid(shard):
             staged.append(shard)
         else:
@@ -159,7 +159,7 @@ def _ingest(store: Store, eset: EmbeddingSet, shard: Shard, staging: Staging) ->
     with staging.local(shard) as path:
         if path is None:
             raise FeatstoreError(f"{staging}: the staged file of {shard.name} is gone; rerun to recompute it")
-        return ingest(store, eset, shard, path)
+        return ingest(store, eset, shard, path, again=True)
 
 
 def _quiet_ray_data() -> None:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from featstore.embed.run import Backbone
-from featstore.embed.local import EmbedSummary, finish_run
+from featstore.embed.local import EmbedSummary, finish_run, record_vanished
 from featstore.hashing import content_hash
 from featstore.store.db import EmbeddingSet, Store
 from featstore.embed.text_source import TextRecord
@@ -23,7 +23,8 @@ CHUNK = 4096        # texts tokenized and length-sorted together (bounds memory)
 
 def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, eset: EmbeddingSet,
                 tokenizer: TextTokenizer, batch_size: int = 64, retry_failed: bool = False,
-                progress: bool = True, source: str = "") -> EmbedSummary:
+                progress: bool = True, source: str = "", scope=None) -> EmbedSummary:
+    """scope: what the source covers (vanished.py); its stored texts no longer in it are marked removed."""
     from tqdm import tqdm
 
     started_at, started = time.time(), time.perf_counter()
@@ -31,6 +32,7 @@ def embed_texts(store: Store, records: list[TextRecord], backbone: Backbone, ese
                            unit="text", precision=eset.precision,
                            stage_seconds={"read+tokenize": 0.0, "inference": 0.0})
     store.ensure_set(eset)
+    record_vanished(store, scope, summary)
     known = store.items_by_path()
     embedded = store.embedded_hashes(eset)
     bar = tqdm(total=len(records), unit="text", disable=not progress or not records, dynamic_ncols=True)

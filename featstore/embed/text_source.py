@@ -59,6 +59,16 @@ def read_text_source(path: str | Path, text_column: str = "text", label_column: 
     return _records(path, key, mtime, rows, text_column, label_column, id_column), []
 
 
+def text_scope(path: str | Path, records: list[TextRecord]):
+    """What a text source covers (vanished.py): a folder's .txt files, a table's rows; a lone .txt file, nothing."""
+    from featstore.store.vanished import folder_scope, table_scope
+
+    keys, path = [r.key for r in records], Path(path)
+    if path.is_dir():
+        return folder_scope(str(path), keys, _is_txt)
+    return table_scope(str(path), keys) if path.suffix.lower() in TABLE_SUFFIXES else None
+
+
 def _is_txt(name: str) -> bool:
     return name.lower().endswith(".txt")
 

@@ -22,7 +22,6 @@ from featstore.errors import FeatstoreError, one_of
 
 SCHEMA_VERSION = 3       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; older migrate on write
 LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
-REFERENCED_HASHES = "(SELECT hash FROM items WHERE hash IS NOT NULL)"     # contents any item points at
 ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
                 "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
                 "shards": ("set_id", "shard_key", "name", "files", "ingested_at")}
@@ -352,7 +351,10 @@ class Store:
                              [task, list(labels), list(labels.values())])
 
     def tasks(self) -> dict[str, int]:
-        return dict(self.con.execute("SELECT task, count(*) FROM labels GROUP BY task ORDER BY task").fetchall())
+        """Task -> labels of items not removed (vanished from their source: kept for history, not counted)."""
+        return dict(self.con.execute(
+            "SELECT l.task, count(*) FILTER (WHERE i.status IS DISTINCT FROM 'removed') FROM labels l "
+            "LEFT JOIN items i ON i.path = l.path GROUP BY l.task ORDER BY l.task").fetchall())
 
     def relation(self, table: str) -> str:
         """A table added since schema 1, or, in an older store opened read-only (not migrated), an empty stand-in

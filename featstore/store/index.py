@@ -65,11 +65,12 @@ def _read(store: Store, s: EmbeddingSet) -> faiss.Index | None:
 def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
     """Bring the set's index in step with DuckDB's live vectors, incrementally where the kind allows.
 
-    New live vectors are added; vectors no longer live are removed (flat, IVF). A full rebuild of the same kind
-    happens when the file is missing or unreadable, when an HNSW index would need removals, when the counts
-    still disagree afterwards, or, for IVF, when the data has drifted: the set has grown to DRIFT_GROWTH x the
-    vectors the lists were trained on, or the new vectors sit DRIFT_ERROR x farther from their centroids than
-    the training vectors did (then the lists are retrained and nprobe re-tuned)."""
+    Live vectors the index does not hold are added (new ones, and old ones live again); vectors it holds that
+    are no longer live are removed (flat, IVF); nothing to add or remove: only the stamp is rewritten. A full
+    rebuild of the same kind happens when the file is missing or unreadable, when an HNSW index would need
+    removals, when the counts still disagree afterwards, or, for IVF, when the data has drifted: the set has
+    grown to DRIFT_GROWTH x the vectors the lists were trained on, or the new vectors sit DRIFT_ERROR x farther
+    from their centroids than the training vectors did (then the lists are retrained and nprobe re-tuned)."""
     stamp = read_stamp(store, s) or {}
     kind = stamp.get("kind", "flat")
     if kind == "flat-ip":      # stamps written by featstore 0.1
@@ -77,16 +78,15 @@ def refresh(store: Store, s: EmbeddingSet, log=lambda msg: None) -> faiss.Index:
     index = _read(store, s) if stamp else None
     live_ids = store.live_ids(s)                # vectors are read only where they are needed
     changed = True
-    if index is not None and "max_vec_id" in stamp:
-        top = stamp["max_vec_id"]
-        gone = np.setdiff1d(np.arange(1, top + 1), live_ids[live_ids <= top]) if top else np.zeros(0, np.int64)
-        fresh = live_ids > top
+    if index is not None:
+        held = kinds.ids_of(index)               # what the file holds, not what the stamp's ids suggest: a
+        gone = np.setdiff1d(held, live_ids)      # vector live again (its item revived) has an old vec_id
+        fresh_ids = np.setdiff1d(live_ids, held)
         if kind == "hnsw" and len(gone):
             index = None
         else:
             if len(gone):
                 index.remove_ids(faiss.IDSelectorBatch(gone.astype(np.int64)))
-            fresh_ids = live_ids[fresh]
             changed = bool(len(gone) or len(fresh_ids))
             sample = normalise_rows(store.vectors_for_ids(s, fresh_ids[:20000])[1]) if kind.startswith("ivf") \
                 and len(fresh_ids) else None

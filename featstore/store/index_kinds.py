@@ -108,6 +108,16 @@ def train(index: faiss.Index, kind: str, source: Vectors, seed: int = 0, exclude
     return {"trained_count": int(len(pool)), "train_error": quantisation_error(index, sample)}
 
 
+def ids_of(index: faiss.Index) -> np.ndarray:
+    """The ids an index holds, ascending: the id map of flat/HNSW, the inverted lists' ids of IVF."""
+    if hasattr(index, "id_map"):
+        return np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+    inv = faiss.extract_index_ivf(index).invlists
+    parts = [faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy() for i in range(inv.nlist)
+             if inv.list_size(i)]
+    return np.sort(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+
+
 def quantisation_error(index: faiss.Index, vectors: np.ndarray) -> float:
     """Mean (1 - cosine to the nearest IVF centroid): how well the trained lists still describe the vectors."""
     ivf = faiss.extract_index_ivf(index)
