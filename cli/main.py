@@ -10,7 +10,7 @@ import click
 from featstore.errors import FeatstoreError
 
 from .common import json_option, log as _log, store_option, store_path as _store_path
-from .output import emit_json, table
+from .output import emit_json, one_line, table
 
 
 class FeatstoreGroup(click.Group):
@@ -243,7 +243,7 @@ def _print_embed_summary(s, n_labelled: int) -> None:
         click.echo(f"labels: task {s.task!r} ({n_labelled} labelled {'files' if s.unit == 'image' else 'texts'}, "
                    f"{source})")
     for path, reason in s.failures[:20]:
-        click.echo(f"failed: {path}: {reason}")
+        click.echo(f"failed: {one_line(path)}: {one_line(reason)}")
     if len(s.failures) > 20:
         click.echo(f"... and {len(s.failures) - 20} more failures (featstore stats --json lists them)")
 
@@ -400,11 +400,11 @@ def stats(store_path, as_json):
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
     for group in out["duplicates"][:10]:
-        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(group["paths"]))
+        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(map(one_line, group["paths"])))
     if len(out["duplicates"]) > 10:
         click.echo(f"... {len(out['duplicates']) - 10} more duplicate groups (--json lists all)")
     for f in out["failed"][:10]:
-        click.echo(f"failed: {f['path']}: {f['error']}")
+        click.echo(f"failed: {one_line(f['path'])}: {one_line(f['error'])}")
     if len(out["failed"]) > 10:
         click.echo(f"... {len(out['failed']) - 10} more failed items (--json lists all)")
     click.echo("")

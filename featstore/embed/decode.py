@@ -2,15 +2,31 @@
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from featstore.errors import DecodeError
+from featstore.errors import DecodeError, FeatstoreError
 
 MAX_PIXELS = 64_000_000          # refuse larger images before decoding them (decompression-bomb guard)
 Image.MAX_IMAGE_PIXELS = None    # featstore enforces MAX_PIXELS itself, with a clear reason
+MAX_FILE_MB = 512                # refuse larger files before reading them; $FEATSTORE_MAX_FILE_MB overrides
+
+
+def max_file_bytes() -> int:
+    """The most bytes read from one input file ($FEATSTORE_MAX_FILE_MB, default MAX_FILE_MB)."""
+    value = os.environ.get("FEATSTORE_MAX_FILE_MB") or MAX_FILE_MB
+    try:
+        return int(float(value) * (1 << 20))
+    except ValueError:
+        raise FeatstoreError(f"FEATSTORE_MAX_FILE_MB={value!r}: not a number of megabytes") from None
+
+
+def too_big() -> DecodeError:
+    return DecodeError(f"file is over the {max_file_bytes() / (1 << 20):g} MB limit on what is read "
+                       "(FEATSTORE_MAX_FILE_MB)")
 
 
 def decode_image(data: bytes, draft_to: int | None = None) -> Image.Image:
@@ -39,10 +55,27 @@ def decode_image(data: bytes, draft_to: int | None = None) -> Image.Image:
     except DecodeError:
         raise
     except Image.UnidentifiedImageError:
+        kind = sniff_format(data)
+        if kind:
+            raise DecodeError(f"not a supported image format ({kind})") from None
         raise DecodeError("not an image file Pillow can read") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
         reason = str(exc) or type(exc).__name__
         raise DecodeError(f"cannot decode image: {reason}") from None
+
+
+_ISOBMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+                   b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The name of a known image format Pillow did not open (so the reason can say what the file is)."""
+    if data[4:8] == b"ftyp":                              # ISO base media file: HEIC / HEIF / AVIF
+        return _ISOBMFF_BRANDS.get(data[8:12], "ISO media (ftyp " + data[8:12].decode("latin-1") + ")")
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or head.startswith(b"<?xml") and b"<svg" in head:
+        return "SVG"
+    return None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -24,12 +24,12 @@ import numpy as np
 
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
-from featstore.embed.decode import decode_image
+from featstore.embed.decode import decode_image, max_file_bytes, too_big
 from featstore.errors import DecodeError, FeatstoreError
 from featstore.hashing import content_hash
 from featstore.search.index import is_current, refresh
 from featstore.models.preprocess import crop_resize, draft_target
-from featstore.embed.source import SourceFile, display_path
+from featstore.embed.source import SourceFile, display_path, not_regular
 from featstore.store.db import EmbeddingSet, Store
 from featstore.uri import is_uri, read_bytes
 from featstore.embed.write import BatchWriter
@@ -98,6 +98,8 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
         data = read_bytes(path) if is_uri(path) else _read_local(path)
+    except DecodeError as exc:    # refused before decoding: not a regular file, too big, changed while read
+        out.error = str(exc)
     except FileNotFoundError:
         out.error = "file vanished before it could be read"
     except IsADirectoryError:
@@ -122,8 +124,23 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
 
 
 def _read_local(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    """The file's bytes, at most max_file_bytes() of them, as one snapshot: a file that is not regular when opened
+    (O_NONBLOCK: a FIFO put there since the listing does not block) or changes size while read is refused."""
+    cap = max_file_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        kind = not_regular(st.st_mode)
+        if kind:
+            raise DecodeError(f"not a regular file ({kind}), not read")
+        if st.st_size > cap:
+            raise too_big()
+        data = f.read(cap + 1)
+        if len(data) > cap:
+            raise too_big()
+        if len(data) != st.st_size or os.fstat(fd).st_size != st.st_size:
+            raise DecodeError(f"file changed while it was read ({st.st_size} bytes when opened, {len(data)} read)")
+        return data
 
 
 # ---- plan (source) --------------------------------------------------------------------------------------------
