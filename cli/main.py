@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, is_disk_full
 
 from .common import json_option, log as _log, store_option, store_path as _store_path
 from .output import emit_json, one_line, table
@@ -23,6 +23,11 @@ class FeatstoreGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything written before now is kept in the store") from None
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise click.ClickException(f"out of disk space ({str(exc).splitlines()[0]}); everything committed before "
+                                       "is kept in the store: free some space and run the same command again") from None
 
 
 

@@ -1,0 +1,136 @@
+"""More bad input, each with a defined outcome: special files are never opened, reads are capped and a consistent
+snapshot, formats Pillow cannot read say what they are, extreme shapes and multi-frame files decode, odd names
+print on one line, a full disk leaves a usable store, odd text sources fail row by row."""
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import badfiles
+import badinputs
+from conftest import query, sample_images
+from featstore.embed.decode import decode_image
+from featstore.embed.local import read_pixels
+from featstore.models.catalog import resolve
+
+PRE = resolve(None).preprocess
+FEATSTORE = str(Path(sys.executable).parent / "featstore")
+
+
+def items(store: Path) -> dict:
+    return {r[0]: {"status": r[1], "error": r[2]} for r in query(store, "SELECT path, status, error FROM items")}
+
+
+def embed_cli(*args, timeout=300) -> subprocess.CompletedProcess:
+    """The real CLI in a process of its own, so that a read that blocks (a FIFO) fails the test instead of hanging."""
+    return subprocess.run([FEATSTORE, "embed", *map(str, args), "--no-progress"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    root = tmp_path / "zoo"
+    for p in sample_images(1):            # one real photo per class
+        (root / p.parent.name).mkdir(parents=True)
+        (root / p.parent.name / p.name).write_bytes(p.read_bytes())
+    return badinputs.write_zoo(root)
+
+
+@pytest.mark.parametrize("decode", ["threads", "processes"])
+def test_awkward_files_recorded_and_run_goes_on(home, zoo, tmp_path, decode):
+    store = tmp_path / "store"
+    r = embed_cli(zoo, "--store", store, "--decode", decode, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = items(store)
+    by_name = {Path(p).name: v for p, v in rows.items()}
+    for name, (_, status, reason) in badinputs.IMAGES.items():
+        assert by_name[name]["status"] == status, (name, by_name[name])
+        if reason:
+            assert reason in by_name[name]["error"], (name, by_name[name])
+    for name, reason in badinputs.SPECIAL.items():
+        assert by_name[name] == {"status": "failed", "error": f"{reason}, not read"}, name
+    assert by_name["inside.jpg"]["status"] == "ok"                 # a folder named x.jpg is walked as a folder
+    assert str(zoo / "odd" / "new\nline.jpg") in rows               # the newline is stored as it is
+    n_failed = sum(v["status"] == "failed" for v in rows.values())
+    assert out["failed"] == n_failed == 6 and len(rows) == 5 + len(badinputs.IMAGES) + 3 + 1
+    again = embed_cli(zoo, "--store", store, "--decode", decode, "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    printed = [line for line in again.stdout.splitlines() if line.startswith("failed: ")]
+    assert len(printed) == 6                                        # one line each, the newline escaped
+    assert any(line.startswith(f"failed: {zoo}/odd/bad\\nname.jpg: not an image") for line in printed), printed
+    assert items(store) == rows                                     # nothing stored was lost or changed
+
+
+def test_first_frame_and_extreme_shapes():
+    for name in ("pages.tif", "anim.webp"):
+        a = np.asarray(decode_image(badinputs.IMAGES[name][0]()))
+        assert a[10, 10, 1] > 150 and a[10, 10, 0] < 50, name       # green first page/frame, not the red second
+    for name in ("wide.png", "tall.png"):
+        prep = read_pixels_of(badinputs.IMAGES[name][0]())
+        assert prep.error is None and prep.pixels.shape == (224, 224, 3)
+        assert tuple(prep.pixels[112, 112]) == (0, 0, 200), name   # the centre of the long side, not an end
+    photo = np.asarray(decode_image(badfiles.real_jpeg()), float)
+    icc = np.asarray(decode_image(badinputs.jpeg_with_big_icc()), float)
+    assert icc.shape == photo.shape and np.abs(icc - photo).mean() < 8
+
+
+def read_pixels_of(data: bytes, tmp=Path("/tmp")):
+    path = tmp / f"featstore-test-{os.getpid()}-{threading.get_ident()}.bin"
+    path.write_bytes(data)
+    try:
+        return read_pixels(str(path), PRE)
+    finally:
+        path.unlink()
+
+
+def test_read_is_capped(tmp_path, monkeypatch):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(badinputs.jpeg_with_big_icc())                  # 10 MB, a valid image
+    assert read_pixels(str(big), PRE).error is None
+    monkeypatch.setenv("FEATSTORE_MAX_FILE_MB", "4")
+    prep = read_pixels(str(big), PRE)
+    assert prep.pixels is None and "over the 4 MB limit" in prep.error and "FEATSTORE_MAX_FILE_MB" in prep.error
+    assert read_pixels(str(sample_images(1)[0]), PRE).error is None  # small files still read
+
+
+def test_special_file_is_not_read_even_when_named_directly(tmp_path):
+    """read_pixels itself (predict, search --like, a file swapped in after the listing) refuses a device or a FIFO
+    without reading or blocking: O_NONBLOCK open, fstat checked."""
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    for name, kind in (("zero.jpg", "character device"), ("fifo.jpg", "FIFO")):
+        result = []
+        t = threading.Thread(target=lambda: result.append(read_pixels(str(tmp_path / name), PRE)), daemon=True)
+        t.start()
+        t.join(20)
+        assert result, f"reading {name} blocked or ran on"
+        assert result[0].error == f"not a regular file ({kind}), not read"
+
+
+def test_file_growing_while_read_is_refused_not_mixed(tmp_path):
+    path = tmp_path / "growing.jpg"
+    path.write_bytes(badfiles.real_jpeg() + bytes(30 << 20))
+    stop = threading.Event()
+
+    def grow():
+        with open(path, "ab") as f:
+            while not stop.wait(0.001) and f.tell() < 400 << 20:     # ~64 MB/s at most, under the read cap
+                f.write(bytes(1 << 16))
+                f.flush()
+
+    t = threading.Thread(target=grow, daemon=True)
+    t.start()
+    try:
+        results = [read_pixels(str(path), PRE) for _ in range(10)]
+    finally:
+        stop.set()
+        t.join()
+    changed = [r for r in results if r.error and "changed while it was read" in r.error]
+    assert changed, [r.error for r in results]
+    assert all(r.error is None or r in changed for r in results)     # nothing else went wrong
