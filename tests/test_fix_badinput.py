@@ -134,3 +134,37 @@ def test_file_growing_while_read_is_refused_not_mixed(tmp_path):
     changed = [r for r in results if r.error and "changed while it was read" in r.error]
     assert changed, [r.error for r in results]
     assert all(r.error is None or r in changed for r in results)     # nothing else went wrong
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KB tmpfs (needs root; `mount -o remount,size=...` gives space back)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_disk_full_during_embed_keeps_a_usable_store(run, small_disk):
+    """The disk fills first in a batch commit (DuckDB), then, with a little more room, in the index write (FAISS):
+    each is one line, what was committed stays, and a rerun with space back completes."""
+    store = small_disk / "store"
+    folder = badfiles.sample_images(1)[0].parent.parent              # the bundled 100 photos
+    r = run("embed", folder, "--store", store, "--no-progress", ok=False)
+    assert r.exit_code == 1 and r.output.startswith("Error: out of disk space (") and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "No space left on device" in r.output
+    stats = json.loads(run("stats", "--store", store, "--json").stdout)        # the DuckDB file opens
+    kept = stats["items"]["ok"]
+    assert 0 < kept < 100 and query(store, "SELECT count(*) FROM items WHERE status = 'ok'")[0][0] == kept
+
+    subprocess.run(["mount", "-o", "remount,size=1m", str(small_disk)], check=True)
+    r = run("embed", folder, "--store", store, "--no-progress", ok=False)
+    assert r.exit_code == 1 and "out of disk space" in r.output and "Traceback" not in r.output
+    assert not [p.name for p in (store / "index").iterdir() if ".tmp" in p.name]   # no half-written index left
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    out = json.loads(run("embed", folder, "--store", store, "--no-progress", "--json").stdout)
+    assert out["embedded"] + out["already"] == 100 and out["already"] >= kept and out["failed"] == 0
+    assert "in sync" in run("verify", "--store", store).output
