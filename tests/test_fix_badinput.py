@@ -168,3 +168,49 @@ def test_disk_full_during_embed_keeps_a_usable_store(run, small_disk):
     out = json.loads(run("embed", folder, "--store", store, "--no-progress", "--json").stdout)
     assert out["embedded"] + out["already"] == 100 and out["already"] >= kept and out["failed"] == 0
     assert "in sync" in run("verify", "--store", store).output
+
+
+TEXT_MODEL = "all-minilm-l6-v2"
+
+
+def test_text_table_bad_cells_fail_alone(run, tmp_path):
+    """A CSV with a NUL byte in a cell, a 10 MB cell and a row that is not UTF-8: only that row fails (csv's
+    128 KB field limit used to fail the whole table); the long text is cut at the token limit, quickly."""
+    import csv
+    import time
+
+    from featstore.models.tokenize import TextTokenizer
+
+    big = "the river rose over the fields and the town waited. " * 200_000          # 10.4 MB
+    table = tmp_path / "notes.csv"
+    with open(table, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows([["a NUL \x00 in the middle of a sentence", "a"], ["a plain sentence about football", "b"],
+                     [big, "a"]])
+    with open(table, "ab") as f:
+        f.write(b"caf\xe9 is not UTF-8 here,b\n")
+    store = tmp_path / "store"
+    out = json.loads(run("embed", table, "--store", store, "--label-column", "label", "--json").stdout)
+    assert out["embedded"] == 3 and out["failed"] == 1 and out["truncated"] == 1
+    assert [(k.rsplit("#", 1)[1], e) for k, e in out["failures"]] == [("4", "undecodable bytes (not UTF-8)")]
+    stored = dict(query(store, "SELECT text, truncated FROM texts"))
+    assert stored["a NUL \x00 in the middle of a sentence"] is False and stored[big] is True
+    tok = TextTokenizer(resolve(TEXT_MODEL))
+    t0 = time.perf_counter()
+    enc = tok.encode([big])
+    assert time.perf_counter() - t0 < 2 and enc.truncated[0]
+    assert list(enc.feeds["input_ids"][0]) == tok.tok.encode(big[:5000]).ids    # the same tokens as a prefix
+
+
+def test_text_sources_empty_and_broken_lines(run, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    r = run("embed", empty, "--store", tmp_path / "s1")                           # exit code 0
+    assert "0 texts listed" in r.output and "no texts found" in r.output
+    lines = tmp_path / "lines.jsonl"
+    lines.write_bytes(b'{"text": "the first line is fine"}\n{"text": "broken\n{"text": "the third is fine"}\n')
+    out = json.loads(run("embed", lines, "--store", tmp_path / "s2", "--json").stdout)
+    assert out["embedded"] == 2 and out["failed"] == 1
+    key, error = out["failures"][0]
+    assert key.endswith("lines.jsonl#2") and error.startswith("line 2: invalid JSON")
