@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, is_disk_full
 
 from .common import json_option, log as _log, open_store as _open, store_option
-from .output import emit_json, table
+from .output import emit_json, one_line, table
 
 
 class FeatstoreGroup(click.Group):
@@ -22,6 +22,11 @@ class FeatstoreGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; everything written before now is kept in the store") from None
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise click.ClickException(f"out of disk space ({str(exc).splitlines()[0]}); everything committed before "
+                                       "is kept in the store: free some space and run the same command again") from None
 
 
 
@@ -157,7 +162,7 @@ def _print_embed_summary(s, n_labelled: int) -> None:
     if s.removed > 20:
         click.echo(f"... and {s.removed - 20} more removed (--json lists them)")
     for path, reason in s.failures[:20]:
-        click.echo(f"failed: {path}: {reason}")
+        click.echo(f"failed: {one_line(path)}: {one_line(reason)}")
     if len(s.failures) > 20:
         click.echo(f"... and {len(s.failures) - 20} more failures (featstore stats --json lists them)")
 
@@ -286,11 +291,11 @@ def stats(store_path, as_json):
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
     for group in out["duplicates"][:10]:
-        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(group["paths"]))
+        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(map(one_line, group["paths"])))
     if len(out["duplicates"]) > 10:
         click.echo(f"... {len(out['duplicates']) - 10} more duplicate groups (--json lists all)")
     for f in out["failed"][:10]:
-        click.echo(f"failed: {f['path']}: {f['error']}")
+        click.echo(f"failed: {one_line(f['path'])}: {one_line(f['error'])}")
     if len(out["failed"]) > 10:
         click.echo(f"... {len(out['failed']) - 10} more failed items (--json lists all)")
     click.echo("")

@@ -1,4 +1,5 @@
 """User-facing errors: one clear line each, shown by the CLI without a traceback."""
+import errno
 
 
 class FeatstoreError(Exception):
@@ -14,3 +15,12 @@ def one_of(kind: str, name: str, known) -> FeatstoreError:
     known = sorted(known)
     listing = ", ".join(known) if known else "none yet"
     return FeatstoreError(f"unknown {kind} {name!r}; known: {listing}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An error from running out of disk space, quota or file-size limit: an OSError, or DuckDB's or FAISS's own
+    error, which only names it in its message."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "File too large"))

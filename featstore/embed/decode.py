@@ -3,6 +3,7 @@ decode, crop/resize), never raising for bad input: a file that cannot be read or
 reason. `decoded` runs it in a thread pool a bounded window ahead; decode_pool.py runs it in processes."""
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -10,13 +11,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.embed.source import SourceFile
+from featstore.embed.source import SourceFile, not_regular
 from featstore.errors import DecodeError, FeatstoreError
 from featstore.hashing import content_hash
 from featstore.models.catalog import Preprocess
 from featstore.models.images import decode_image
 from featstore.models.preprocess import crop_resize, draft_target
 from featstore.uri import is_uri, read_bytes
+
+MAX_FILE_MB = 512                # refuse larger files before reading them; $FEATSTORE_MAX_FILE_MB overrides
+
+
+def max_file_bytes() -> int:
+    """The most bytes read from one input file ($FEATSTORE_MAX_FILE_MB, default MAX_FILE_MB)."""
+    value = os.environ.get("FEATSTORE_MAX_FILE_MB") or MAX_FILE_MB
+    try:
+        return int(float(value) * (1 << 20))
+    except ValueError:
+        raise FeatstoreError(f"FEATSTORE_MAX_FILE_MB={value!r}: not a number of megabytes") from None
+
+
+def too_big() -> DecodeError:
+    return DecodeError(f"file is over the {max_file_bytes() / (1 << 20):g} MB limit on what is read "
+                       "(FEATSTORE_MAX_FILE_MB)")
 
 
 @dataclass
@@ -41,6 +58,8 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
         data = read_bytes(path) if is_uri(path) else _read_local(path)
+    except DecodeError as exc:    # refused before decoding: not a regular file, too big, changed while read
+        out.error = str(exc)
     except FileNotFoundError:
         out.error = "file vanished before it could be read"
     except IsADirectoryError:
@@ -65,8 +84,23 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
 
 
 def _read_local(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    """The file's bytes, at most max_file_bytes() of them, as one snapshot: a file that is not regular when opened
+    (O_NONBLOCK: a FIFO put there since the listing does not block) or changes size while read is refused."""
+    cap = max_file_bytes()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        kind = not_regular(st.st_mode)
+        if kind:
+            raise DecodeError(f"not a regular file ({kind}), not read")
+        if st.st_size > cap:
+            raise too_big()
+        data = f.read(cap + 1)
+        if len(data) > cap:
+            raise too_big()
+        if len(data) != st.st_size or os.fstat(fd).st_size != st.st_size:
+            raise DecodeError(f"file changed while it was read ({st.st_size} bytes when opened, {len(data)} read)")
+        return data
 
 
 def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock):

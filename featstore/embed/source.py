@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,19 @@ def _entry(path: str, label: str | None) -> SourceFile:
         st = os.stat(path)
     except OSError as exc:
         return SourceFile(path, key, label, None, None, f"cannot stat file: {exc.strerror or exc}")
+    kind = not_regular(st.st_mode)
+    if kind:      # never opened: a FIFO would block the read, a device (/dev/zero) would never end
+        return SourceFile(path, key, label, None, st.st_mtime, f"not a regular file ({kind}), not read")
     return SourceFile(path, key, label, st.st_size, st.st_mtime)
+
+
+def not_regular(mode: int) -> str | None:
+    """What a non-regular file is ('FIFO', 'character device', ...), None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def is_image_name(name: str) -> bool:

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from featstore.embed.decode import max_file_bytes
 from featstore.errors import FeatstoreError
 from featstore.embed.source import scan_folder
 from featstore.paths import display_path
@@ -96,7 +97,9 @@ def _checked(r: TextRecord) -> TextRecord:
 
 
 def _csv_rows(path: Path, delimiter: str):
-    """Rows as dicts; undecodable bytes survive as surrogates so that only their row fails."""
+    """Rows as dicts; undecodable bytes survive as surrogates so that only their row fails. A cell may be as long as
+    a file featstore reads (csv's default limit, 128 KB, would fail the whole table over one long text)."""
+    csv.field_size_limit(max_file_bytes())
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)

@@ -40,10 +40,27 @@ def decode_image(data: bytes, draft_to: int | None = None) -> Image.Image:
     except DecodeError:
         raise
     except Image.UnidentifiedImageError:
+        kind = sniff_format(data)
+        if kind:
+            raise DecodeError(f"not a supported image format ({kind})") from None
         raise DecodeError("not an image file Pillow can read") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
         reason = str(exc) or type(exc).__name__
         raise DecodeError(f"cannot decode image: {reason}") from None
+
+
+_ISOBMFF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+                   b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The name of a known image format Pillow did not open (so the reason can say what the file is)."""
+    if data[4:8] == b"ftyp":                              # ISO base media file: HEIC / HEIF / AVIF
+        return _ISOBMFF_BRANDS.get(data[8:12], "ISO media (ftyp " + data[8:12].decode("latin-1") + ")")
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or head.startswith(b"<?xml") and b"<svg" in head:
+        return "SVG"
+    return None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -32,10 +32,10 @@ class TextTokenizer:
 
     def lengths(self, texts: list[str]) -> np.ndarray:
         """Token counts after truncation (for sorting by length)."""
-        return np.array([len(e.ids) for e in self.tok.encode_batch(texts)], dtype=np.int64)
+        return np.array([len(e.ids) for e in self._encode_batch(texts)], dtype=np.int64)
 
     def encode(self, texts: list[str]) -> Encoded:
-        encs = self.tok.encode_batch(texts)
+        encs = self._encode_batch(texts)
         lengths = np.array([len(e.ids) for e in encs], dtype=np.int64)
         width = int(lengths.max()) if len(encs) else 0
         feeds = {k: np.zeros((len(encs), width), dtype=np.int64) for k in TEXT_INPUTS}
@@ -45,3 +45,19 @@ class TextTokenizer:
             feeds["attention_mask"][i, :n] = e.attention_mask
             feeds["token_type_ids"][i, :n] = e.type_ids
         return Encoded(feeds, lengths, np.array([bool(e.overflowing) for e in encs]))
+
+    def _encode_batch(self, texts: list[str]) -> list:
+        """encode_batch, with a long text (a 10 MB cell) tokenized from a prefix: when the prefix already overflows
+        the limit and every kept token ends before a space in it, the kept tokens are those of the whole text."""
+        cut = 32 * self.max_tokens
+        prefixes = [t if len(t) <= cut else t[:cut] for t in texts]
+        encs = self.tok.encode_batch(prefixes)
+        for i, (text, prefix, e) in enumerate(zip(texts, prefixes, encs)):
+            if len(text) > len(prefix) and not (e.overflowing and _ends_before_a_space(e, prefix)):
+                encs[i] = self.tok.encode(text)
+        return encs
+
+
+def _ends_before_a_space(e, prefix: str) -> bool:
+    ends = [end for (_, end), special in zip(e.offsets, e.special_tokens_mask) if not special]
+    return bool(ends) and any(c.isspace() for c in prefix[ends[-1]:])

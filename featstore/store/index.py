@@ -159,8 +159,12 @@ def _save(store: Store, s: EmbeddingSet, index: faiss.Index, record: dict, live_
     index_path, stamp_path = paths(store, s)
     index_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = index_path.with_suffix(f".tmp{os.getpid()}")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, index_path)
+    try:
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, index_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)      # a half-written index (disk full) must not keep the space it took
+        raise
     _write_stamp(store, s, record, index, live_ids)
 
 
