@@ -1,9 +1,14 @@
-"""What every head shares: the scikit-learn estimator contract on top of a fitted Program."""
+"""What every head shares: the scikit-learn estimator contract on top of a fitted Program.
+
+Input is checked here, once, with scikit-learn's own validation (validate_data, check_classification_targets):
+finite dense 2-D float X, y of matching length and 1-D (a column vector warns), a classifier's y must be class
+labels (a continuous y is refused), predict needs a fitted head and the number of features it was fitted on."""
 from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .program import Program
 
@@ -15,11 +20,11 @@ class ProgramClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
-        self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, yi = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"a classifier needs at least two classes, got {len(self.classes_)}")
-        self.n_features_in_ = X.shape[1]
+            raise ValueError(f"a classifier needs at least two classes; y has {len(self.classes_)} class")
         self.search_ = {}
         steps = self._fit(X, yi, len(self.classes_))
         self.program_ = Program(steps, [str(c) for c in self.classes_], "classification")
@@ -27,26 +32,26 @@ class ProgramClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "program_")
-        return self.program_.run(X)
+        return self.program_.run(validate_data(self, X, reset=False, dtype=np.float32))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class ProgramRegressor(RegressorMixin, BaseEstimator):
     """The regression twin: one numeric target, the program's single output column is the prediction."""
 
     def fit(self, X, y):
-        X = np.asarray(X, dtype=np.float32)
+        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
-        self.n_features_in_ = X.shape[1]
         self.search_ = {}
         self.program_ = Program(self._fit(X, y), ["target"], "regression")
         return self
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "program_")
-        return self.program_.run(X)[:, 0]
+        return self.program_.run(validate_data(self, X, reset=False, dtype=np.float32))[:, 0]
 
 
 def standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,12 +38,12 @@ class LinearSVMHead(ProgramClassifier):
             scores = np.zeros(len(grid))
             for tr, va in split_folds(yi, folds, self.seed):
                 for j, C in enumerate(grid):
-                    svm = LinearSVC(C=C, dual=True, max_iter=5000).fit(Z[tr], yi[tr])
+                    svm = LinearSVC(C=C, dual=True, max_iter=5000, random_state=self.seed).fit(Z[tr], yi[tr])
                     scores[j] += np.mean(svm.predict(Z[va]) == yi[va]) / folds
             C = grid[int(np.argmax(scores))]
         else:
             C = grid[len(grid) // 2]
-        svm = LinearSVC(C=C, dual=True, max_iter=5000).fit(Z, yi)
+        svm = LinearSVC(C=C, dual=True, max_iter=5000, random_state=self.seed).fit(Z, yi)
         record_search(self, "C", grid, scores, C, folds, time.perf_counter() - t0)
         return [standardise(mean, scale), dense(*as_columns(svm.coef_, svm.intercept_)), Step("softmax")]
 

@@ -59,7 +59,7 @@ class LogisticRegressionHead(ProgramClassifier):
         else:
             C = self.C if self.C is not None else FALLBACK_C
         sol = _Reduced(X)
-        w = _solve(sol.F, yi, n_classes, C, None, self.tol, self.max_iter)
+        w, self.n_iter_ = _solve(sol.F, yi, n_classes, C, None, self.tol, self.max_iter, return_n_iter=True)
         B, b = _unpack(w, sol.F.shape[1], n_classes)
         record_search(self, "C", grid if folds else [C], scores, C, folds, time.perf_counter() - t0)
         self.C_ = C
@@ -99,8 +99,11 @@ def _scores(F: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     return F @ B + b
 
 
-def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_iter: int) -> np.ndarray:
-    """argmin mean log-loss + |B|^2 / (2 C n) by L-BFGS (== scikit-learn's objective divided by C n)."""
+def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_iter: int,
+           return_n_iter: bool = False):
+    """argmin mean log-loss + |B|^2 / (2 C n) by L-BFGS (== scikit-learn's objective divided by C n).
+
+    return_n_iter: also return the number of L-BFGS iterations (the estimator's n_iter_)."""
     n, r = F.shape
     Y = np.zeros((n, k))
     Y[np.arange(n), yi] = 1
@@ -123,4 +126,4 @@ def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_
     w0 = np.zeros(r * k + k) if w0 is None else w0
     with threadpool_limits(1 if F.size < SMALL_PROBLEM else None, user_api="blas"):
         res = minimize(loss_grad, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": tol})
-    return res.x
+    return (res.x, int(res.nit)) if return_n_iter else res.x
