@@ -105,8 +105,8 @@ def test_vanished_files_are_removed_then_gc_and_return(run, small_folder, tmp_pa
 def test_a_file_on_disk_but_not_listed_is_not_vanished(tmp_path):
     """Only a file the file system says is gone has vanished (a folder that could not be listed loses nothing),
     and only names the listing would list are in scope (an image folder's embed leaves its .txt items alone)."""
-    from featstore.source import is_image_name
-    from featstore.vanished import folder_scope
+    from featstore.embed.source import is_image_name
+    from featstore.store.vanished import folder_scope
 
     photo = tmp_path / "a" / "x.jpg"
     photo.parent.mkdir()
@@ -140,7 +140,7 @@ def test_gc_leaves_no_freed_vec_id_in_an_index(run, small_folder, tmp_path):
     """A vec_id gc frees can be given to the next new vector; an index still holding the freed id's old vector
     (a run killed between its write and its index refresh) would then answer with the new item's path. gc
     brings the indexes in step, so the old vector is gone before its id is reused."""
-    from featstore.store import Store
+    from featstore.store.db import Store
 
     store = tmp_path / "store"
     first = _json(run("embed", small_folder, "--store", store, "--json", "--no-progress"))
