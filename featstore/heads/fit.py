@@ -103,8 +103,8 @@ def evaluate_head(data: TaskData, kind: str, **params) -> tuple[object, dict]:
     else:
         metrics = regression_metrics(y_te, est.predict(X_te))
     search = dict(est.search_)
-    if search.get("cv_accuracy"):
-        search["accuracy_mean"] = max(search["cv_accuracy"])      # CV accuracy at the chosen value
+    if search.get("cv_accuracy"):                                 # CV accuracy at the chosen value
+        search["accuracy_mean"] = search["cv_accuracy"][search["grid"].index(search["chosen"])]
     report = {"n_train": int(len(y_tr)), "n_test": int(len(y_te)), "seed": SEED, "test_fraction": TEST_FRACTION,
               "split": "stored", "task_type": data.task_type, "cv": search, "fit_seconds": fit_seconds,
               "predictions_per_second": predictions_per_second(est.predict, X_te if len(X_te) else X_tr),
