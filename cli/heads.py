@@ -32,9 +32,10 @@ def _shots(value):
                    "10 distinct values).")
 @click.option("--shots", default=None, help="Few-shot learning curve instead of one head: examples per class, "
                                             "e.g. 1,2,5,10,20.")
-@click.option("--seeds", type=click.IntRange(1, 100), default=5, help="With --shots: draws per point.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="With --shots: draws per point [default: 5].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the held-out confusion matrix (or the few-shot curve) as a PNG.")
+              help="Write the held-out confusion matrix (with --head all: the best head's; or the few-shot "
+                   "curve) as a PNG.")
 @store_option
 @json_option
 def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path, as_json):
@@ -45,27 +46,32 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
     from featstore.store.db import Store
 
     shot_list = _shots(shots)
-    if C is not None and kind != "logreg":
-        raise FeatstoreError("--C applies to --head logreg only")
+    _check_options(kind, C, name, target, shot_list, seeds, plot)
     params = {"C": C} if C is not None else {}
     with Store.open(resolve_store(store_path), write=True) as store:
         if shot_list:
-            out = fitting.few_shot(store, task, shot_list, seeds=seeds, kind=kind if kind != "all" else "logreg",
-                                   model=model)
-        elif kind == "all":
-            out = fitting.leaderboard(store, task, model=model, name=name, target=target,
-                                      log=(lambda _msg: None) if as_json else log)
+            out = fitting.few_shot(store, task, shot_list, seeds=seeds or 5, kind=kind, model=model)
         else:
-            out = fitting.fit_head(store, task, kind, model=model, name=name, target=target, **params)
+            data = fitting.load_task(store, task, model, target)
+            if plot and data.task_type != "classification":
+                raise FeatstoreError("--plot draws a confusion matrix (classification) or a --shots curve; "
+                                     f"task {task!r} has a numeric target")
+            if kind == "all":
+                out = fitting.leaderboard(store, task, model=model, name=name, target=target, data=data,
+                                          log=(lambda _msg: None) if as_json else log)
+            else:
+                out = fitting.fit_head(store, task, kind, model=model, name=name, target=target, data=data,
+                                       **params)
     if plot:
         from featstore.heads.plot import confusion_png, curve_png
 
         if shot_list:
             curve_png(out, plot)
-        elif kind != "all" and out["task_type"] == "classification":
-            confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
+        elif kind == "all":
+            best = out["rows"][0]
+            confusion_png(best["confusion"], plot, title=f"{best['head']} ({best['kind']}, best) held-out")
         else:
-            raise FeatstoreError("--plot draws a confusion matrix (one classification head) or a --shots curve")
+            confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
     if as_json:
         return emit_json(out)
     if shot_list:
@@ -76,6 +82,26 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path,
         _print_head(out)
     if plot:
         click.echo(f"plot written to {plot}")
+
+
+def _check_options(kind, C, name, target, shot_list, seeds, plot):
+    """Every option combination checked before any work (a leaderboard takes about a minute)."""
+    from pathlib import Path
+
+    from featstore.errors import FeatstoreError
+
+    if C is not None and kind != "logreg":
+        raise FeatstoreError("--C applies to --head logreg only")
+    if shot_list:
+        for option, given in (("--head all", kind == "all"), ("--C", C is not None), ("--name", name is not None),
+                              ("--target numeric", target == "numeric")):
+            if given:
+                raise FeatstoreError(f"{option} does not combine with --shots (a learning curve of one head kind "
+                                     "on class labels; nothing is stored)")
+    elif seeds is not None:
+        raise FeatstoreError("--seeds applies to --shots only")
+    if plot and not Path(plot).resolve().parent.is_dir():
+        raise FeatstoreError(f"--plot {plot}: folder {Path(plot).resolve().parent} does not exist")
 
 
 def _print_head(out):

@@ -154,9 +154,9 @@ def precision_check(store: Store, data: TaskData, kind: str, report: dict, **par
 
 
 def leaderboard(store: Store, task: str, model: str | None = None, name: str | None = None,
-                target: str = "auto", log=lambda msg: None) -> dict:
+                target: str = "auto", log=lambda msg: None, data: TaskData | None = None) -> dict:
     """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first."""
-    data = load_task(store, task, model, target)
+    data = data or load_task(store, task, model, target)
     rows = []
     for kind in kinds_for(data.task_type):
         log(f"fitting {kind} ...")
@@ -165,7 +165,8 @@ def leaderboard(store: Store, task: str, model: str | None = None, name: str | N
         rows.append({"head": out["name"], "kind": kind, "metric": metric, "value": value,
                      "fit_seconds": out["metrics"]["fit_seconds"],
                      "predictions_per_second": out["metrics"]["predictions_per_second"],
-                     "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")}})
+                     "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")},
+                     "confusion": out["metrics"].get("confusion")})
     rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -np.inf))
     return {"task": task, "model": data.eset.model, "set_id": data.eset.set_id, "task_type": data.task_type,
             "n_train": int((~data.test).sum()), "n_test": int(data.test.sum()), "rows": rows}
