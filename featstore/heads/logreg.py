@@ -7,8 +7,8 @@ takes ~1 s for the same 8 values x 5 folds because
     span of the training rows, so with n < d the problem is rewritten exactly on the n x n Gram matrix
     (F = U sqrt(L) from its eigendecomposition; ||W|| = ||B||), and mapped back to d weights at the end;
   * it walks the regularisation path from strong to weak, warm-starting each solve from the previous one;
-  * the many small L-BFGS iterations run with one BLAS thread (threads cost more than they save at this size;
-    large problems keep every thread).
+  * small problems run with one BLAS thread, the whole fit (threads cost more than they save at this size, and
+    on a busy machine a multi-threaded call waits for its descheduled thread; large problems keep every thread).
 The objective is scikit-learn's (C * sum of log-losses + |W|^2 / 2), so C means the same thing.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .program import Step, dense, standardise
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 1, 8))
 FALLBACK_C = DEFAULT_CS[3]      # used when there are too few examples per class to cross-validate
-SMALL_PROBLEM = 4_000_000       # F entries below which L-BFGS steps run single-threaded (BLAS threads cost more)
+SMALL_PROBLEM = 4_000_000       # X (or F) entries below which the fit (the L-BFGS steps) runs single-threaded
 
 
 class LogisticRegressionHead(ProgramClassifier):
@@ -43,6 +43,13 @@ class LogisticRegressionHead(ProgramClassifier):
         self.max_iter = max_iter
 
     def _fit(self, X, yi, n_classes):
+        # the whole fit, not only the L-BFGS steps: the Gram products and eigendecompositions of each fold are
+        # small too, and a multi-threaded BLAS call waits on its slowest thread, which a busy machine deschedules
+        # (measured: 72 s wall / 14 s CPU with 2 BLAS threads beside other work, against 12 s / 3 s with one)
+        with threadpool_limits(1 if X.size < SMALL_PROBLEM else None, user_api="blas"):
+            return self._fit_search(X, yi, n_classes)
+
+    def _fit_search(self, X, yi, n_classes):
         t0 = time.perf_counter()
         grid = sorted(self.Cs)
         folds = cv_folds(yi, self.cv) if self.C is None else 0
