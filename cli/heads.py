@@ -32,28 +32,19 @@ def _shots(value):
                    "10 distinct values).")
 @click.option("--shots", default=None, help="Few-shot learning curve instead of one head: examples per class, "
                                             "e.g. 1,2,5,10,20.")
-@click.option("--seeds", type=click.IntRange(1, 100), default=5, help="With --shots: draws per point.")
+@click.option("--seeds", type=click.IntRange(1, 100), default=None, help="With --shots: draws per point [default: 5].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the held-out confusion matrix (or the few-shot curve) as a PNG.")
+              help="Write the held-out confusion matrix (with --head all: the best head's; or the few-shot "
+                   "curve) as a PNG.")
 @store_option
 @json_option
 def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path, as_json):
     """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
     held-out split."""
-    from featstore.errors import FeatstoreError
-
     shot_list = _shots(shots)
     out = open_store(store_path).fit_head(task, head=kind, model=model, name=name, C=C, target=target,
-                                          shots=shot_list, seeds=seeds, log=(lambda _msg: None) if as_json else log)
-    if plot:
-        from featstore.heads.plot import confusion_png, curve_png
-
-        if shot_list:
-            curve_png(out, plot)
-        elif kind != "all" and out["task_type"] == "classification":
-            confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
-        else:
-            raise FeatstoreError("--plot draws a confusion matrix (one classification head) or a --shots curve")
+                                          shots=shot_list, seeds=seeds, plot=plot,
+                                          log=(lambda _msg: None) if as_json else log)
     if as_json:
         return emit_json(out)
     if shot_list:

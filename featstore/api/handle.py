@@ -76,16 +76,25 @@ class Featstore:
         from featstore.heads import fit as fitting
 
         o = _options(FitOptions, options, opts)
-        if o.C is not None and o.head != "logreg":
-            raise FeatstoreError("--C applies to --head logreg only")
+        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot)
         with self._writing() as store:
             if o.shots:
-                return fitting.few_shot(store, task, o.shots, seeds=o.seeds,
-                                        kind=o.head if o.head != "all" else "logreg", model=o.model)
-            if o.head == "all":
-                return fitting.leaderboard(store, task, model=o.model, name=o.name, target=o.target, log=log)
-            params = {"C": o.C} if o.C is not None else {}
-            return fitting.fit_head(store, task, o.head, model=o.model, name=o.name, target=o.target, **params)
+                out = fitting.few_shot(store, task, o.shots, seeds=o.seeds or 5, kind=o.head, model=o.model)
+            else:
+                data = fitting.load_task(store, task, o.model, o.target)
+                if o.plot and data.task_type != "classification":
+                    raise FeatstoreError("--plot draws a confusion matrix (classification) or a --shots curve; "
+                                         f"task {task!r} has a numeric target")
+                if o.head == "all":
+                    out = fitting.leaderboard(store, task, model=o.model, name=o.name, target=o.target, data=data,
+                                              log=log)
+                else:
+                    params = {"C": o.C} if o.C is not None else {}
+                    out = fitting.fit_head(store, task, o.head, model=o.model, name=o.name, target=o.target,
+                                           data=data, **params)
+        if o.plot:
+            fitting.plot_result(out, o.plot, curve=bool(o.shots))
+        return out
 
     def heads(self) -> list[dict]:
         """The stored heads: name, kind, task, embedding set, held-out score, what was chosen."""

@@ -44,7 +44,9 @@ class FitOptions:
     C: float | None = None                  # logreg only: a fixed C instead of choosing it by CV
     target: str = "auto"                    # auto | class | numeric
     shots: list[int] | None = None
-    seeds: int = 5                          # with shots: draws per point
+    seeds: int | None = None                # with shots: draws per point [default: 5]
+    plot: str | None = None                 # a PNG: the held-out confusion matrix (head='all': the best head's)
+                                            # or the few-shot curve
 
 
 @dataclass

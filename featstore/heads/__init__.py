@@ -11,9 +11,9 @@ from .torch_heads import TorchHead, TorchMLPRegressor
 
 # kind -> (factory, one-line description); the first is the default
 CLASSIFIERS = {
-    "logreg": (LogisticRegressionHead, "standardise + logistic regression, C by 5-fold CV"),
-    "svm": (LinearSVMHead, "standardise + linear SVM, C by 3-fold CV (scores, not probabilities)"),
-    "ridge": (RidgeHead, "standardise + ridge classifier, alpha by leave-one-out"),
+    "logreg": (LogisticRegressionHead, "standardise + logistic regression, C by 5-fold CV (log-loss)"),
+    "svm": (LinearSVMHead, "standardise + linear SVM, C by 3-fold CV, temperature-calibrated"),
+    "ridge": (RidgeHead, "standardise + ridge classifier, alpha by leave-one-out, temperature-calibrated"),
     "knn": (KNNHead, "cosine k-NN (FAISS), k by leave-one-out"),
     "linear": (partial(TorchHead, hidden=0), "torch linear layer, AdamW + early stopping"),
     "mlp": (partial(TorchHead, hidden=512, dropout=0.2), "torch MLP (512 hidden), AdamW + early stopping"),

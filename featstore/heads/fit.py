@@ -103,8 +103,8 @@ def evaluate_head(data: TaskData, kind: str, **params) -> tuple[object, dict]:
     else:
         metrics = regression_metrics(y_te, est.predict(X_te))
     search = dict(est.search_)
-    if search.get("cv_accuracy"):
-        search["accuracy_mean"] = max(search["cv_accuracy"])      # CV accuracy at the chosen value
+    if search.get("cv_accuracy"):                                 # CV accuracy at the chosen value
+        search["accuracy_mean"] = search["cv_accuracy"][search["grid"].index(search["chosen"])]
     report = {"n_train": int(len(y_tr)), "n_test": int(len(y_te)), "seed": SEED, "test_fraction": TEST_FRACTION,
               "split": "stored", "task_type": data.task_type, "cv": search, "fit_seconds": fit_seconds,
               "predictions_per_second": predictions_per_second(est.predict, X_te if len(X_te) else X_tr),
@@ -154,9 +154,9 @@ def precision_check(store: Store, data: TaskData, kind: str, report: dict, **par
 
 
 def leaderboard(store: Store, task: str, model: str | None = None, name: str | None = None,
-                target: str = "auto", log=lambda msg: None) -> dict:
+                target: str = "auto", log=lambda msg: None, data: TaskData | None = None) -> dict:
     """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first."""
-    data = load_task(store, task, model, target)
+    data = data or load_task(store, task, model, target)
     rows = []
     for kind in kinds_for(data.task_type):
         log(f"fitting {kind} ...")
@@ -165,7 +165,8 @@ def leaderboard(store: Store, task: str, model: str | None = None, name: str | N
         rows.append({"head": out["name"], "kind": kind, "metric": metric, "value": value,
                      "fit_seconds": out["metrics"]["fit_seconds"],
                      "predictions_per_second": out["metrics"]["predictions_per_second"],
-                     "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")}})
+                     "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")},
+                     "confusion": out["metrics"].get("confusion")})
     rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -np.inf))
     return {"task": task, "model": data.eset.model, "set_id": data.eset.set_id, "task_type": data.task_type,
             "n_train": int((~data.test).sum()), "n_test": int(data.test.sum()), "rows": rows}
@@ -212,3 +213,34 @@ def _jsonable(params: dict) -> dict:
             v = v.item()
         out[k] = v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v)
     return out
+
+
+def check_options(kind: str, C, name, target: str, shots, seeds, plot) -> None:
+    """Every option combination of a fit checked before any work (a leaderboard takes about a minute)."""
+    from pathlib import Path
+
+    if C is not None and kind != "logreg":
+        raise FeatstoreError("--C applies to --head logreg only")
+    if shots:
+        for option, given in (("--head all", kind == "all"), ("--C", C is not None), ("--name", name is not None),
+                              ("--target numeric", target == "numeric")):
+            if given:
+                raise FeatstoreError(f"{option} does not combine with --shots (a learning curve of one head kind "
+                                     "on class labels; nothing is stored)")
+    elif seeds is not None:
+        raise FeatstoreError("--seeds applies to --shots only")
+    if plot and not Path(plot).resolve().parent.is_dir():
+        raise FeatstoreError(f"--plot {plot}: folder {Path(plot).resolve().parent} does not exist")
+
+
+def plot_result(out: dict, plot: str, curve: bool) -> None:
+    """The PNG of a fit: the few-shot curve, the best head's confusion matrix (leaderboard), or the head's."""
+    from featstore.heads.plot import confusion_png, curve_png
+
+    if curve:
+        curve_png(out, plot)
+    elif "rows" in out:
+        best = out["rows"][0]
+        confusion_png(best["confusion"], plot, title=f"{best['head']} ({best['kind']}, best) held-out")
+    else:
+        confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
