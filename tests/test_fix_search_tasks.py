@@ -129,3 +129,23 @@ def test_one_task_is_the_default(run, small_folder, tmp_path):
     fit = _json(run("fit-head", "--store", store, "--json"))
     assert fit["task"] == "flowers"
     assert _json(run("duplicates", "--store", store, "--json"))["label_task"] == "flowers"
+
+
+def test_a_copy_takes_width_and_height_from_one_item(run, tmp_path):
+    """Two stored copies whose recorded sizes disagree (as an older featstore could leave them): a new copy takes
+    width and height from one of them, never the larger of each from different items."""
+    import duckdb
+
+    photo = sample_images(1)[0]
+    folder, store = tmp_path / "f", tmp_path / "store"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy2(photo, folder / name)
+    run("embed", folder, "--store", store, "--no-progress")
+    con = duckdb.connect(str(store / "store.duckdb"))
+    con.execute("UPDATE items SET width = 300, height = 100 WHERE path LIKE '%/a.jpg'")
+    con.execute("UPDATE items SET width = 100, height = 300 WHERE path LIKE '%/b.jpg'")
+    con.close()
+    shutil.copy2(photo, folder / "c.jpg")
+    run("embed", folder, "--store", store, "--no-progress")
+    assert query(store, "SELECT width, height FROM items WHERE path LIKE '%/c.jpg'") == [(300, 100)]

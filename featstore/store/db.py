@@ -333,11 +333,12 @@ class Store:
 
     def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
         """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
-        height recorded for that content, so an item's record does not depend on what was stored before it."""
+        height recorded for that content (both from one item, the first by path), so an item's record does not
+        depend on what was stored before it."""
         self.con.execute(f"""UPDATE items SET width = o.width, height = o.height
-            FROM (SELECT hash, max(width) AS width, max(height) AS height FROM items
+            FROM (SELECT DISTINCT ON (hash) hash, width, height FROM items
                   WHERE width IS NOT NULL AND hash IN (SELECT hash FROM items WHERE path IN {paths_sql})
-                  GROUP BY hash) o
+                  ORDER BY hash, path) o
             WHERE items.path IN {paths_sql} AND items.status = 'ok' AND items.width IS NULL
               AND items.hash = o.hash""", params or [])
 
