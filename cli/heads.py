@@ -18,7 +18,7 @@ def _shots(value):
 
 
 @click.command("fit-head")
-@click.option("--task", required=True, help="Task whose labels to learn.")
+@click.option("--task", default=None, help="Task whose labels to learn [default: the store's only task].")
 @click.option("--head", "kind", default="logreg",
               help="Head kind: logreg, svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), or 'all' "
                    "for a leaderboard.")

@@ -206,7 +206,7 @@ def where_time_went(s) -> str:
                                              "text). k results whenever k items pass.")
 @click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
-@click.option("--task", default=None, help="Whose labels to show [default: the task labelling the most items]")
+@click.option("--task", default=None, help="Whose labels to show and --where reads [default: the store's only task]")
 @store_option
 @json_option
 def search(like, item_id, queries, as_csv, text, where, k, model, task, store_path, as_json):
@@ -214,6 +214,8 @@ def search(like, item_id, queries, as_csv, text, where, k, model, task, store_pa
     found = _open(store_path).search(like=like, ids=item_id, text=text, queries=queries, k=k, model=model, task=task,
                                      where=where)
     outs = found if isinstance(found, list) else [found]
+    for note in dict.fromkeys(out["note"] for out in outs if out["note"]):
+        _log(note)
     if as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["query", "rank", "score", "item_id", "path", "label"])

@@ -152,8 +152,10 @@ def test_images_and_texts_share_one_store(run, home, tmp_path):
     assert _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))["model"] == "efficientnet-lite0"
     assert _json(run("fit-head", "--task", "news", "--store", store, "--json"))["model"] == TEXT_MODEL
     photo = sorted((SAMPLE / "roses").glob("*.jpg"))[0]
-    assert _json(run("search", "--like", photo, "--store", store, "--json"))["model"] == "efficientnet-lite0"
-    assert _json(run("search", "--text", "election", "--store", store, "--json"))["model"] == TEXT_MODEL
+    assert _json(run("search", "--like", photo, "--task", "flowers", "--store", store, "--json"))["model"] \
+        == "efficientnet-lite0"
+    assert _json(run("search", "--text", "election", "--task", "news", "--store", store, "--json"))["model"] \
+        == TEXT_MODEL
     hits = _json(run("search", "--text", "election", "--where", "text ILIKE '%minister%' AND label <> 'sports'",
                      "--task", "news", "--store", store, "--json"))["results"]
     assert hits and all("minister" in r["text"].lower() and r["label"] != "sports" for r in hits)

@@ -70,14 +70,17 @@ class Featstore:
             return label_from_csv(store, task, csv_path)
 
     # ---- heads ---------------------------------------------------------------------------------------------
-    def fit_head(self, task: str, options: FitOptions | None = None, log=lambda _msg: None, **opts) -> dict:
-        """Fit a head on the cached features of `task` (head='all': a leaderboard; shots=[...]: a few-shot
-        curve), evaluated on the task's stored held-out split and stored under its name."""
+    def fit_head(self, task: str | None = None, options: FitOptions | None = None, log=lambda _msg: None,
+                 **opts) -> dict:
+        """Fit a head on the cached features of `task` (None: the store's only task; head='all': a leaderboard;
+        shots=[...]: a few-shot curve), evaluated on the task's stored held-out split and stored under its name."""
         from featstore.heads import fit as fitting
+        from featstore.store.labels import task_for
 
         o = _options(FitOptions, options, opts)
         fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot)
         with self._writing() as store:
+            task = task_for(store, task, required=True)
             if o.shots:
                 out = fitting.few_shot(store, task, o.shots, seeds=o.seeds or 5, kind=o.head, model=o.model)
             else:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from featstore.errors import FeatstoreError, one_of
+from featstore.errors import FeatstoreError
 from featstore.store.index import normalise_rows, open_index
 from featstore.store.db import Store
+from featstore.store.labels import task_for
 
 CHUNK = 4096
 NEAR_K = 100
@@ -69,13 +70,12 @@ def _groups(a: np.ndarray, b: np.ndarray) -> list[list[int]]:
 def duplicates(store: Store, threshold: float = 0.97, task: str | None = None, model: str | None = None) -> dict:
     if not 0 < threshold <= 1:
         raise FeatstoreError(f"--threshold must be in (0, 1], got {threshold}")
-    if task is not None and task not in store.tasks():
-        raise one_of("task", task, store.tasks())
+    label_task = task_for(store, task)                      # whose labels the groups show
     s = store.set_for_task(task, model) if task else store.pick_set(model)
     exact = store.con.execute("SELECT hash, list(path ORDER BY path) FROM items WHERE status = 'ok' GROUP BY hash "
                               "HAVING count(*) > 1 ORDER BY min(path)").fetchall()
     a, b, sims = near_pairs(store, s, threshold)
-    info = store.describe_vecs(s, sorted(set(a.tolist()) | set(b.tolist())), task)
+    info = store.describe_vecs(s, sorted(set(a.tolist()) | set(b.tolist())), label_task)
     best = {}
     for x, y, sim in zip(a.tolist(), b.tolist(), sims.tolist()):
         best[x] = max(best.get(x, 0.0), sim)
@@ -85,7 +85,7 @@ def duplicates(store: Store, threshold: float = 0.97, task: str | None = None, m
               for g in _groups(a, b)]
     out = {"model": s.model, "set_id": s.set_id, "threshold": threshold, "live_vectors": store.live_count(s),
            "exact": [{"hash": h, "paths": p} for h, p in exact], "near_pairs": int(len(a)), "near_groups": groups,
-           "task": task}
+           "task": task, "label_task": label_task}
     if task:
         split = store.split_of(task)
         if not split:

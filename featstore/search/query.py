@@ -9,24 +9,15 @@ import numpy as np
 
 from featstore.embed.local import embed_query
 from featstore.embed.text import embed_query_text
-from featstore.errors import FeatstoreError, one_of
+from featstore.errors import FeatstoreError
 from featstore.store.index import normalise_rows, open_index, read_stamp, search as index_search
 from featstore.store.index_kinds import on_gpu
 from featstore.hashing import content_hash
 from featstore.embed.backbones import backbone_for_set
 from featstore.paths import display_path
 from featstore.store.db import Store
+from featstore.store.labels import task_for
 from featstore.user_csv import read_user_csv
-
-
-def default_task(store: Store, task: str | None) -> str | None:
-    """The task whose labels are shown: the one asked for, else the one labelling the most items."""
-    tasks = store.tasks()
-    if task is not None:
-        if task not in tasks:
-            raise one_of("task", task, tasks)
-        return task
-    return max(sorted(tasks), key=lambda t: tasks[t], default=None)
 
 
 def _set_holding(store: Store, content: str | None, model: str | None):
@@ -121,7 +112,7 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
     """Neighbours for a batch of queries; backbones, indexes and --where subsets are prepared once per set."""
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
-    task = default_task(store, task)
+    task = task_for(store, task)
     backbones, indexes, subsets = {}, {}, {}
     out = []
     for query in queries:
@@ -139,7 +130,7 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
                 indexes[s.set_id] = on_gpu(open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat"))
             scores, ids = index_search(indexes[s.set_id], vec[None], k + extra)
         found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
-        info = store.describe_vecs(s, [i for i, _ in found], task)
+        info = store.describe_vecs(s, [i for i, _ in found], task, where)
         results = []
         for vid, score in found:
             if vid not in info or info[vid]["hash"] == exclude:
@@ -148,8 +139,15 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
             if len(results) == k:
                 break
         out.append({"query": name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "where": where,
-                    "passing": None if passing is None else int(len(passing)), "results": results})
+                    "passing": None if passing is None else int(len(passing)), "results": results,
+                    "note": None if passing is None or len(passing) else no_match_note(where, task)})
     return out
+
+
+def no_match_note(where: str, task: str | None) -> str:
+    """Why a --where may match nothing: the task its label and split columns were read against."""
+    against = f"task {task!r}" if task else "no task (the store has no labels)"
+    return f"--where {where!r} matched no items; label and split were read against {against}"
 
 
 def _query_vector(store: Store, query: Query, model: str | None, backbones: dict):

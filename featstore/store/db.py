@@ -333,11 +333,12 @@ class Store:
 
     def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
         """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
-        height recorded for that content, so an item's record does not depend on what was stored before it."""
+        height recorded for that content (both from one item, the first by path), so an item's record does not
+        depend on what was stored before it."""
         self.con.execute(f"""UPDATE items SET width = o.width, height = o.height
-            FROM (SELECT hash, max(width) AS width, max(height) AS height FROM items
+            FROM (SELECT DISTINCT ON (hash) hash, width, height FROM items
                   WHERE width IS NOT NULL AND hash IN (SELECT hash FROM items WHERE path IN {paths_sql})
-                  GROUP BY hash) o
+                  ORDER BY hash, path) o
             WHERE items.path IN {paths_sql} AND items.status = 'ok' AND items.width IS NULL
               AND items.hash = o.hash""", params or [])
 
@@ -462,17 +463,22 @@ class Store:
         vectors = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), s.dim)
         return hashes, vectors, np.asarray([r[2] for r in rows], dtype=object)
 
-    def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None) -> dict[int, dict]:
-        """For result vec_ids: item id, one path (the first by name), how many paths share it, label, and for
-        text the text itself."""
+    def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None,
+                      where: str | None = None) -> dict[int, dict]:
+        """For result vec_ids: one item holding that content (the first by path; with `where`, the first that
+        passes it), so its id, path and label all come from that one item; how many ok paths share the content;
+        and for text the text itself."""
         if not vec_ids:
             return {}
         rows = self.con.execute(
-            f"""SELECT e.vec_id, min(i.item_id), min(i.path), count(*), min(l.label), e.hash, min(t.text)
-                FROM {s.table} e JOIN items i ON i.hash = e.hash AND i.status = 'ok'
-                LEFT JOIN labels l ON l.path = i.path AND l.task = ?
-                LEFT JOIN {self.relation("texts")} t ON t.hash = e.hash
-                WHERE e.vec_id IN (SELECT unnest($2)) GROUP BY e.vec_id, e.hash""", [task, list(vec_ids)]).fetchall()
+            f"""SELECT e.vec_id, item.item_id, item.path,
+                       (SELECT count(*) FROM items c WHERE c.hash = e.hash AND c.status = 'ok'),
+                       item.label, e.hash, item.text
+                FROM {s.table} e JOIN (SELECT * FROM ({self.item_view()}) AS item WHERE ({where or 'true'})) AS item
+                  ON item.hash = e.hash
+                WHERE e.vec_id IN (SELECT unnest($ids))
+                QUALIFY row_number() OVER (PARTITION BY e.vec_id ORDER BY item.path) = 1""",
+            {"task": task, "ids": list(map(int, vec_ids))}).fetchall()
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 for r in rows}
 

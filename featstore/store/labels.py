@@ -4,10 +4,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from featstore.errors import FeatstoreError
+from featstore.errors import FeatstoreError, one_of
 from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.user_csv import read_user_csv
+
+
+def task_for(store: Store, task: str | None, required: bool = False) -> str | None:
+    """The task whose labels a command reads: the one asked for (it must exist), else the store's only task.
+    With several tasks and none asked for, the user must choose; with none, None (or an error if `required`)."""
+    tasks = sorted(store.tasks())
+    if task is not None:
+        if task not in tasks:
+            raise one_of("task", task, tasks)
+        return task
+    if len(tasks) > 1:
+        raise FeatstoreError(f"several tasks in this store ({', '.join(tasks)}): pass --task")
+    if not tasks and required:
+        raise FeatstoreError("no labelled task in this store yet: embed a folder of class subfolders, or run "
+                             "`featstore label --task T --csv labels.csv`")
+    return tasks[0] if tasks else None
 
 
 def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
