@@ -161,7 +161,7 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
     name = os.path.basename(os.path.abspath(folder))
     task = task or (os.path.splitext(name)[0] if manifest else name)
     check_precision(precision, expected_device(device))      # refuse before the store is created or touched
-    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
+    with Store.open(_store_path(store_path), write=True, wait=wait, create=True) as store:
         backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision, store=store,
                                        calibration_paths=[f.path for f in files if not f.error])
         labels = {f.key: f.label for f in files if f.label}
@@ -199,7 +199,7 @@ def _embed_text(source, task, model, text_column, label_column, id_column, batch
     name = os.path.basename(os.path.abspath(source))
     task = task or (name if os.path.isdir(source) else os.path.splitext(name)[0])
     backbone, eset = open_backbone(spec, device=device, log=_log, precision=precision)
-    with Store.open(_store_path(store_path), write=True, wait=wait) as store:
+    with Store.open(_store_path(store_path), write=True, wait=wait, create=True) as store:
         labels = {r.key: r.label for r in records if r.label}
         store.set_labels(task, labels)
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=batch_size,

@@ -202,7 +202,7 @@ def test_file_deleted_between_listing_and_reading(home, small_folder, tmp_path):
     os.unlink(gone.path)
     spec = resolve(None)
     backbone, eset = open_backbone(spec, device="cpu")
-    with Store.open(tmp_path / "store", write=True) as store:
+    with Store.open(tmp_path / "store", write=True, create=True) as store:
         summary = embed_files(store, files, backbone, eset, spec.preprocess, progress=False)
     assert summary.embedded == 39 and summary.failed == 1
     assert "vanished" in dict(summary.failures)[gone.key]
