@@ -396,7 +396,7 @@ def stats(store_path, as_json):
     if as_json:
         return emit_json(out)
     click.echo(f"store {out['store']} (schema {out['schema_version']})")
-    click.echo("items: " + ", ".join(f"{n} {k}" for k, n in out["items"].items())
+    click.echo("items: " + (", ".join(f"{n} {k}" for k, n in out["items"].items()) or "none")
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
     for group in out["duplicates"][:10]:
@@ -412,7 +412,7 @@ def stats(store_path, as_json):
                        s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",
                        (s["index"] or {}).get("count", "-"), _index_text(s["index"])] for s in out["embedding_sets"]],
                      ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed", "index"],
-                     "lllllrrrrl"))
+                     "lllllrrrrl") if out["embedding_sets"] else "embedding sets: none yet")
     if out["heads"]:
         click.echo("")
         click.echo(heads_table(out["heads"]))

@@ -1,0 +1,132 @@
+"""User errors from the CLI are one line, never a traceback; commands that only read never create a store; predict
+reports unusable files one by one; library logs (faiss, Ray) stay out of the terminal unless --verbose.
+
+Every command and subcommand is enumerated from the click group, so a command added later is covered too."""
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE
+
+from featstore.cli.main import cli
+
+PHOTO = SAMPLE / "roses" / "10090824183_d02c613f10_m.jpg"
+CREATES_A_STORE = {"embed"}      # the commands that may make a store where there is none
+
+
+def leaf_commands(group: click.Group = cli, prefix: tuple = ()):
+    """(name words, command) for every command under the group, subgroups walked."""
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            yield from leaf_commands(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,), cmd
+
+
+STORE_COMMANDS = [words for words, cmd in leaf_commands() if any(p.name == "store_path" for p in cmd.params)]
+EXTRA_ARGS = {("search",): ["--id", "1"]}      # a query is needed, though no single option is required
+
+
+def _value(param: click.Parameter, csv_file) -> str:
+    """A well-formed value for a required parameter, so that the command gets as far as opening the store."""
+    t = param.type
+    if isinstance(t, click.Path) and t.exists:
+        return str(SAMPLE) if t.dir_okay else str(csv_file)
+    if isinstance(param, click.Argument) and param.nargs == -1:
+        return str(PHOTO)
+    if isinstance(t, click.Choice):
+        return t.choices[0]
+    return "x.onnx" if isinstance(t, click.Path) else "x"
+
+
+def args_for(words: tuple, csv_file) -> list[str]:
+    cmd = dict(leaf_commands())[words]
+    args = list(words)
+    for p in cmd.params:
+        if p.required:
+            args += [p.opts[0], _value(p, csv_file)] if isinstance(p, click.Option) else [_value(p, csv_file)]
+    return args + EXTRA_ARGS.get(words, [])
+
+
+@pytest.fixture
+def quiet_home(tmp_path, monkeypatch):
+    """An empty featstore home and an empty working folder: nothing is exported, nothing lands in the tests'."""
+    monkeypatch.setenv("FEATSTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FEATSTORE_STORE", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text(f"path,label\n{PHOTO},roses\n")
+    return work, csv_file
+
+
+def invoke(args, **kw):
+    """The CLI in-process; an uncaught exception propagates (fails the test) instead of becoming exit code 1."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+def test_every_store_command_is_enumerated():
+    names = {" ".join(w) for w in STORE_COMMANDS}
+    assert {"embed", "fit-head", "predict", "export", "search", "stats", "heads", "duplicates", "verify", "gc",
+            "label", "index build"} <= names
+
+
+@pytest.mark.parametrize("how", ["--store", "FEATSTORE_STORE"])
+@pytest.mark.parametrize("words", STORE_COMMANDS, ids=" ".join)
+def test_a_file_as_store_is_one_clear_line(quiet_home, monkeypatch, words, how):
+    work, csv_file = quiet_home
+    not_a_store = work / "some-file"
+    not_a_store.write_bytes(b"my notes, not a store\n")
+    args = args_for(words, csv_file)
+    if how == "--store":
+        args += ["--store", str(not_a_store)]
+    else:
+        monkeypatch.setenv("FEATSTORE_STORE", str(not_a_store))
+    r = invoke(args)
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(not_a_store) in lines[0] and "is a file" in lines[0], r.stderr
+    assert not_a_store.read_bytes() == b"my notes, not a store\n"
+    assert os.listdir(work) == ["some-file"]
+
+
+def test_featstore_store_file_embed_prints_no_traceback(quiet_home):
+    """The reported case, as a user runs it: a real process, FEATSTORE_STORE naming a regular file."""
+    work, _ = quiet_home
+    (work / "some-file").write_text("x")
+    env = dict(os.environ, FEATSTORE_STORE="some-file")
+    p = subprocess.run([sys.executable, "-m", "featstore.cli.main", "embed", str(SAMPLE), "--no-progress"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "Error: some-file: not a store: it is a file, and a store is a folder (point --store / FEATSTORE_STORE at "
+        "a store folder, or at a new one to create)"]
+
+
+@pytest.mark.parametrize("words", [w for w in STORE_COMMANDS if w[0] not in CREATES_A_STORE], ids=" ".join)
+def test_commands_other_than_embed_create_no_store(quiet_home, words):
+    """In an empty folder, readers and writers that need a store (fit-head, predict, label, gc, index build...)
+    say there is none, and leave nothing behind."""
+    work, csv_file = quiet_home
+    r = invoke(args_for(words, csv_file))
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [
+        "Error: no featstore store at .featstore (run `featstore embed FOLDER` first, or point --store / "
+        "FEATSTORE_STORE at one)"]
+    assert os.listdir(work) == []
+
+
+def test_stats_of_an_empty_store(quiet_home):
+    from featstore.store.db import Store
+
+    work, _ = quiet_home
+    Store.open(work / "s", write=True, create=True).close()
+    r = invoke(["stats", "--store", work / "s"])
+    assert r.exit_code == 0, r.output
+    assert "items: none; 0 distinct contents, 0 duplicate paths" in r.stdout
+    assert "items: ;" not in r.stdout and "embedding sets: none yet" in r.stdout
