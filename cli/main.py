@@ -354,13 +354,21 @@ def _snippet(text: str | None, width: int = 70) -> str:
 @store_option
 @json_option
 def predict(head_name, files, as_csv, no_progress, store_path, as_json):
-    """Label and probability for each file (new files are embedded once and kept in the store)."""
+    """Label and probability for each file (new files are embedded once and kept in the store). A file that cannot
+    be used (missing, unreadable, corrupt) is a row with status failed and the reason; exit code 1 when no file
+    could be predicted."""
     from featstore.apps.predict import predict as run_predict
     from featstore.store.db import Store
 
     with Store.open(_store_path(store_path), write=True) as store:
         out = run_predict(store, head_name, list(files), progress=not (no_progress or as_json or as_csv))
     rows = out["predictions"]
+    _print_predictions(out, rows, as_json, as_csv)
+    if not any(r["status"] == "ok" for r in rows):
+        raise click.ClickException("no file could be predicted (each row says why)")
+
+
+def _print_predictions(out, rows, as_json, as_csv) -> None:
     if as_json:
         return emit_json(out)
     if as_csv:

@@ -130,3 +130,53 @@ def test_stats_of_an_empty_store(quiet_home):
     assert r.exit_code == 0, r.output
     assert "items: none; 0 distinct contents, 0 duplicate paths" in r.stdout
     assert "items: ;" not in r.stdout and "embedding sets: none yet" in r.stdout
+
+
+# ---- predict: one unusable file is one failed row, not the end of the batch ----------------------------------------
+@pytest.fixture(scope="module")
+def head_store(tmp_path_factory, home):
+    """40 real photos embedded, a k-NN head fitted on them."""
+    import shutil
+
+    from conftest import embed_into_new_store, sample_images
+
+    folder = tmp_path_factory.mktemp("predict") / "flowers"
+    for p in sample_images(8):
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, folder / p.parent.name / p.name)
+    store = embed_into_new_store(tmp_path_factory, "predict-store", folder)
+    r = invoke(["fit-head", "--task", "flowers", "--head", "knn", "--store", store])
+    assert r.exit_code == 0, r.output
+    return store
+
+
+def test_predict_reports_unusable_files_per_file(run, head_store, tmp_path):
+    import json
+
+    from conftest import query
+
+    good = sorted((SAMPLE.parent.parent.parent / "featstore" / "data" / "parity").glob("*.jpg"))[:2]
+    missing, corrupt, dangling = tmp_path / "missing.jpg", tmp_path / "corrupt.jpg", tmp_path / "dangling.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    dangling.symlink_to(tmp_path / "gone.jpg")
+    r = run("predict", "--head", "flowers", *good[:1], missing, corrupt, dangling, *good[1:], "--json",
+            "--store", head_store)
+    rows = json.loads(r.stdout)["predictions"]
+    assert [row["path"] for row in rows] == [str(p) for p in (good[0], missing, corrupt, dangling, good[1])]
+    assert [row["status"] for row in rows] == ["ok", "failed", "failed", "failed", "ok"]
+    classes = {"daisy", "dandelion", "roses", "sunflowers", "tulips"}
+    assert all(rows[i]["label"] in classes and 0 < rows[i]["probability"] <= 1 for i in (0, 4))
+    assert rows[1]["error"] == "no such file" and rows[2]["error"].startswith("cannot decode image")
+    assert rows[3]["error"].startswith("cannot stat file")
+    # a path that does not exist is not recorded in the store; the two photos are kept, as predict documents
+    stored = {p for (p,) in query(head_store, "SELECT path FROM items")}
+    assert str(missing) not in stored and {str(good[0]), str(good[1])} <= stored
+
+
+def test_predict_exits_1_only_when_no_file_could_be_predicted(run, head_store, tmp_path):
+    r = run("predict", "--head", "flowers", tmp_path / "missing.jpg", tmp_path / "also-missing.jpg", "--csv",
+            "--store", head_store, ok=False)
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines() == ["Error: no file could be predicted (each row says why)"]
+    assert r.stdout.splitlines()[1:] == [f"{tmp_path / 'missing.jpg'},,,,failed,no such file",
+                                         f"{tmp_path / 'also-missing.jpg'},,,,failed,no such file"]
