@@ -28,8 +28,12 @@ class FeatstoreGroup(click.Group):
 
 @click.group(cls=FeatstoreGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="featstore")
-def cli():
+@click.option("--verbose", "-v", is_flag=True, help="Also show the libraries' own log lines (faiss, Ray).")
+def cli(verbose):
     """Embed datasets once with frozen pretrained backbones; fit heads and search on the cached features."""
+    from featstore.logs import set_verbose
+
+    set_verbose(verbose)
 
 
 # ---- models ---------------------------------------------------------------------------------------------------
