@@ -59,7 +59,7 @@ def featstore_in_process(folder: Path, store_path: Path, batch_size: int) -> tup
     backbone.run_feeds(tokenizer.encode(["warm up"]).feeds)            # session start outside the clock
     t0 = time.perf_counter()
     records, _ = read_text_source(folder)
-    with Store.open(store_path, write=True) as store:
+    with Store.open(store_path, write=True, create=True) as store:
         store.set_labels("bbc", {r.key: r.label for r in records if r.label})
         summary = embed_texts(store, records, backbone, eset, tokenizer, batch_size=batch_size, progress=False)
         texts = [t for (t,) in store.con.execute("SELECT text FROM texts").fetchall()]

@@ -226,7 +226,7 @@ def featstore_run(folder: Path, precision: str, threads: int, store_dir: Path, d
     spec = resolve(None)
     files = scan_folder(folder)[0]
     shutil.rmtree(store_dir, ignore_errors=True)
-    with Store.open(store_dir, write=True) as store:
+    with Store.open(store_dir, write=True, create=True) as store:
         t0 = time.perf_counter()
         backbone, eset = open_backbone(spec, device=device, log=lambda *_: None, precision=precision, store=store,
                                        calibration_paths=[f.path for f in files])

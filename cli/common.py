@@ -5,7 +5,7 @@ import click
 
 from featstore.home import STORE_ENV, default_store
 
-store_option = click.option("--store", "store_path", type=click.Path(file_okay=False), default=None,
+store_option = click.option("--store", "store_path", type=click.Path(), default=None,   # checked when opened
                             help=f"Store folder [default: ${STORE_ENV} or ./.featstore]")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

@@ -32,8 +32,12 @@ class FeatstoreGroup(click.Group):
 
 @click.group(cls=FeatstoreGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="featstore")
-def cli():
+@click.option("--verbose", "-v", is_flag=True, help="Also show the libraries' own log lines (faiss, Ray).")
+def cli(verbose):
     """Embed datasets once with frozen pretrained backbones; fit heads and search on the cached features."""
+    from featstore.logs import set_verbose
+
+    set_verbose(verbose)
 
 
 # ---- models ---------------------------------------------------------------------------------------------------
@@ -255,9 +259,17 @@ def _snippet(text: str | None, width: int = 70) -> str:
 @store_option
 @json_option
 def predict(head_name, files, as_csv, no_progress, store_path, as_json):
-    """Label and probability for each file (new files are embedded once and kept in the store)."""
+    """Label and probability for each file (new files are embedded once and kept in the store). A file that cannot
+    be used (missing, unreadable, corrupt) is a row with status failed and the reason; exit code 1 when no file
+    could be predicted."""
     out = _open(store_path).predict(head_name, list(files), progress=not (no_progress or as_json or as_csv))
     rows = out["predictions"]
+    _print_predictions(out, rows, as_json, as_csv)
+    if not any(r["status"] == "ok" for r in rows):
+        raise click.ClickException("no file could be predicted (each row says why)")
+
+
+def _print_predictions(out, rows, as_json, as_csv) -> None:
     if as_json:
         return emit_json(out)
     if as_csv:
@@ -289,7 +301,7 @@ def stats(store_path, as_json):
     if as_json:
         return emit_json(out)
     click.echo(f"store {out['store']} (schema {out['schema_version']})")
-    click.echo("items: " + ", ".join(f"{n} {k}" for k, n in out["items"].items())
+    click.echo("items: " + (", ".join(f"{n} {k}" for k, n in out["items"].items()) or "none")
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
     for group in out["duplicates"][:10]:
@@ -305,7 +317,7 @@ def stats(store_path, as_json):
                        s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",
                        (s["index"] or {}).get("count", "-"), _index_text(s["index"])] for s in out["embedding_sets"]],
                      ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed", "index"],
-                     "lllllrrrrl"))
+                     "lllllrrrrl") if out["embedding_sets"] else "embedding sets: none yet")
     if out["heads"]:
         click.echo("")
         click.echo(heads_table(out["heads"]))

@@ -82,8 +82,9 @@ def test_predict_reports_bad_file(run, sample_store, tmp_path):
     store, _, _ = sample_store
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(badfiles.truncated_jpeg())
-    out = json.loads(run("predict", "--head", "flowers", bad, "--store", store, "--json").stdout)
-    p = out["predictions"][0]
+    r = run("predict", "--head", "flowers", bad, "--store", store, "--json", ok=False)
+    assert r.exit_code == 1      # no file could be predicted (the rows still say why)
+    p = json.loads(r.stdout)["predictions"][0]
     assert p["status"] == "failed" and "truncated" in p["error"] and p["label"] is None
 
 
@@ -202,7 +203,7 @@ def test_file_deleted_between_listing_and_reading(home, small_folder, tmp_path):
     os.unlink(gone.path)
     spec = resolve(None)
     backbone, eset = open_backbone(spec, device="cpu")
-    with Store.open(tmp_path / "store", write=True) as store:
+    with Store.open(tmp_path / "store", write=True, create=True) as store:
         summary = embed_files(store, files, backbone, eset, spec.preprocess, progress=False)
     assert summary.embedded == 39 and summary.failed == 1
     assert "vanished" in dict(summary.failures)[gone.key]

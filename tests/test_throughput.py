@@ -130,7 +130,7 @@ def test_vector_insert_round_trip(tmp_path):
     s = set_for(spec, Path(ensure_exported(spec, log=lambda *_: None)), "cpu")
     rng = np.random.default_rng(1)
     chunks = [rng.standard_normal((n, spec.dim)).astype(np.float32) for n in (5, 1, 32)]
-    with Store.open(tmp_path / "s", write=True) as st:
+    with Store.open(tmp_path / "s", write=True, create=True) as st:
         st.ensure_set(s)
         for i, v in enumerate(chunks):
             st.write_batch(s, [], [f"h{i}-{j}" for j in range(len(v))], v)
@@ -151,7 +151,7 @@ def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder
     spec = resolve(None)
     files = scan_folder(small_folder)[0]
     calls = {"n": 0}
-    with Store.open(tmp_path / "s", write=True) as store:
+    with Store.open(tmp_path / "s", write=True, create=True) as store:
         backbone, eset = open_backbone(spec, device="cpu", log=lambda *_: None)
         real = store.write_batch
 
@@ -219,7 +219,7 @@ def test_decode_in_processes_gives_the_same_store(home, small_folder, tmp_path):
     got = {}
     for decode in ("threads", "processes"):
         backbone, eset = open_backbone(spec, device="cpu")
-        with Store.open(tmp_path / decode, write=True) as store:
+        with Store.open(tmp_path / decode, write=True, create=True) as store:
             s = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=4, workers=2, decode=decode,
                             progress=False)
             items = store.con.execute("SELECT path, hash, status, error, width, height FROM items ORDER BY path")

@@ -79,7 +79,7 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
     check_precision(opts.precision, expected_device(opts.device))      # refuse before the store is touched
     progress = opts.progress
     scope = None if manifest else folder_scope(source, [f.key for f in files], is_image_name)
-    with Store.open(root, write=True, wait=opts.wait) as store:
+    with Store.open(root, write=True, wait=opts.wait, create=True) as store:
         backbone, eset = open_backbone(spec, device=opts.device, log=log, precision=opts.precision, store=store,
                                        calibration_paths=[f.path for f in files if not f.error])
         labels = {f.key: f.label for f in files if f.label}
@@ -123,7 +123,7 @@ def _embed_text(root, source: str, opts: EmbedOptions, log):
     name = os.path.basename(os.path.abspath(source))
     task = opts.task or (name if os.path.isdir(source) else os.path.splitext(name)[0])
     backbone, eset = open_backbone(spec, device=opts.device, log=log, precision=opts.precision)
-    with Store.open(root, write=True, wait=opts.wait) as store:
+    with Store.open(root, write=True, wait=opts.wait, create=True) as store:
         labels = {r.key: r.label for r in records if r.label}
         store.set_labels(task, labels)
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=opts.batch_size or 64,

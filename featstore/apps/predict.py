@@ -24,28 +24,33 @@ def predict(store: Store, head_name: str, paths: list[str], progress: bool = Tru
         raise FeatstoreError(f"head {head_name!r} was fitted on embedding set {record['set_id']}, "
                              "which is no longer in this store")
     backbone, pre = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "cpu")
-    if s.modality == "text":
-        records = _text_records(paths)
-        keys = [r.key for r in records]
-        summary = embed_texts(store, records, backbone, s, pre, progress=progress) if records else None
-    else:
-        files = from_paths(paths)
-        keys = [f.key for f in files]
-        summary = embed_files(store, files, backbone, s, pre, progress=progress) if files else None
+    keys, unusable, inputs = [], {}, []      # unusable: key -> why (never handed to the backbone, nor stored)
+    for path in paths:
+        try:
+            got = _inputs(path, s.modality)
+        except (FeatstoreError, OSError) as exc:
+            key = display_path(os.path.abspath(path))
+            keys.append(key)
+            unusable[key] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            continue
+        inputs += got
+        keys += [g.key for g in got]
+    run = embed_texts if s.modality == "text" else embed_files
+    summary = run(store, inputs, backbone, s, pre, progress=progress) if inputs else None
     if not keys:
         raise FeatstoreError("nothing to predict")
     items = store.items_by_path()
     hashes = [items[k].hash for k in keys if k in items and items[k].status == "ok"]
     vectors = store.vectors_for_hashes(s, hashes)
-    ok = [k for k in keys if k in items and items[k].hash in vectors]
+    ok = [k for k in keys if k not in unusable and k in items and items[k].hash in vectors]
     outputs = head.run(np.stack([vectors[items[k].hash] for k in ok])) if ok else []
     by_key = dict(zip(ok, outputs))
     rows = []
     for key in keys:
         item = items.get(key)
-        if key not in by_key:
+        if key in unusable or key not in by_key:
             rows.append({"path": key, "label": None, "probability": None, "status": "failed",
-                         "error": (item.error if item else None) or "not embedded"})
+                         "error": unusable.get(key) or (item.error if item else None) or "not embedded"})
         elif head.task_type == "regression":
             rows.append({"path": key, "label": None, "value": round(float(by_key[key][0]), 6),
                          "probability": None, "status": "ok", "error": None})
@@ -60,11 +65,9 @@ def predict(store: Store, head_name: str, paths: list[str], progress: bool = Tru
             "predictions": rows}
 
 
-def _text_records(paths: list[str]) -> list:
-    """Texts to predict: .txt files, folders of them, or text tables (column 'text')."""
-    records = []
-    for p in paths:
-        if not os.path.lexists(p):
-            raise FeatstoreError(f"{display_path(str(p))}: no such file")
-        records.extend(read_text_source(p)[0])
-    return records
+def _inputs(path: str, modality: str) -> list:
+    """What one path holds to predict: image files (a file, or a folder of them), or texts (a .txt file, a folder
+    of them, or a text table with a 'text' column). A path that cannot be one raises, for its row to say why."""
+    if not os.path.lexists(path):
+        raise FeatstoreError("no such file")
+    return read_text_source(path)[0] if modality == "text" else from_paths([path])

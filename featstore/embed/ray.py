@@ -23,6 +23,7 @@ from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
 from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, record_vanished, run_stages
 from featstore.errors import FeatstoreError
+from featstore.logs import verbose
 from featstore.embed.ingest import ingest, is_ingested
 from featstore.embed.shards import Shard, Staging, make_shards
 from featstore.uri import is_uri, join
@@ -124,6 +125,8 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
         gpus = 1 if backbone.device == "cuda" else 0
         _quiet_ray_data()
         if not ray.is_initialized():
+            if not verbose():      # the driver's core worker logs to stderr from C++ (e.g. core_worker.cc lines)
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **({} if address else {"num_cpus": os.cpu_count() or 1}))
         # one machine: its cores shared among the actors; a cluster: each actor uses its own node's cores
@@ -171,8 +174,9 @@ def _quiet_ray_data() -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    for name in ("ray.data", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    if not verbose():      # e.g. "Token authentication is enabled ...", "Progress bars disabled ..."
+        for name in ("ray.data", "ray"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _add(summary: EmbedSummary, counts: dict | None) -> None:

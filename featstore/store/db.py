@@ -152,17 +152,25 @@ class Store:
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, write: bool = False, wait: bool = False) -> "Store":
+    def open(cls, root: str | Path, write: bool = False, wait: bool = False, create: bool = False) -> "Store":
+        """Open the store at `root`: read-only, or as its one writer (`write`). Only `create` (with `write`: the
+        commands that add items, i.e. embed) makes a store where there is none; everything else refuses."""
         root = Path(root)
         db = root / DB_FILE
         lock_fd = None
-        if write:
-            root.mkdir(parents=True, exist_ok=True)
-            (root / "index").mkdir(exist_ok=True)
-            lock_fd = _take_writer_lock(root / LOCK_FILE, wait)
-        elif not db.exists():
+        if os.path.lexists(root) and not root.is_dir():
+            raise FeatstoreError(f"{root}: not a store: it is a file, and a store is a folder (point --store / "
+                                 "FEATSTORE_STORE at a store folder, or at a new one to create)")
+        if not (write and create) and not db.exists():
             raise FeatstoreError(f"no featstore store at {root} (run `featstore embed FOLDER` first, "
                                  "or point --store / FEATSTORE_STORE at one)")
+        if write:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                (root / "index").mkdir(exist_ok=True)
+                lock_fd = _take_writer_lock(root / LOCK_FILE, wait)
+            except OSError as exc:
+                raise FeatstoreError(f"{root}: cannot write the store ({exc.strerror or exc})") from None
         try:
             con = _connect(db, read_only=not write, root=root)
             store = cls(root, con, write, lock_fd)

@@ -23,6 +23,8 @@ import time
 import faiss
 import numpy as np
 
+from featstore.logs import verbose
+
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8")
 AUTO_FLAT_MAX = 50_000
 TUNE_QUERIES = 1000
@@ -100,6 +102,8 @@ def train(index: faiss.Index, kind: str, source: Vectors, seed: int = 0, exclude
     n_train = min(len(pool), 64 * ivf.nlist)
     sample = source.fetch(source.ids[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))])
     ivf.cp.seed = seed
+    if not verbose():      # faiss warns on stderr (from C++) below 39 training points per list; only --verbose
+        ivf.cp.min_points_per_centroid = 1
     if gpu_count():      # k-means assignments on the GPU; the trained index itself stays a CPU index
         clustering = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
         ivf.clustering_index = clustering
