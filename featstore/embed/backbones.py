@@ -22,7 +22,7 @@ from featstore.models.graph_input import pixel_input_graph
 from featstore.models.precision import CALIBRATION_IMAGES, check as check_precision, fp16_graph, int8_graph
 from featstore.models.preprocess import normalise
 from featstore.models.session import expected_device, provider_class
-from featstore.store.db import FEATURE_FORMAT, EmbeddingSet
+from featstore.store.schema import FEATURE_FORMAT, EmbeddingSet
 
 
 def set_for(spec: ModelSpec, onnx_path: Path, device_used: str, precision: str = "fp32") -> EmbeddingSet:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.embed.source import SourceFile
-from featstore.store.db import vector_rows
+from featstore.store.vectors import vector_rows
 from featstore.uri import download, is_uri, join, upload
 
 COLUMNS = ("path", "label", "hash", "size", "mtime", "width", "height", "status", "error")

@@ -6,142 +6,24 @@ clear "being written" message while a writer holds the store.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
 
 from featstore.errors import FeatstoreError, one_of
+from featstore.store.vectors import VectorReads, vector_rows
+from featstore.store.lock import LOCK_FILE, describe_holder, take_writer_lock
+from featstore.store.schema import ADDED_TABLES, FEATURE_FORMAT, SCHEMA, SCHEMA_VERSION, EmbeddingSet, Item
 
-SCHEMA_VERSION = 3       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; older migrate on write
-LIVE_HASHES = "(SELECT hash FROM items WHERE status = 'ok')"              # contents some ok item points at
-ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
-                "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
-                "shards": ("set_id", "shard_key", "name", "files", "ingested_at")}
 DB_FILE = "store.duckdb"
-LOCK_FILE = "writer.lock"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE SEQUENCE IF NOT EXISTS item_ids START 1;
-CREATE TABLE IF NOT EXISTS items (
-    item_id    BIGINT PRIMARY KEY DEFAULT nextval('item_ids'),
-    path       VARCHAR NOT NULL UNIQUE,
-    hash       VARCHAR,
-    size       BIGINT,
-    mtime      DOUBLE,
-    width      INTEGER,
-    height     INTEGER,
-    status     VARCHAR NOT NULL,
-    error      VARCHAR,
-    updated_at TIMESTAMP DEFAULT current_timestamp
-);
-CREATE TABLE IF NOT EXISTS labels (
-    task  VARCHAR NOT NULL,
-    path  VARCHAR NOT NULL,
-    label VARCHAR NOT NULL,
-    PRIMARY KEY (task, path)
-);
-CREATE TABLE IF NOT EXISTS embedding_sets (
-    set_id         VARCHAR PRIMARY KEY,
-    model          VARCHAR NOT NULL,
-    dim            INTEGER NOT NULL,
-    table_name     VARCHAR NOT NULL,
-    onnx_path      VARCHAR NOT NULL,
-    onnx_sha256    VARCHAR NOT NULL,
-    preprocess     JSON NOT NULL,
-    precision      VARCHAR NOT NULL,
-    provider       VARCHAR NOT NULL,
-    feature_format INTEGER NOT NULL,
-    created_at     TIMESTAMP DEFAULT current_timestamp
-);
-CREATE TABLE IF NOT EXISTS heads (
-    name       VARCHAR PRIMARY KEY,
-    kind       VARCHAR NOT NULL,
-    task       VARCHAR NOT NULL,
-    set_id     VARCHAR NOT NULL,
-    classes    JSON NOT NULL,
-    params     JSON NOT NULL,
-    metrics    JSON NOT NULL,
-    created_at TIMESTAMP DEFAULT current_timestamp
-);
-CREATE TABLE IF NOT EXISTS texts (
-    hash      VARCHAR PRIMARY KEY,
-    text      VARCHAR NOT NULL,
-    tokens    INTEGER NOT NULL,
-    truncated BOOLEAN NOT NULL
-);
-CREATE TABLE IF NOT EXISTS splits (
-    task  VARCHAR NOT NULL,
-    hash  VARCHAR NOT NULL,
-    split VARCHAR NOT NULL,
-    PRIMARY KEY (task, hash)
-);
-CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
-CREATE TABLE IF NOT EXISTS runs (
-    run_id     BIGINT PRIMARY KEY DEFAULT nextval('run_ids'),
-    started_at TIMESTAMP NOT NULL,
-    set_id     VARCHAR NOT NULL,
-    source     VARCHAR NOT NULL,
-    config     JSON NOT NULL,
-    summary    JSON NOT NULL
-);
-CREATE TABLE IF NOT EXISTS shards (
-    set_id      VARCHAR NOT NULL,
-    shard_key   VARCHAR NOT NULL,
-    name        VARCHAR NOT NULL,
-    files       INTEGER NOT NULL,
-    ingested_at TIMESTAMP DEFAULT current_timestamp,
-    PRIMARY KEY (set_id, shard_key)
-);
-CREATE TABLE IF NOT EXISTS head_arrays (
-    head  VARCHAR NOT NULL,
-    name  VARCHAR NOT NULL,
-    shape INTEGER[] NOT NULL,
-    data  DOUBLE[] NOT NULL,
-    PRIMARY KEY (head, name)
-);
-"""
 
 
-@dataclass(frozen=True)
-class EmbeddingSet:
-    """One embedding set: vectors from one exact backbone + preprocessing + precision + provider class."""
-
-    set_id: str
-    model: str
-    dim: int
-    table: str
-    onnx_path: str
-    onnx_sha256: str
-    preprocess: dict
-    precision: str
-    provider: str
-
-    @property
-    def modality(self) -> str:
-        return self.preprocess.get("modality", "image")
-
-
-@dataclass(frozen=True)
-class Item:
-    item_id: int
-    path: str
-    hash: str | None
-    size: int | None
-    mtime: float | None
-    status: str
-    error: str | None
-
-
-class Store:
+class Store(VectorReads):
     """An open store. Use Store.open(path, write=...) as a context manager."""
 
     def __init__(self, root: Path, con: duckdb.DuckDBPyConnection, writable: bool, lock_fd: int | None):
@@ -168,7 +50,7 @@ class Store:
             try:
                 root.mkdir(parents=True, exist_ok=True)
                 (root / "index").mkdir(exist_ok=True)
-                lock_fd = _take_writer_lock(root / LOCK_FILE, wait)
+                lock_fd = take_writer_lock(root / LOCK_FILE, wait)
             except OSError as exc:
                 raise FeatstoreError(f"{root}: cannot write the store ({exc.strerror or exc})") from None
         try:
@@ -396,48 +278,6 @@ class Store:
             self.con.execute("INSERT INTO splits SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
                              "ON CONFLICT DO NOTHING", [task, list(assignments), list(assignments.values())])
 
-    # ---- reading vectors -----------------------------------------------------------------------------------
-    def live_vectors(self, s: EmbeddingSet) -> tuple[np.ndarray, np.ndarray]:
-        """(vec_ids, vectors) of every vector some ok item still points at."""
-        rows = self.con.execute(
-            f"SELECT e.vec_id, e.vector FROM {s.table} e WHERE e.hash IN {LIVE_HASHES} ORDER BY e.vec_id").fetchnumpy()
-        return _unpack(rows, s.dim)
-
-    def live_ids(self, s: EmbeddingSet) -> np.ndarray:
-        """vec_ids of the live vectors, ascending (no vectors read)."""
-        rows = self.con.execute(
-            f"SELECT vec_id FROM {s.table} WHERE hash IN {LIVE_HASHES} ORDER BY vec_id").fetchnumpy()
-        return np.asarray(rows["vec_id"], dtype=np.int64)
-
-    def iter_live_vectors(self, s: EmbeddingSet, chunk: int = 4096, ids: np.ndarray | None = None):
-        """(vec_ids, vectors) of the live vectors, chunk by chunk in vec_id order (memory: one chunk). Each chunk
-        is a vec_id range scan, so DuckDB reads only that range's vectors (zone maps skip the rest). `ids`: the
-        live_ids the caller already holds."""
-        ids = self.live_ids(s) if ids is None else ids
-        for start in range(0, len(ids), chunk):
-            lo, hi = int(ids[start]), int(ids[min(start + chunk, len(ids)) - 1])
-            rows = self.con.execute(
-                f"SELECT vec_id, vector FROM {s.table} WHERE vec_id BETWEEN ? AND ? AND hash IN {LIVE_HASHES} "
-                "ORDER BY vec_id", [lo, hi]).fetchnumpy()
-            yield _unpack(rows, s.dim)
-
-    def live_count(self, s: EmbeddingSet) -> int:
-        """How many of the set's vectors are live (what its FAISS index must hold)."""
-        return self.con.execute(f"SELECT count(*) FROM {s.table} WHERE hash IN {LIVE_HASHES}").fetchone()[0]
-
-    def vectors_for_hashes(self, s: EmbeddingSet, hashes: list[str]) -> dict[str, np.ndarray]:
-        if not hashes:
-            return {}
-        rows = self.con.execute(f"SELECT hash, vector FROM {s.table} WHERE hash IN (SELECT unnest($1))",
-                                [list(hashes)]).fetchall()
-        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
-
-    def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> tuple[np.ndarray, np.ndarray]:
-        """(vec_ids, vectors) of the given vec_ids that exist, in vec_id order."""
-        rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1)) "
-                                "ORDER BY vec_id", [list(map(int, vec_ids))]).fetchnumpy()
-        return _unpack(rows, s.dim)
-
     def labelled_count(self, s: EmbeddingSet, task: str) -> int:
         """How many of a task's labelled contents have a vector in this set."""
         return self.con.execute(
@@ -498,27 +338,6 @@ class Store:
         return Item(*row)
 
 
-FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
-
-
-def vector_rows(con: duckdb.DuckDBPyConnection, name: str, vectors: np.ndarray) -> str:
-    """Register an (n, dim) matrix with DuckDB under `name` as flat numpy columns, which DuckDB scans in place (~7x
-    faster than converting it to Python lists), and return a relation of its rows: r (0-based row number) and
-    vector FLOAT[dim]. The caller unregisters `name` when done."""
-    n, dim = vectors.shape
-    con.register(name, {"r": np.repeat(np.arange(n, dtype=np.int64), dim),
-                        "j": np.tile(np.arange(dim, dtype=np.int32), n),
-                        "x": np.ascontiguousarray(vectors, dtype=np.float32).ravel()})
-    return f"(SELECT r, array_agg(x ORDER BY j)::FLOAT[{dim}] AS vector FROM {name} GROUP BY r)"
-
-
-def _unpack(rows: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.asarray(rows["vec_id"], dtype=np.int64)
-    if len(ids) == 0:
-        return ids, np.zeros((0, dim), np.float32)
-    return ids, np.stack(rows["vector"]).astype(np.float32)
-
-
 def _connect(db: Path, read_only: bool, root: Path) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(db), read_only=read_only)
@@ -527,29 +346,3 @@ def _connect(db: Path, read_only: bool, root: Path) -> duckdb.DuckDBPyConnection
             holder = describe_holder(root / LOCK_FILE)
             raise FeatstoreError(f"store {root} is being written{holder}; try again when it finishes") from None
         raise FeatstoreError(f"{db}: cannot open store ({str(exc).splitlines()[0]})") from None
-
-
-def describe_holder(lock_path: Path) -> str:
-    try:
-        info = json.loads(lock_path.read_text())
-        return f" by PID {info['pid']} ({info['command']}, since {info['since']})"
-    except (OSError, ValueError, KeyError):
-        return " by another process"
-
-
-def _take_writer_lock(lock_path: Path, wait: bool) -> int:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        if not wait:
-            holder = describe_holder(lock_path)
-            os.close(fd)
-            raise FeatstoreError(f"store {lock_path.parent} is being written{holder}; "
-                                 "wait for it to finish (or pass --wait)") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    info = {"pid": os.getpid(), "command": " ".join(["featstore"] + sys.argv[1:3]),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
-    return fd
