@@ -23,7 +23,7 @@ from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
 from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, record_vanished, run_stages
 from featstore.errors import FeatstoreError
-from featstore.logs import verbose
+from featstore.logs import quiet_stderr, verbose
 from featstore.embed.ingest import ingest, is_ingested
 from featstore.embed.shards import Shard, Staging, make_shards
 from featstore.uri import is_uri, join
@@ -127,8 +127,9 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
         if not ray.is_initialized():
             if not verbose():      # the driver's core worker logs to stderr from C++ (e.g. core_worker.cc lines)
                 os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **({} if address else {"num_cpus": os.cpu_count() or 1}))
+            with quiet_stderr():   # the C++ logger's own line at start ("Set ray log level from environment ...")
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         **({} if address else {"num_cpus": os.cpu_count() or 1}))
         # one machine: its cores shared among the actors; a cluster: each actor uses its own node's cores
         threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if not address else None
         onnx_bytes = Path(backbone.onnx_path).read_bytes()
