@@ -50,12 +50,9 @@ def models():
 @json_option
 def models_list(as_json):
     """The built-in backbones: name, modality, dim, input, licence, exported?"""
-    from featstore.models.catalog import builtin_models
-    from featstore.models.export import is_exported
+    import featstore
 
-    rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label, "licence": s.licence,
-             "exported": is_exported(s), "default": s.default, "source": s.source.get("weights_package")}
-            for s in builtin_models().values()]
+    rows = featstore.backbones()
     if as_json:
         return emit_json(rows)
     click.echo(table([[r["name"] + (" *" if r["default"] else ""), r["modality"], r["dim"], r["input"], r["licence"],

@@ -22,6 +22,16 @@ def open(path: str | os.PathLike | None = None) -> "Featstore":   # noqa: A001  
     return Featstore(Path(path) if path is not None else default_store())
 
 
+def backbones() -> list[dict]:
+    """The built-in backbones: name, modality, dim, input, licence, whether exported yet, default, weights package."""
+    from featstore.models.catalog import builtin_models
+    from featstore.models.export import is_exported
+
+    return [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label, "licence": s.licence,
+             "exported": is_exported(s), "default": s.default, "source": s.source.get("weights_package")}
+            for s in builtin_models().values()]
+
+
 def _options(cls, options, overrides: dict):
     """`options` (or the defaults) with the keyword arguments given, checked against the dataclass's fields."""
     known = {f.name for f in fields(cls)}

@@ -3,6 +3,10 @@
 DuckDB is the source of truth; the FAISS files beside it are caches that are rebuilt whenever they do not match
 (see index.py). One writer at a time (a lock file naming the holder); readers open DuckDB read-only and get a
 clear "being written" message while a writer holds the store.
+
+Over 300 lines for a reason: the Store class is the one place where the SQL over items, labels, splits and
+embedding sets lives, so a schema change is made in one file (its tables are in schema.py, the writer lock in
+lock.py, the vector reads in vectors.py).
 """
 from __future__ import annotations
 
