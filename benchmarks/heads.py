@@ -11,7 +11,7 @@
    re-run on every image of every epoch; then evaluated on the held-out images.
 4. Fit time of logistic regression (with its CV) and the torch linear head as features grow to --max-n x 1280
    (synthetic, seeded, 5 clusters).
-Targets (issue 6): logreg incl. CV <= 2 s (also beside the busy loop) and >= 100x faster than the tutorial at equal or better accuracy; the
+Targets: logreg incl. CV <= 2 s (also beside the busy loop) and >= 100x faster than the tutorial at equal or better accuracy; the
 best head >= 0.90; all heads <= 30 s. Writes heads.json and heads.md.
 """
 from __future__ import annotations

@@ -13,8 +13,8 @@ For every backbone, FOLDER (default ../shared/datasets/flowers, labels from its 
    regression (its C by cross-validation inside the training part) over --seeds more seeded stratified 80/20
    splits, mean and spread: one held-out split of 180 photos moves by about 2 points from split to split, so
    backbones are compared on the same splits (paired difference to the first backbone, with its standard error).
-Targets: leave-one-out strict majority >= 0.85 with the default backbone (issue 2); best head >= 0.90 with the
-default backbone, higher with Lite2 (issue 6). Writes quality.json and quality.md.
+Targets: leave-one-out strict majority >= 0.85 with the default backbone; best head >= 0.90 with the
+default backbone, higher with Lite2. Writes quality.json and quality.md.
 """
 from __future__ import annotations
 

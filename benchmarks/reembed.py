@@ -4,7 +4,7 @@
 
 Measures, in one run on one machine, through the CLI as a user runs it (process start included) and through the
 library (the embed call alone): the first embed of FOLDER into a fresh store, a second embed of the unchanged
-folder, and an embed of a second folder holding copies of 100 of its files. Target (issue: the store never loses
+folder, and an embed of a second folder holding copies of 100 of its files. Target (the store never loses
 work): second embed <= 1/20 of the first; the copies add 100 paths and 0 new vectors.
 Writes reembed.json and reembed.md.
 """

@@ -12,7 +12,7 @@ pass --hnsw-n equal to --n to include it at full size, --kinds hnsw --skip-near-
 selectivity: featstore's rule (a selective filter, <= 5%, scores only the passing vectors, exactly; a broad one
 post-filters the auto index) against filtering after an unfiltered exact search with a large k (k / selectivity
 x 4, grown until k pass).
-Targets (issue 5): auto at 1M recall@10 >= 0.95 with batched queries/s >= 20x FAISS exact; filtered search at
+Targets: auto at 1M recall@10 >= 0.95 with batched queries/s >= 20x FAISS exact; filtered search at
 1% exact and >= 10x faster than post-filtering. Writes search.json and search.md.
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ folder (its modules are never imported). Rows:
   4. the same two libraries on the articles' headlines, and on all their sentences (the articles split at
      sentence ends): short texts, where everything but the matrix products shows;
 then `fit-head` (logistic regression with its CV) on the stored split: held-out accuracy.
-Targets (issue 7): featstore >= 1.3x sentence-transformers sentences/s; held-out accuracy >= 0.95. On whole
+Targets: featstore >= 1.3x sentence-transformers sentences/s; held-out accuracy >= 0.95. On whole
 articles (256 tokens each) both libraries are bound by the same matrix products (~115 GFLOP/s here, ~73% of
 this machine's sgemm peak), so the ratio there is ~1.0.
 Writes text.json and text.md.

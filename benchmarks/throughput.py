@@ -14,7 +14,7 @@ about 12 MP and re-encoded, written once to benchmarks/.cache/, not committed):
 Also decode alone (one thread): naive full decode + resize vs featstore's (DCT-domain downscaling); fit-head
 accuracy on the fp32 and int8 sets of FOLDER; and the peak resident memory of `featstore embed` on
 --memory-images generated images (unique bytes each), sampled as it runs, to show it stays flat.
-Targets (issue 4): fp32 >= 4x tutorial on FOLDER; >= 85% of the ceiling on FOLDER and >= 60% on the 12 MP set;
+Targets: fp32 >= 4x tutorial on FOLDER; >= 85% of the ceiling on FOLDER and >= 60% on the 12 MP set;
 int8 >= 1.6x fp32 with accuracy within 1 point; peak RSS <= 1.5 GB on 20,000 images. Writes throughput.json/.md.
 
 --device cuda (a GPU machine with featstore[gpu]): the same rows on the GPU, the tutorial's model on the GPU too,
