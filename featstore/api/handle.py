@@ -191,7 +191,7 @@ class Featstore:
         newest, or `model`); with `task`, only the items labelled in it."""
         import numpy as np
 
-        table = self._frame(model, task, vectors=True, labelled_only=task is not None).fetch_arrow_table()
+        table = self._table(model, task, vectors=True, labelled_only=task is not None)
         ids = table.column("item_id").to_numpy().astype(np.int64)
         dim = table.schema.field("vector").type.list_size
         flat = table.column("vector").combine_chunks().flatten().to_numpy()
@@ -200,58 +200,42 @@ class Featstore:
     def items(self, task: str | None = None):
         """The stored items (ok status) as a pandas DataFrame: item_id, path, hash, size, mtime, width, height,
         updated_at, label and split of `task`, text."""
-        return self._frame(None, task, vectors=False).df()
+        return self._table(None, task, vectors=False).to_pandas()
 
     def to_pandas(self, model: str | None = None, task: str | None = None):
         """Items, labels of `task` and vectors of the embedding set joined: one row per item, `vector` a numpy
         array per row (items without a vector in the set are left out)."""
-        return self._frame(model, task, vectors=True).df()
+        import numpy as np
+
+        frame = self._table(model, task, vectors=True).to_pandas()
+        frame["vector"] = [np.asarray(v, dtype=np.float32) for v in frame["vector"]]
+        return frame
 
     def to_arrow(self, model: str | None = None, task: str | None = None):
         """As to_pandas, as a pyarrow Table (`vector` a fixed-size list column)."""
-        return self._frame(model, task, vectors=True).fetch_arrow_table()
+        return self._table(model, task, vectors=True)
 
-    def _frame(self, model, task, vectors: bool, labelled_only: bool = False):
-        """A DuckDB result over the item view (and the set's vectors): read fully before the store closes."""
+    def _table(self, model, task, vectors: bool, labelled_only: bool = False):
+        """The item view (with the set's vectors) as a pyarrow Table, read fully before the store closes."""
         import importlib.util
+
+        from featstore.store.labels import task_for
 
         if importlib.util.find_spec("pyarrow") is None or importlib.util.find_spec("pandas") is None:
             raise FeatstoreError("reading the store into numpy, pandas or Arrow needs pyarrow and pandas: "
                                  "pip install 'featstore[frames]'")
         with self._reading() as store:
-            if task is not None and task not in store.tasks():
-                from featstore.errors import one_of
-
-                raise one_of("task", task, store.tasks())
+            if task is not None:
+                task_for(store, task)                       # an unknown task is one clear error
             sql = f"SELECT item.* FROM ({store.item_view()}) AS item"
             if vectors:
-                s = store.pick_set(model)
                 sql = (f"SELECT item.*, e.vector FROM ({store.item_view()}) AS item "
-                       f"JOIN {s.table} e ON e.hash = item.hash")
+                       f"JOIN {store.pick_set(model).table} e ON e.hash = item.hash")
             if labelled_only:
                 sql += " WHERE item.label IS NOT NULL"
             with store.con.cursor() as cur:
                 rel = cur.sql(sql + " ORDER BY item.item_id", params={"task": task})
-                arrow = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()   # duckdb 1.x
-        return _Result(arrow)
-
-
-class _Result:
-    """A fetched Arrow table with the two accessors _frame's callers use."""
-
-    def __init__(self, table):
-        self.table = table
-
-    def fetch_arrow_table(self):
-        return self.table
-
-    def df(self):
-        import numpy as np
-
-        frame = self.table.to_pandas()
-        if "vector" in frame:
-            frame["vector"] = [np.asarray(v, dtype=np.float32) for v in frame["vector"]]
-        return frame
+                return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()   # duckdb 1.x
 
 
 def build_queries(like=None, ids=None, text: str | None = None, queries=None):
