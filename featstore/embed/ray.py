@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from featstore.embed.backbones import session_for
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
 from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, record_vanished, run_stages
@@ -45,9 +46,10 @@ class ShardEmbedder:
         with os.fdopen(fd, "wb") as f:
             f.write(onnx_bytes)
         threads = threads or os.cpu_count() or 1
-        self.backbone = Backbone(path, device=device, threads=threads)
-        self.backbone.session  # noqa: B018  (load once, in the actor's constructor)
         self.pre, self.dim, self.staging = Preprocess.from_dict(preprocess), dim, Staging(staging)
+        # the set's own graph arrives; on CUDA the actor fuses its pixel input here, as the local engine does
+        self.backbone = session_for(Path(path), device, self.pre, threads=threads)
+        self.backbone.session  # noqa: B018  (load once, in the actor's constructor)
         self.known, self.batch_size, self.workers = known, batch_size, workers or threads
 
     def __call__(self, batch):
@@ -132,7 +134,7 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
                          **({} if address else {"num_cpus": os.cpu_count() or 1}))
         # one machine: its cores shared among the actors; a cluster: each actor uses its own node's cores
         threads = max(1, (os.cpu_count() or 1) // max(workers, 1)) if not address else None
-        onnx_bytes = Path(backbone.onnx_path).read_bytes()
+        onnx_bytes = Path(eset.onnx_path).read_bytes()      # the set's graph, not a session's fused copy
         by_index = {s.index: s for s in todo}
         known = frozenset(store.embedded_hashes(eset))
         ds = ray.data.from_items([s.as_row() for s in todo], override_num_blocks=len(todo))
