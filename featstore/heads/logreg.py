@@ -2,11 +2,14 @@
 
 The linear-probe protocol (CLIP, DINOv2): standardise, multinomial logistic regression with an L2 penalty, the
 penalty swept on the training split. Stock `LogisticRegressionCV` takes ~15 s on 720 x 1280 features; this one
-takes 1-2 s for the same 8 values x 5 folds because
+takes about 0.6 s of one core for the same 8 values x 5 folds because
   * it solves in the smaller of the sample and feature dimensions: with an L2 penalty the weights lie in the
     span of the training rows, so with n < d the problem is rewritten exactly on the n x n Gram matrix
-    (F = U sqrt(L) from its eigendecomposition; ||W|| = ||B||), and mapped back to d weights at the end;
+    (F from its pivoted Cholesky factorisation, G = F F^T: a tenth of the cost of an eigendecomposition; the
+    solution does not depend on which factor is used, ||W|| = ||B||), and mapped back to d weights at the end;
   * it walks the regularisation path from strong to weak, warm-starting each solve from the previous one;
+  * the cross-validation solves, which only rank the C values, run their matrix products in float32 (half the
+    memory traffic of the loss-and-gradient step, whose operands then stay in cache); the final fit is solved in float64;
   * small problems run with one BLAS thread, the whole fit (threads cost more than they save at this size, and
     on a busy machine a multi-threaded call waits for its descheduled thread; large problems keep every thread).
 The objective is scikit-learn's (C * sum of log-losses + |W|^2 / 2), so C means the same thing.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
@@ -59,9 +63,10 @@ class LogisticRegressionHead(ProgramClassifier):
             for tr, va in split_folds(yi, folds, self.seed):
                 sol = _Reduced(X[tr])
                 Fv = sol.project(X[va])
+                F32 = sol.F.astype(np.float32)
                 w = None
                 for j, C in enumerate(grid):
-                    w = _solve(sol.F, yi[tr], n_classes, C, w, self.tol, self.max_iter)
+                    w = _solve(F32, yi[tr], n_classes, C, w, self.tol, self.max_iter)
                     z = _scores(Fv, w, n_classes)
                     scores[j] += np.mean(z.argmax(1) == yi[va]) / folds
                     losses[j] += _log_loss(z, yi[va]) / folds
@@ -90,11 +95,20 @@ class _Reduced:
         if n >= d:
             self.F, self.Z, self.W = Z, None, None
             return
-        lam, U = np.linalg.eigh(Z @ Z.T)
-        keep = lam > lam.max() * 1e-10
-        U, s = U[:, keep], np.sqrt(lam[keep])
-        self.F = np.ascontiguousarray(U * s)               # Z = F V^T with V = Z^T U / s orthonormal (d x r)
-        self.Z, self.W = Z, U / s                          # V itself (d x r) is formed only when needed
+        G = Z @ Z.T
+        # P^T G P = L L^T, L lower triangular, its first r columns nonzero (r: the numerical rank; standardising
+        # removes one dimension). F = P L[:, :r] and W = P [L11^-T; 0] give Z V = G W = F with V = Z^T W
+        # orthonormal (V^T V = W^T G W = I), so Z = F V^T on the training rows
+        L, piv, r, info = lapack.dpstrf(G, lower=1, tol=float(np.diag(G).max()) * 1e-10)
+        if info < 0:
+            raise ValueError(f"pivoted Cholesky failed (LAPACK info {info})")
+        order = piv - 1
+        Lr = np.tril(L)[:, :r]
+        self.F = np.empty((n, r))
+        self.F[order] = Lr
+        self.W = np.zeros((n, r))
+        self.W[order[:r]] = solve_triangular(Lr[:r], np.eye(r), lower=True, trans="T")
+        self.Z = Z                                         # V itself (d x r) is formed only when needed
 
     def project(self, X: np.ndarray) -> np.ndarray:
         Zq = (X - self.mean) / self.scale
@@ -124,6 +138,9 @@ def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_
            return_n_iter: bool = False):
     """argmin mean log-loss + |B|^2 / (2 C n) by L-BFGS (== scikit-learn's objective divided by C n).
 
+    F's dtype sets the precision of the two matrix products (float32 for the search, float64 for the final fit);
+    the loss, the gradient and the optimiser's state stay float64.
+
     return_n_iter: also return the number of L-BFGS iterations (the estimator's n_iter_)."""
     n, r = F.shape
     Y = np.zeros((n, k))
@@ -133,14 +150,14 @@ def _solve(F: np.ndarray, yi: np.ndarray, k: int, C: float, w0, tol: float, max_
 
     def loss_grad(w):
         B, b = _unpack(w, r, k)
-        z = F @ B + b
+        z = (F @ B.astype(F.dtype)).astype(np.float64) + b
         zmax = z.max(axis=1, keepdims=True)
         e = np.exp(z - zmax)
         se = e.sum(axis=1, keepdims=True)
         loss = (np.log(se) + zmax).sum() / n - (z * Y).sum() / n + 0.5 * a * (B * B).sum()
         D = (e / se - Y) / n
         g = np.empty_like(w)
-        g[:r * k] = (FT @ D + a * B).ravel()
+        g[:r * k] = ((FT @ D.astype(F.dtype)) + a * B).ravel()
         g[r * k:] = D.sum(axis=0)
         return loss, g
 
