@@ -250,7 +250,8 @@ def gc(dry_run, store_path, as_json):
                + "".join(f"\n  {p}" for p in out["removed_items"][:20])
                + (f"\n  ... and {len(out['removed_items']) - 20} more (--json lists all)"
                   if len(out["removed_items"]) > 20 else ""))
-    click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors")
+    click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors"
+               + (f" and {out['removed_texts']} stored texts" if out["removed_texts"] else ""))
 
 
 from .duplicates import duplicates  # noqa: E402  (commands defined beside, registered here)

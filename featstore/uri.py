@@ -23,10 +23,11 @@ def filesystem(url: str):
         raise FeatstoreError(f"{url}: {exc}") from None
 
 
-def read_bytes(url: str) -> bytes:
+def read_bytes(url: str, limit: int = -1) -> bytes:
+    """The object's bytes; at most `limit` of them when limit >= 0 (the caller checks what it got)."""
     fs, path = filesystem(url)
     with fs.open(path, "rb") as f:
-        return f.read()
+        return f.read(limit)
 
 
 def stat(url: str) -> tuple[int, float]:

@@ -97,6 +97,9 @@ def test_read_is_capped(tmp_path, monkeypatch):
     prep = read_pixels(str(big), PRE)
     assert prep.pixels is None and "over the 4 MB limit" in prep.error and "FEATSTORE_MAX_FILE_MB" in prep.error
     assert read_pixels(str(sample_images(1)[0]), PRE).error is None  # small files still read
+    by_url = read_pixels(big.as_uri(), PRE)                          # a URL (fsspec) is capped the same way
+    assert by_url.pixels is None and "over the 4 MB limit" in by_url.error
+    assert read_pixels(sample_images(1)[0].resolve().as_uri(), PRE).error is None
 
 
 def test_special_file_is_not_read_even_when_named_directly(tmp_path):

@@ -59,6 +59,9 @@ def test_vanished_files_are_removed_then_gc_and_return(run, small_folder, tmp_pa
     assert hits[0]["path"] == str(x_copy) and hits[0]["score"] > 0.999      # the shared vector stays live
     hits = _json(run("search", "--like", keep / y.name, "-k", "50", "--store", store, "--json"))["results"]
     assert len(hits) == 40 and not {h["path"] for h in hits} & {str(x), str(y), str(z)}
+    gone = run("search", "--id", ids[y], "--store", store, ok=False)        # nor a query by its id
+    assert gone.exit_code == 1 and f"item {ids[y]} ({y}) was removed" in gone.output
+    assert "Traceback" not in gone.output
     assert _json(run("duplicates", "--store", store, "--json"))["exact"] == []
     fit = _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))
     assert fit["metrics"]["n_train"] + fit["metrics"]["n_test"] == 38           # one row per live content
@@ -134,6 +137,12 @@ def test_rows_dropped_from_a_text_table_are_removed(run, home, tmp_path):
     back = _json(run("embed", table, "--store", store, "--json", "--no-progress"))
     assert (back["copies"], back["embedded"], back["removed"]) == (1, 0, 0)
     assert _status(store, f"{table}#4")[1] == "ok"
+    # dropped again, then gc: the item, its vector and its stored text go; the other three texts stay
+    table.write_text("text\n" + "".join(f'"{t}"\n' for t in rows[:3]))
+    run("embed", table, "--store", store, "--json", "--no-progress")
+    report = _json(run("gc", "--store", store, "--json"))
+    assert report["removed_items"] == [f"{table}#4"] and report["removed_texts"] == 1
+    assert sorted(r[0] for r in query(store, "SELECT text FROM texts")) == sorted(rows[:3])
 
 
 def test_gc_leaves_no_freed_vec_id_in_an_index(run, small_folder, tmp_path):

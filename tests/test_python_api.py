@@ -49,6 +49,8 @@ def test_api_and_cli_agree(home, tmp_path, run):
     assert list(frame["item_id"]) == list(ids) and X.dtype.name == "float32"
     assert (frame["vector"][0] == X[0]).all()
     assert fs.to_arrow().num_rows == len(ids) == len(fs.items())
+    assert frame["label"].notna().all() and set(fs.items()["label"]) == {"daisy", "dandelion", "roses",
+                                                                          "sunflowers", "tulips"}   # the only task
 
 
 def test_options_are_checked(tmp_path):

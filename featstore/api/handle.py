@@ -199,7 +199,7 @@ class Featstore:
 
     def items(self, task: str | None = None):
         """The stored items (ok status) as a pandas DataFrame: item_id, path, hash, size, mtime, width, height,
-        updated_at, label and split of `task`, text."""
+        updated_at, label and split of `task` (default: the store's only task; with several, name one), text."""
         return self._table(None, task, vectors=False).to_pandas()
 
     def to_pandas(self, model: str | None = None, task: str | None = None):
@@ -225,8 +225,7 @@ class Featstore:
             raise FeatstoreError("reading the store into numpy, pandas or Arrow needs pyarrow and pandas: "
                                  "pip install 'featstore[frames]'")
         with self._reading() as store:
-            if task is not None:
-                task_for(store, task)                       # an unknown task is one clear error
+            task = task_for(store, task)        # the default-task rule: the only task, else name one
             sql = f"SELECT item.* FROM ({store.item_view()}) AS item"
             if vectors:
                 sql = (f"SELECT item.*, e.vector FROM ({store.item_view()}) AS item "

@@ -57,7 +57,7 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     t0 = time.thread_time()
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
-        data = read_bytes(path) if is_uri(path) else _read_local(path)
+        data = _read_url(path) if is_uri(path) else _read_local(path)
     except DecodeError as exc:    # refused before decoding: not a regular file, too big, changed while read
         out.error = str(exc)
     except FileNotFoundError:
@@ -81,6 +81,15 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
                 out.error = str(exc)
     out.seconds = time.thread_time() - t0
     return out
+
+
+def _read_url(url: str) -> bytes:
+    """A URL's bytes, at most max_file_bytes() of them (one more is asked for, to tell a bigger object)."""
+    cap = max_file_bytes()
+    data = read_bytes(url, cap + 1)
+    if len(data) > cap:
+        raise too_big()
+    return data
 
 
 def _read_local(path: str) -> bytes:

@@ -17,6 +17,7 @@ from featstore.embed.backbones import backbone_for_set
 from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.store.labels import task_for
+from featstore.store.vanished import REMOVED
 from featstore.user_csv import read_user_csv
 
 
@@ -165,6 +166,9 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
         return s, embed_query_text(text, *backbone(s)), None, repr(text)
     if query.kind == "id":
         item = store.item(int(query.value))
+        if item.status == REMOVED:      # out of search both ways: not a result, not a query
+            raise FeatstoreError(f"item {item.item_id} ({item.path}) was removed (gone from its folder or table "
+                                 f"at the last embed); search --like FILE takes a file")
         s = _set_holding(store, item.hash, model)
         vec = store.vectors_for_hashes(s, [item.hash] if item.hash else []).get(item.hash)
         if vec is None:

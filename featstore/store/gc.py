@@ -15,7 +15,7 @@ KEPT_HASHES = f"(SELECT hash FROM items WHERE hash IS NOT NULL AND status <> '{R
 def collect(store: Store, dry_run: bool = False) -> dict:
     """Old sets = not the newest set of their model and precision (an int8 set does not supersede the fp32 one)
     and not used by any stored head. A dropped int8 set's calibrated graph in the store goes with it. Removed
-    items (vanished from their folder or table) go with their labels; a vector goes once no item left uses it."""
+    items (vanished from their folder or table) go with their labels; a vector and a stored text go once no item left uses them."""
     sets = store.sets()
     removed_items = [r[0] for r in store.con.execute(
         "SELECT path FROM items WHERE status = ? ORDER BY path", [REMOVED]).fetchall()]
@@ -28,21 +28,25 @@ def collect(store: Store, dry_run: bool = False) -> dict:
             continue
         superseded[s.set_id] = store.con.execute(
             f"SELECT count(*) FROM {s.table} WHERE hash NOT IN {KEPT_HASHES}").fetchone()[0]
+    texts = store.con.execute(f"SELECT count(*) FROM texts WHERE hash NOT IN {KEPT_HASHES}").fetchone()[0]
     report = {"removed_sets": [{"set_id": s.set_id, "model": s.model} for s in old],
-              "removed_vectors": superseded, "removed_items": removed_items, "dry_run": dry_run}
+              "removed_vectors": superseded, "removed_items": removed_items, "removed_texts": texts,
+              "dry_run": dry_run}
     if dry_run:
         return report
     with store.transaction():
         if removed_items:
             store.con.execute("DELETE FROM labels WHERE path IN (SELECT path FROM items WHERE status = ?)", [REMOVED])
             store.con.execute("DELETE FROM items WHERE status = ?", [REMOVED])
+        if texts:                                   # a text no item holds any more (its row left the table)
+            store.con.execute(f"DELETE FROM texts WHERE hash NOT IN {KEPT_HASHES}")
         for s in old:
             store.con.execute(f"DROP TABLE {s.table}")
             store.con.execute("DELETE FROM embedding_sets WHERE set_id = ?", [s.set_id])
         for s in sets:
             if s not in old and superseded[s.set_id]:
                 store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN {KEPT_HASHES}")
-        if old or removed_items or any(superseded.values()):      # nothing removed: the indexes stay current
+        if old or removed_items or texts or any(superseded.values()):      # nothing removed: the indexes stay current
             store._bump_generation()
     for s in sets:      # an index file holds no freed vec_id (a later vector may get it): restamped, or updated
         if s not in old and superseded[s.set_id] and paths(store, s)[0].exists():
