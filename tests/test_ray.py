@@ -150,3 +150,17 @@ def test_urls_for_sources_and_staging(run, local_ray, ray_store, subset, tmp_pat
     vb, items, _ = contents(tmp_path / "u")
     assert va.keys() == vb.keys() and max(np.abs(va[h] - vb[h]).max() for h in va) <= 1e-5
     assert all(p.startswith("file://") for p, *_ in items)
+
+
+def test_ray_rerun_marks_vanished_files_removed(run, local_ray, subset, tmp_path):
+    """A file deleted from the folder is marked removed by an `--engine ray` re-embed, as by the local engine."""
+    folder = tmp_path / "flowers"
+    shutil.copytree(subset, folder)
+    store = tmp_path / "store"
+    run("embed", folder, "--store", store, "--no-progress")
+    gone = sorted((folder / "daisy").glob("*.jpg"))[0]
+    gone.unlink()
+    out = json.loads(run("embed", folder, "--store", store, "--engine", "ray", "--shard-size", "10",
+                         "--json").stdout)
+    assert out["removed"] == 1 and out["removed_paths"] == [str(gone)] and out["embedded"] == 0
+    assert query(store, f"SELECT status FROM items WHERE path = '{gone}'") == [("removed",)]
