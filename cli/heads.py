@@ -20,8 +20,8 @@ def _shots(value):
 @click.command("fit-head")
 @click.option("--task", default=None, help="Task whose labels to learn [default: the store's only task].")
 @click.option("--head", "kind", default="logreg",
-              help="Head kind: logreg, svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), or 'all' "
-                   "for a leaderboard.")
+              help="Head kind: logreg, svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), 'all' "
+                   "for a leaderboard, or 'zero-shot' (from --prompts; no labels used to fit).")
 @click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
 @click.option("--name", default=None, help="Name to store the head under [default: the task; with --head all, "
                                            "TASK-KIND]")
@@ -36,14 +36,17 @@ def _shots(value):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the held-out confusion matrix (with --head all: the best head's; or the few-shot "
                    "curve) as a PNG.")
+@click.option("--prompts", default=None,
+              help="With --head zero-shot: prompt templates, comma-separated, each with {label} (averaged per "
+                   "class) [default: 'a photo of a {label}.' for images, '{label}' for text].")
 @store_option
 @json_option
-def fit_head(task, kind, model, name, C, target, shots, seeds, plot, store_path, as_json):
+def fit_head(task, kind, model, name, C, target, shots, seeds, plot, prompts, store_path, as_json):
     """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
     held-out split."""
     shot_list = _shots(shots)
     out = open_store(store_path).fit_head(task, head=kind, model=model, name=name, C=C, target=target,
-                                          shots=shot_list, seeds=seeds, plot=plot,
+                                          shots=shot_list, seeds=seeds, plot=plot, prompts=prompts,
                                           log=(lambda _msg: None) if as_json else log)
     if as_json:
         return emit_json(out)
@@ -64,7 +67,12 @@ def _print_head(out):
                f"{out.get('precision', 'fp32')} features: "
                f"{out['n_items']} distinct items" + (f", {len(out['classes'])} classes" if out["classes"] else
                                                      ", numeric target"))
-    click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stored; stratified, seed {m['seed']})")
+    if out["kind"] == "zero-shot":
+        click.echo(f"no labels used to fit: prompts {', '.join(map(repr, m['prompts']))} embedded by {m['text_model']}; "
+                   f"scored on the {m['n_test']} held-out items of the stored split (all labelled items: "
+                   f"{pct(m['all_items_accuracy'])})")
+    else:
+        click.echo(f"split: {m['n_train']} train / {m['n_test']} held-out (stored; stratified, seed {m['seed']})")
     cv = m["cv"] or {}
     if cv.get("param"):
         how = cv.get("method") or (f"{cv['folds']}-fold CV" if cv.get("folds") and cv.get("cv_accuracy")

@@ -47,19 +47,50 @@ def models():
 
 
 @models.command("list")
+@click.option("--long", "long_", is_flag=True, help="Also show each backbone's preprocessing.")
 @json_option
-def models_list(as_json):
-    """The built-in backbones: name, modality, dim, input, licence, exported?"""
+def models_list(long_, as_json):
+    """The backbones, built-in and imported: name, modality, dim, input, licence, exported?, source."""
     import featstore
 
     rows = featstore.backbones()
     if as_json:
         return emit_json(rows)
-    click.echo(table([[r["name"] + (" *" if r["default"] else ""), r["modality"], r["dim"], r["input"], r["licence"],
-                       "yes" if r["exported"] else "no", r["source"]] for r in rows],
-                     ["name", "modality", "dim", "input", "licence", "exported", "weights package"], "llrllll"))
+    _models_table(rows, long_)
     click.echo("* default backbone; an image backbone at another input size: --model NAME@SIZE (e.g. "
-               "efficientnet-lite0@320)")
+               "efficientnet-lite0@320); add a Hugging Face model: featstore models add FOLDER|hf:ORG/NAME")
+
+
+def _models_table(rows: list[dict], long_: bool) -> None:
+    cells = [[r["name"] + (" *" if r["default"] else ""), r["modality"], r["dim"], r["input"], r["licence"],
+              "yes" if r["exported"] else "no", r["source"] or "-"] for r in rows]
+    click.echo(table(cells, ["name", "modality", "dim", "input", "licence", "exported", "source"], "llrllll"))
+    if long_:
+        for r in rows:
+            pair = f" (dual encoder with {r['partner']})" if r["partner"] else ""
+            click.echo(f"{r['name']}{pair}: {r['preprocessing']}")
+
+
+@models.command("add")
+@click.argument("source")
+@click.option("--name", default=None, help="Name of the entry [default: the folder's or model's name].")
+@click.option("--pooling", type=click.Choice(["cls", "mean", "pooler"]), default=None,
+              help="Which output is the vector [default: by model type; a sentence-transformers folder's own].")
+@click.option("--modality", type=click.Choice(["image", "text"]), default=None,
+              help="Image or text model [default: from the model type and the folder's files].")
+@json_option
+def models_add(source, name, pooling, modality, as_json):
+    """Import a Hugging Face model: SOURCE is a local folder (save_pretrained or a hub snapshot) or hf:ORG/NAME
+    (the HF cache; the hub only when the network is there). It is exported to ONNX, checked against torch on
+    real photos or sentences, and added to the catalogue (a dual encoder such as CLIP as NAME and NAME-text)."""
+    import featstore
+
+    rows = featstore.add_model(source, name=name, pooling=pooling, modality=modality,
+                               log=(lambda _m: None) if as_json else _log)
+    if as_json:
+        return emit_json(rows)
+    _models_table(rows, True)
+    click.echo(f"added {', '.join(r['name'] for r in rows)}: use --model NAME with embed, search and fit-head")
 
 
 # ---- search ---------------------------------------------------------------------------------------------------

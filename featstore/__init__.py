@@ -11,9 +11,9 @@ The package, lowest layer first: models/ (backbones -> runnable ONNX graphs), st
 embed/ (the pipeline: source -> decode -> run -> write), search/, heads/, apps/ (what reads the store), api/
 (this interface); the CLI (featstore.cli) is a thin shell over it.
 """
-from featstore.api.handle import Featstore, backbones, open  # noqa: A004
+from featstore.api.handle import Featstore, add_model, backbones, open  # noqa: A004
 from featstore.api.options import EmbedOptions, FitOptions, SearchOptions
 from featstore.errors import FeatstoreError
 
 __version__ = "0.1.0"
-__all__ = ["open", "Featstore", "backbones", "EmbedOptions", "FitOptions", "SearchOptions", "FeatstoreError", "__version__"]
+__all__ = ["open", "Featstore", "add_model", "backbones", "EmbedOptions", "FitOptions", "SearchOptions", "FeatstoreError", "__version__"]

@@ -23,13 +23,31 @@ def open(path: str | os.PathLike | None = None) -> "Featstore":   # noqa: A001  
 
 
 def backbones() -> list[dict]:
-    """The built-in backbones: name, modality, dim, input, licence, whether exported yet, default, weights package."""
-    from featstore.models.catalog import builtin_models
+    """The backbones, built-in then imported (`add_model`): name, modality, dim, input, preprocessing, licence,
+    whether exported yet, default, source (weights package, or where an import came from), its dual-encoder
+    partner."""
+    from featstore.models.catalog import all_models, builtin_models
     from featstore.models.export import is_exported
 
-    return [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label, "licence": s.licence,
-             "exported": is_exported(s), "default": s.default, "source": s.source.get("weights_package")}
-            for s in builtin_models().values()]
+    builtin = builtin_models()
+    return [{"name": s.name, "modality": s.modality, "dim": s.dim, "input": s.input_label,
+             "preprocessing": s.preprocess.describe() if s.modality == "image" else
+             f"tokenizer {s.input['tokenizer']}, {s.output.get('pooling')} pooling, L2-normalised",
+             "licence": s.licence, "exported": is_exported(s), "default": s.default,
+             "source": s.source.get("weights_package") or s.source.get("origin"), "imported": s.name not in builtin,
+             "partner": s.source.get("partner")}
+            for s in sorted(all_models().values(), key=lambda s: (s.name not in builtin, s.name))]
+
+
+def add_model(source: str, name: str | None = None, pooling: str | None = None, modality: str | None = None,
+              log=print) -> list[dict]:
+    """Import a Hugging Face model (a local folder, or 'hf:ORG/NAME' from the HF cache or the hub): export it to
+    ONNX with a parity check and write its catalogue entries (two for a dual encoder such as CLIP: NAME and
+    NAME-text). Returns their rows as `backbones()` lists them."""
+    from featstore.models.hf_import import add_model as import_model
+
+    names = [s.name for s in import_model(source, name=name, pooling=pooling, modality=modality, log=log)]
+    return [r for r in backbones() if r["name"] in names]
 
 
 def _options(cls, options, overrides: dict):
@@ -83,12 +101,12 @@ class Featstore:
     def fit_head(self, task: str | None = None, options: FitOptions | None = None, log=lambda _msg: None,
                  **opts) -> dict:
         """Fit a head on the cached features of `task` (None: the store's only task; head='all': a leaderboard;
-        shots=[...]: a few-shot curve), evaluated on the task's stored held-out split and stored under its name."""
+        shots=[...]: a few-shot curve; head='zero-shot': from class-name prompts, no labels used), evaluated on the task's stored held-out split and stored under its name."""
         from featstore.heads import fit as fitting
         from featstore.store.labels import task_for
 
         o = _options(FitOptions, options, opts)
-        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot)
+        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot, o.prompts)
         with self._writing() as store:
             task = task_for(store, task, required=True)
             if o.shots:
@@ -98,7 +116,9 @@ class Featstore:
                 if o.plot and data.task_type != "classification":
                     raise FeatstoreError("--plot draws a confusion matrix (classification) or a --shots curve; "
                                          f"task {task!r} has a numeric target")
-                if o.head == "all":
+                if o.head == "zero-shot":
+                    out = fitting.fit_zero_shot(store, task, o.prompts, model=o.model, name=o.name, data=data)
+                elif o.head == "all":
                     out = fitting.leaderboard(store, task, model=o.model, name=o.name, target=o.target, data=data,
                                               log=log)
                 else:

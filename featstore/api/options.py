@@ -38,7 +38,8 @@ class FitOptions:
     """How to fit a head. head: logreg, svm, ridge, knn, linear, mlp, or 'all' for a leaderboard; shots: a
     few-shot learning curve (examples per class) instead of one head."""
 
-    head: str = "logreg"
+    head: str = "logreg"                    # ... or 'zero-shot': from class-name prompts (a dual encoder's text
+                                            # tower, or a text set's own model), no labels used to fit
     model: str | None = None                # embedding set: model name or set id [default: the newest for the task]
     name: str | None = None                 # stored under [default: the task; with head='all', TASK-KIND]
     C: float | None = None                  # logreg only: a fixed C instead of choosing it by CV
@@ -47,6 +48,8 @@ class FitOptions:
     seeds: int | None = None                # with shots: draws per point [default: 5]
     plot: str | None = None                 # a PNG: the held-out confusion matrix (head='all': the best head's)
                                             # or the few-shot curve
+    prompts: str | list[str] | None = None  # zero-shot: templates with {label}, 'T1,T2' or a list
+                                            # [default: "a photo of a {label}." for images, "{label}" for text]
 
 
 @dataclass

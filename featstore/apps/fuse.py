@@ -49,8 +49,7 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
                 f"tokenizer.json, truncated at {p['max_tokens']} tokens")
     else:
         p = pre.as_dict()
-        text = (f"RGB; centre square of {p['crop_fraction']} x the shorter side, resized ({p['interpolation']}) "
-                f"to {p['size']} x {p['size']}; (pixel - {p['mean']}) / {p['std']} per channel; NCHW float32")
+        text = pre.describe() + "; NCHW float32"
     meta = {"featstore.head": head_name, "featstore.kind": record["kind"], "featstore.task": record["task"],
             "featstore.backbone": s.model, "featstore.embedding_set": s.set_id,
             "featstore.outputs": json.dumps(program.outputs), "featstore.task_type": program.task_type,

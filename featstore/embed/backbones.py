@@ -105,6 +105,38 @@ def backbone_for_set(s: EmbeddingSet, device: str = "cpu", log=print):
     return session_for(path, device, pre), pre
 
 
+def partner_spec(s: EmbeddingSet) -> ModelSpec | None:
+    """The other tower of the dual encoder that embedded set `s` (CLIP's text tower for its image set, and back),
+    or None when the set's model has none."""
+    from featstore.models.catalog import partner
+
+    spec = catalogue_spec(s.model)
+    return partner(spec) if spec is not None else None
+
+
+def partner_backbone(s: EmbeddingSet, device: str = "cpu", log=print):
+    """A session of the other tower of set `s`'s dual encoder, with its input transform (TextTokenizer or
+    Preprocess): its vectors share the set's space (cross-modal search, zero-shot heads)."""
+    spec, other = catalogue_spec(s.model), partner_spec(s)
+    if other is None:
+        raise FeatstoreError(f"model {s.model} embeds {s.modality} only: ranking a {_other(s.modality)} query "
+                             "against it needs a dual encoder (e.g. a CLIP model imported with `featstore models "
+                             f"add`) or a {_other(s.modality)} embedding set")
+    if s.precision == "fp32" and file_sha256(ensure_exported(spec, log=log)) != s.onnx_sha256:
+        raise FeatstoreError(f"set {s.set_id} was embedded by another version of {s.model} than the one imported "
+                             "now; re-embed it so its vectors share a space with the other tower")
+    path = ensure_exported(other, log=log)
+    if other.modality == "text":
+        from featstore.models.tokenize import TextTokenizer
+
+        return Backbone(path, device=device), TextTokenizer(other)
+    return session_for(path, device, other.preprocess), other.preprocess
+
+
+def _other(modality: str) -> str:
+    return "text" if modality == "image" else "image"
+
+
 def _tokenizer_for_set(s: EmbeddingSet):
     from featstore.models.tokenize import TextTokenizer
 

@@ -131,6 +131,53 @@ def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = 
             else [], "task_type": data.task_type, "params": stored_params, "metrics": report}
 
 
+def fit_zero_shot(store: Store, task: str, prompts=None, model: str | None = None, name: str | None = None,
+                  data: TaskData | None = None) -> dict:
+    """A zero-shot head (zero_shot.py) from the class names of `task`, scored on its stored held-out split and
+    stored like every head under `name` (default: the task)."""
+    from featstore.embed.backbones import backbone_for_set, partner_backbone
+
+    from .zero_shot import LOGIT_SCALE, class_embeddings, parse_templates, zero_shot_program
+
+    data = data or load_task(store, task, model, "class")
+    if data.task_type != "classification":
+        raise FeatstoreError(f"--head zero-shot needs class labels; task {task!r} has a numeric target")
+    s = data.eset
+    templates = parse_templates(prompts, s.modality)
+    t0 = time.perf_counter()
+    text_backbone, tokenizer = backbone_for_set(s) if s.modality == "text" else partner_backbone(s, log=lambda _m: None)
+    classes = sorted(set(data.y.tolist()))
+    vectors = class_embeddings(classes, templates, lambda texts: text_backbone.run_feeds(tokenizer.encode(texts).feeds))
+    program = zero_shot_program(vectors, classes)
+    fit_seconds = time.perf_counter() - t0
+    X_te, y_te = data.held_out
+
+    def predict(X):
+        return np.asarray(program.outputs)[program.run(X).argmax(axis=1)]
+
+    text_model = s.model if s.modality == "text" else _partner_name(s)
+    report = {"n_train": 0, "n_test": int(len(y_te)), "seed": SEED, "test_fraction": TEST_FRACTION, "split": "stored",
+              "task_type": "classification", "cv": {}, "fit_seconds": fit_seconds, "load_seconds": 0.0,
+              "predictions_per_second": predictions_per_second(predict, X_te if len(X_te) else data.X),
+              "labels_used": 0, "prompts": templates, "text_model": text_model,
+              "all_items_accuracy": float(np.mean(predict(data.X) == data.y)),
+              **classification_metrics(y_te, predict(X_te), classes)}
+    stored_params = {"estimator": "zero-shot", "params": {"prompts": templates, "logit_scale": LOGIT_SCALE,
+                                                          "text_model": text_model}, "seed": SEED}
+    name = name or task
+    save_head(store, name, "zero-shot", task, s.set_id, program, stored_params, report)
+    return {"name": name, "kind": "zero-shot", "task": task, "model": s.model, "set_id": s.set_id,
+            "precision": s.precision, "n_items": len(data.hashes), "classes": program.outputs,
+            "task_type": "classification", "params": stored_params, "metrics": report}
+
+
+def _partner_name(s: EmbeddingSet) -> str:
+    from featstore.embed.backbones import partner_spec
+
+    other = partner_spec(s)
+    return other.name if other is not None else "-"
+
+
 def precision_check(store: Store, data: TaskData, kind: str, report: dict, **params) -> dict | None:
     """For a head on reduced-precision (int8/fp16) features: the same head kind fitted on the same model's fp32
     features of the same items, scored on the same stored split, so the cost of the precision is a measured number
@@ -215,10 +262,15 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-def check_options(kind: str, C, name, target: str, shots, seeds, plot) -> None:
+def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=None) -> None:
     """Every option combination of a fit checked before any work (a leaderboard takes about a minute)."""
     from pathlib import Path
 
+    if prompts is not None and kind != "zero-shot":
+        raise FeatstoreError("--prompts applies to --head zero-shot only")
+    if kind == "zero-shot" and (shots or target == "numeric"):
+        raise FeatstoreError("--head zero-shot builds one classifier from class names; no --shots or "
+                             "--target numeric")
     if C is not None and kind != "logreg":
         raise FeatstoreError("--C applies to --head logreg only")
     if shots:

@@ -27,6 +27,7 @@ class Preprocess:
     std: tuple = (128.0, 128.0, 128.0)
     resize: str = "shorter-side"
     crop: str = "center"
+    resize_to: int | None = None          # resize "shorter-side-then-crop": the shorter side before the crop
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
@@ -34,11 +35,26 @@ class Preprocess:
         return cls(size=int(d["size"]), crop_fraction=float(d.get("crop_fraction", 0.875)),
                    interpolation=d.get("interpolation", "bicubic"), mean=tuple(d.get("mean", (127.0,) * 3)),
                    std=tuple(d.get("std", (128.0,) * 3)), resize=d.get("resize", "shorter-side"),
-                   crop=d.get("crop", "center"))
+                   crop=d.get("crop", "center"), resize_to=int(d["resize_to"]) if d.get("resize_to") else None)
 
     def as_dict(self) -> dict:
-        return {"size": self.size, "resize": self.resize, "crop": self.crop, "crop_fraction": self.crop_fraction,
-                "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+        d = {"size": self.size, "resize": self.resize, "crop": self.crop, "crop_fraction": self.crop_fraction,
+             "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+        return d | ({"resize_to": self.resize_to} if self.resize_to else {})     # older sets' keys unchanged
+
+    def describe(self) -> str:
+        """One line saying what the preprocessing does (models list, fused-export metadata)."""
+        if self.resize == "exact":
+            how = f"whole image resized ({self.interpolation}) to {self.size} x {self.size}"
+        elif self.resize == "shorter-side-then-crop":
+            how = (f"shorter side resized ({self.interpolation}) to {self.resize_to}, centre crop "
+                   f"{self.size} x {self.size}")
+        else:
+            how = (f"centre square of {self.crop_fraction} x the shorter side, resized ({self.interpolation}) to "
+                   f"{self.size} x {self.size}")
+        mean = ", ".join(f"{m:g}" for m in self.mean)
+        std = ", ".join(f"{v:g}" for v in self.std)
+        return f"RGB; {how}; (pixel - [{mean}]) / [{std}] per channel on 0..255"
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class ModelSpec:
         if self.modality == "image":
             return self.preprocess.as_dict()
         return {"modality": "text", "max_tokens": int(self.input["max_tokens"]),
-                "tokenizer_sha256": file_sha256(package_file(self, self.input["tokenizer"])),
+                "tokenizer_sha256": file_sha256(spec_file(self, self.input["tokenizer"])),
                 "pooling": self.output.get("pooling", "mean"), "normalise": True}
 
     @property
@@ -102,6 +118,33 @@ def builtin_models() -> dict[str, ModelSpec]:
     return specs
 
 
+def imported_models() -> dict[str, ModelSpec]:
+    """Entries written by `featstore models add` (catalogue files under the featstore home), by name."""
+    specs = {}
+    for path in sorted(imported_dir().glob("*.toml")):
+        spec = _parse(path.read_text(encoding="utf-8"), str(path))
+        specs[spec.name] = spec
+    return specs
+
+
+def all_models() -> dict[str, ModelSpec]:
+    """The built-in catalogue and the imported entries (a built-in name is never shadowed)."""
+    return imported_models() | builtin_models()
+
+
+def imported_dir() -> Path:
+    """Where imported catalogue files live: FEATSTORE_HOME/models."""
+    from featstore.home import home_dir
+
+    return home_dir() / "models"
+
+
+def partner(spec: ModelSpec) -> ModelSpec | None:
+    """The other tower of a dual encoder (the text entry of an image entry and back), or None."""
+    name = spec.source.get("partner")
+    return all_models().get(name) if name else None
+
+
 def default_model(modality: str = "image") -> ModelSpec:
     """The default backbone of a modality: the one marked default, else the first of that modality."""
     specs = [s for s in builtin_models().values() if s.modality == modality]
@@ -129,7 +172,7 @@ def resolve(name: str | None, modality: str = "image") -> ModelSpec:
     another square input size (see at_input_size)."""
     if name is None:
         return default_model(modality)
-    models = builtin_models()
+    models = all_models()
     base, at, size = name.partition("@")
     if base not in models:
         raise one_of("model", name, models)
@@ -160,12 +203,28 @@ def at_input_size(spec: ModelSpec, size: int) -> ModelSpec:
         raise FeatstoreError(f"model {spec.name!r}: input size {size} is outside {MIN_SIZE}..{MAX_SIZE} pixels")
     if size == int(spec.input["size"]):
         return spec
-    return replace(spec, name=f"{spec.name}@{size}", default=False, input={**spec.input, "size": size})
+    resized = {**spec.input, "size": size}
+    if spec.input.get("resize_to"):          # keep the crop's share of the shorter side
+        resized["resize_to"] = int(int(spec.input["resize_to"]) * size / int(spec.input["size"]))
+    return replace(spec, name=f"{spec.name}@{size}", default=False, input=resized)
 
 
 def weights_path(spec: ModelSpec) -> Path:
-    """The weights file shipped inside the spec's weights package (found without importing it)."""
-    return package_file(spec, spec.source["weights_file"])
+    """The weights file shipped inside the spec's weights package (found without importing it), or inside an
+    imported model's folder."""
+    return spec_file(spec, spec.source["weights_file"])
+
+
+def spec_file(spec: ModelSpec, relative: str) -> Path:
+    """A file of the spec's weights (weights, tokenizer): in its weights package, or for an imported model in its
+    folder (`[source] path`)."""
+    if "path" not in spec.source:
+        return package_file(spec, relative)
+    path = Path(spec.source["path"]) / relative
+    if not path.is_file():
+        raise FeatstoreError(f"model {spec.name!r}: file {path} is missing (the imported folder moved or changed; "
+                             "run `featstore models add` again)")
+    return path
 
 
 def package_file(spec: ModelSpec, relative: str) -> Path:

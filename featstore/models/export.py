@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featstore.models.catalog import ModelSpec, Preprocess, weights_path
+from featstore.models.catalog import ModelSpec, Preprocess, spec_file
 from featstore.errors import FeatstoreError
 from featstore.hashing import file_sha256
 from featstore.home import exports_dir
@@ -21,7 +21,8 @@ from featstore.models.session import run_once
 
 EXPORT_FORMAT = 1          # bump when the export code changes what a file contains
 OPSET = 17
-PARITY_TOLERANCE = 1e-4    # max abs difference ONNX Runtime vs torch on real photos, else the export is refused
+PARITY_TOLERANCE = 1e-4    # max abs difference ONNX Runtime vs torch on real photos ...
+PARITY_COSINE = 0.99999    # ... or, for outputs of large magnitude, the least cosine; else the export is refused
 
 
 def parity_photos() -> list[Path]:
@@ -38,7 +39,10 @@ def parity_sentences() -> list[str]:
 
 def export_key(spec: ModelSpec) -> str:
     """Hash of weights + spec + export format: names the cached ONNX file."""
-    blob = json.dumps({"weights": file_sha256(weights_path(spec)), "spec": spec.spec_hash(), "format": EXPORT_FORMAT})
+    files = spec.source.get("weights_files") or [spec.source["weights_file"]]     # an imported model: every shard
+    weights = [file_sha256(spec_file(spec, f)) for f in files]
+    blob = json.dumps({"weights": weights[0] if len(weights) == 1 else weights, "spec": spec.spec_hash(),
+                       "format": EXPORT_FORMAT})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -68,7 +72,7 @@ def ensure_exported(spec: ModelSpec, log=print) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    log(f"exported {spec.name}: max |onnx - torch| = {diff:.2e} on {what}")
+    log(f"exported {spec.name}: max |onnx - torch| = {diff[0]:.2e}, least cosine {diff[1]:.7f} on {what}")
     return target
 
 
@@ -87,9 +91,9 @@ def _parity_inputs(spec: ModelSpec):
             f"{len(parity_sentences())} real texts")
 
 
-def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
+def _export_and_check(spec: ModelSpec, out: Path) -> tuple[tuple[float, float], str]:
     """torch.onnx.export with dynamic axes (batch; tokens for text), then the parity check on real inputs
-    (photos or sentences); returns the max abs difference and what it was measured on."""
+    (photos or sentences); returns (max abs difference, least cosine) and what they were measured on."""
     import torch  # export time only
 
     model, feeds, axes, what = _parity_inputs(spec)
@@ -101,12 +105,23 @@ def _export_and_check(spec: ModelSpec, out: Path) -> tuple[float, str]:
                           dynamic_axes={**axes, "features": {0: "batch"}}, opset_version=OPSET, dynamo=False)
         with torch.no_grad():
             expected = model(*[torch.from_numpy(feeds[k]) for k in names]).numpy()
-    got = run_once(out, feeds)
-    diff = float(np.abs(got - expected).max())
-    if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
+    got = run_once(out, {k: feeds[k] for k in names})
+    diff, cosine = parity(got, expected)
+    if not (diff <= PARITY_TOLERANCE or cosine >= PARITY_COSINE):
         raise FeatstoreError(f"export of {spec.name} refused: ONNX Runtime differs from torch by {diff:.2e} "
-                             f"(> {PARITY_TOLERANCE:g}) on {what}")
-    return diff, what
+                             f"(> {PARITY_TOLERANCE:g}) with least cosine {cosine:.7f} (< {PARITY_COSINE}) on {what}")
+    return (diff, cosine), what
+
+
+def parity(got: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, least row cosine) of two batches of vectors; NaN anywhere fails both."""
+    got, expected = got.reshape(len(got), -1).astype(np.float64), expected.reshape(len(expected), -1)
+    diff = float(np.abs(got - expected).max())
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
+    cosine = float(((got * expected).sum(axis=1) / np.maximum(norms, 1e-30)).min())
+    if not (np.isfinite(diff) and np.isfinite(cosine)):
+        return float("inf"), -1.0
+    return diff, cosine
 
 
 def photo_batch(p: Preprocess) -> np.ndarray:

@@ -4,19 +4,37 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from featstore.errors import FeatstoreError
 from featstore.models.catalog import Preprocess
 
 _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS,
-            "nearest": Image.NEAREST}
+            "nearest": Image.NEAREST, "box": Image.BOX, "hamming": Image.HAMMING}
+RESIZE_MODES = ("shorter-side", "shorter-side-then-crop", "exact")
 
 
 def crop_resize(img: Image.Image, p: Preprocess) -> np.ndarray:
-    """Centre square of side crop_fraction * shorter side, resized to size x size: HWC uint8.
+    """The image at the model's input size, HWC uint8, by the spec's resize mode:
 
-    Equivalent to 'resize the shorter side to size / crop_fraction, then centre-crop size', done in one
-    resampling step from the source pixels.
+    shorter-side            centre square of side crop_fraction * shorter side, resized to size x size in one
+                            resampling step from the source pixels (the catalogue backbones);
+    shorter-side-then-crop  shorter side resized to resize_to (the longer side int(resize_to * long / short)),
+                            then the centre size x size crop at integer offsets ((w - size) // 2): the Hugging Face
+                            image processors' resize + center_crop, same PIL call;
+    exact                   the whole image resized to size x size (aspect not kept): their resize to
+                            {height, width}.
     """
+    if p.resize == "exact":
+        return np.asarray(img.resize((p.size, p.size), _FILTERS[p.interpolation]), dtype=np.uint8)
     w, h = img.size
+    if p.resize == "shorter-side-then-crop":
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(p.resize_to * long / short)
+        nw, nh = (p.resize_to, new_long) if w <= h else (new_long, p.resize_to)
+        out = np.asarray(img.resize((nw, nh), _FILTERS[p.interpolation]), dtype=np.uint8)
+        top, left = (nh - p.size) // 2, (nw - p.size) // 2
+        if top < 0 or left < 0:
+            raise FeatstoreError(f"preprocessing crops {p.size} pixels from a side resized to {p.resize_to}")
+        return out[top:top + p.size, left:left + p.size]
     side = min(w, h) * p.crop_fraction
     left, top = (w - side) / 2, (h - side) / 2
     out = img.resize((p.size, p.size), _FILTERS[p.interpolation], box=(left, top, left + side, top + side))
@@ -34,6 +52,10 @@ def normalise(batch: np.ndarray, p: Preprocess, out: np.ndarray | None = None) -
     return x
 
 
-def draft_target(p: Preprocess) -> int:
-    """The smallest shorter side a decoder must keep for this preprocessing (JPEG draft size)."""
+def draft_target(p: Preprocess) -> int | None:
+    """The smallest shorter side a decoder must keep for this preprocessing (JPEG draft size); None: decode at
+    full size (the two-step and exact resizes reproduce a Hugging Face processor's pixels, which start from the
+    full-size decode)."""
+    if p.resize != "shorter-side":
+        return None
     return int(np.ceil(p.size / p.crop_fraction))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featstore.models.catalog import ModelSpec, package_file
+from featstore.models.catalog import ModelSpec, spec_file
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -26,7 +26,7 @@ class TextTokenizer:
         from tokenizers import Tokenizer
 
         self.max_tokens = int(spec.input["max_tokens"])
-        self.tok = Tokenizer.from_file(str(package_file(spec, spec.input["tokenizer"])))
+        self.tok = Tokenizer.from_file(str(spec_file(spec, spec.input["tokenizer"])))
         self.tok.enable_truncation(max_length=self.max_tokens)
         self.tok.no_padding()
 

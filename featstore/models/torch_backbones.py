@@ -36,7 +36,11 @@ def load_classifier(spec: ModelSpec):
 
 
 def load_features(spec: ModelSpec) -> torch.nn.Module:
-    """The pooled-feature extractor for a catalogue backbone, in eval mode."""
+    """The pooled-feature extractor for a catalogue backbone (or an imported Hugging Face model), in eval mode."""
+    if spec.source.get("builder") == "transformers":
+        from featstore.models.hf_backbones import load_image_tower
+
+        return load_image_tower(spec)
     return PooledFeatures(load_classifier(spec)).eval()
 
 
@@ -57,7 +61,12 @@ class MeanPooledText(torch.nn.Module):
 
 
 def load_text_features(spec: ModelSpec) -> torch.nn.Module:
-    """The sentence-embedding module for a text catalogue entry (weights read from the installed package)."""
+    """The sentence-embedding module for a text catalogue entry (weights read from the installed package, or an
+    imported Hugging Face folder)."""
+    if spec.source.get("builder") == "transformers":
+        from featstore.models.hf_backbones import load_text_tower
+
+        return load_text_tower(spec)
     if spec.source.get("builder") != "sentence_transformer":
         raise FeatstoreError(f"model {spec.name!r}: no torch builder for {spec.source.get('builder')!r}")
     from transformers import BertModel

@@ -13,7 +13,7 @@ from featstore.errors import FeatstoreError
 from featstore.store.index import normalise_rows, open_index, read_stamp, search as index_search
 from featstore.store.index_kinds import on_gpu
 from featstore.hashing import content_hash
-from featstore.embed.backbones import backbone_for_set
+from featstore.embed.backbones import backbone_for_set, partner_backbone, partner_spec
 from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.store.labels import task_for
@@ -151,19 +151,35 @@ def no_match_note(where: str, task: str | None) -> str:
     return f"--where {where!r} matched no items; label and split were read against {against}"
 
 
+def set_for_query(store: Store, model: str | None, modality: str):
+    """The set a text or image query ranks: the one asked for (of either modality: a dual encoder's other tower
+    embeds the query), else the newest of the query's modality, else the newest whose model has a tower for it."""
+    if model is not None:
+        return store.pick_set(model)
+    sets = store.sets()
+    if not any(s.modality == modality for s in sets):
+        crossing = [s for s in sets if (partner_spec(s) or s).modality == modality != s.modality]
+        if crossing:
+            return crossing[-1]
+    return store.pick_set(None, modality=modality)
+
+
 def _query_vector(store: Store, query: Query, model: str | None, backbones: dict):
     """(set, vector, content hash to exclude or None, display name) for one query."""
-    def backbone(s):
-        if s.set_id not in backbones:
-            backbones[s.set_id] = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "auto")
-        return backbones[s.set_id]
+    def backbone(s, modality: str | None = None):
+        key = (s.set_id, modality)
+        if key not in backbones:
+            device = "cuda" if s.provider == "cuda" else "auto"
+            backbones[key] = (backbone_for_set(s, device=device) if modality in (None, s.modality)
+                              else partner_backbone(s, device=device))
+        return backbones[key]
 
     if query.kind == "text":
         text = str(query.value)
         if not text.strip():
             raise FeatstoreError("--text: the query is empty")
-        s = store.pick_set(model, modality="text")
-        return s, embed_query_text(text, *backbone(s)), None, repr(text)
+        s = set_for_query(store, model, "text")
+        return s, embed_query_text(text, *backbone(s, "text")), None, repr(text)
     if query.kind == "id":
         item = store.item(int(query.value))
         if item.status == REMOVED:      # out of search both ways: not a result, not a query
@@ -175,17 +191,17 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
             raise FeatstoreError(f"item {item.item_id} ({item.path}) has no {s.model} vector "
                                  f"(status {item.status}{': ' + item.error if item.error else ''})")
         return s, vec, item.hash, item.path
-    s = store.pick_set(model, modality="image")
+    s = set_for_query(store, model, "image")
     path = str(query.value)
     name = display_path(path)
     try:
         with open(path, "rb") as f:
-            stored = store.vectors_for_hashes(s, [content_hash(f.read())])
+            stored = store.vectors_for_hashes(s, [content_hash(f.read())]) if s.modality == "image" else {}
     except OSError as exc:
         raise FeatstoreError(f"{name}: cannot read query file ({exc.strerror})") from None
     if stored:
         return s, next(iter(stored.values())), None, name
-    return s, embed_query(path, *backbone(s))[0], None, name
+    return s, embed_query(path, *backbone(s, "image"))[0], None, name
 
 
 def read_queries(path: str) -> list[Query]:
