@@ -34,6 +34,8 @@ def add_model(source: str, name: str | None = None, pooling: str | None = None, 
         raise one_of("pooling", pooling, POOLINGS)
     if modality is not None and modality not in ("image", "text"):
         raise one_of("modality", modality, ["image", "text"])
+    if name is not None:
+        _name(name)                          # a bad or taken name refused before anything is read
     folder, origin = locate(source, log)
     config = _json(folder / "config.json", "config.json (not a transformers model folder?)")
     model_type = config.get("model_type", "")
