@@ -1,9 +1,10 @@
-"""Benchmark: how good each catalogue backbone's features are on a labelled folder, through featstore's own paths.
+"""Benchmark: how good each backbone's features are on a labelled folder, through featstore's own paths.
 
     python benchmarks/quality.py [FOLDER] [--models efficientnet-lite0,efficientnet-lite1,efficientnet-lite2]
                                  [--out benchmarks/results] [-k 10] [--seeds 5]
 
-For every backbone, FOLDER (default ../shared/datasets/flowers, labels from its subfolders) is embedded with
+Backbones are catalogue names (NAME@SIZE too) or models imported with `featstore models add` (e.g. a DINOv2 or CLIP
+folder: --models efficientnet-lite0,dinov2-small). For every backbone, FOLDER (default ../shared/datasets/flowers, labels from its subfolders) is embedded with
 `featstore embed --model M` into one fresh store, then:
 1. Leave-one-out search: every stored image is a query (`search --id`, so itself is excluded) for its k nearest
    neighbours, through the set's FAISS index as `featstore search` runs it. Reported under three readings of "most
@@ -94,7 +95,7 @@ def heads(store, model: str, task: str, seeds: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", default=str(DEFAULT_FOLDER))
-    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated catalogue names (first = baseline)")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated catalogue or imported names (first = baseline)")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5, help="extra seeded splits for the logreg mean")

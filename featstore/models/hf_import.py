@@ -200,7 +200,7 @@ def _st_pooling(folder: Path) -> str:
             for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls")):
                 if d.get(key):
                     return mode
-            return next(k for k, v in d.items() if k.startswith("pooling_mode") and v)
+            return next((k for k, v in d.items() if k.startswith("pooling_mode") and v), "mean")
     return "mean"
 
 

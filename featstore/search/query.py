@@ -158,10 +158,16 @@ def set_for_query(store: Store, model: str | None, modality: str):
         return store.pick_set(model)
     sets = store.sets()
     if not any(s.modality == modality for s in sets):
-        crossing = [s for s in sets if (partner_spec(s) or s).modality == modality != s.modality]
+        crossing = [s for s in sets if _tower_for(s) == modality]
         if crossing:
             return crossing[-1]
     return store.pick_set(None, modality=modality)
+
+
+def _tower_for(s) -> str | None:
+    """The modality of the other tower of set `s`'s model (a dual encoder), or None."""
+    other = partner_spec(s)
+    return other.modality if other is not None else None
 
 
 def _query_vector(store: Store, query: Query, model: str | None, backbones: dict):
