@@ -9,7 +9,7 @@ from pathlib import Path
 
 IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 CLIP_NORM = {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
-KINDS = ("vit", "dinov2", "convnext", "resnet", "bert", "clip")
+KINDS = ("vit", "dinov2", "convnext", "resnet", "swin", "bert", "clip")
 
 
 def minilm_folder() -> Path:
@@ -24,7 +24,7 @@ def _copy_tokenizer(folder: Path) -> None:
 
 
 def build(kind: str, folder: Path) -> Path:
-    """A tiny model of `kind` (one of KINDS) saved into `folder`; returns the folder."""
+    """A tiny model of `kind` (one of KINDS, or "siglip") saved into `folder`; returns the folder."""
     import torch
     import transformers as tf
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
@@ -47,6 +47,18 @@ def build(kind: str, folder: Path) -> Path:
     elif kind == "resnet":
         model = tf.ResNetModel(tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
         proc = ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=0.875, resample=2, **IMAGENET)
+    elif kind == "swin":
+        model = tf.SwinModel(tf.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                           window_size=4))
+        proc = ViTImageProcessorPil(size={"height": 32, "width": 32}, resample=3, **IMAGENET)
+    elif kind == "siglip":                   # a dual encoder like CLIP, with SigLIP's own towers and processor
+        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+        model = tf.SiglipModel(tf.SiglipConfig(
+            text_config={"vocab_size": 30522, "max_position_embeddings": 64, **small},
+            vision_config={"image_size": 32, "patch_size": 8, **small}))
+        proc = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+        _copy_tokenizer(folder)
     elif kind == "bert":
         model = tf.BertModel(tf.BertConfig(vocab_size=30522, max_position_embeddings=128, **small),
                              add_pooling_layer=False)

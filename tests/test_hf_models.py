@@ -1,5 +1,5 @@
 """Hugging Face models imported with `featstore models add`, offline: tiny random-initialised ViT, DINOv2,
-ConvNeXt, ResNet, BERT and CLIP folders (tests/hf_tiny.py) go through import -> export parity -> embed -> search
+ConvNeXt, ResNet, Swin, BERT, CLIP and SigLIP folders (tests/hf_tiny.py) go through import -> export parity -> embed -> search
 -> head -> predict -> fused export on real photos and texts; the mapped preprocessing gives the HF image
 processor's pixels; CLIP's two towers share a space (text -> image search, zero-shot heads). Every socket is
 blocked for the whole module, so a hidden download fails the tests."""
@@ -18,7 +18,7 @@ from click.testing import CliRunner
 import hf_tiny
 from conftest import SAMPLE, sample_images
 
-IMAGE_KINDS = ("vit", "dinov2", "convnext", "resnet", "clip")
+IMAGE_KINDS = ("vit", "dinov2", "convnext", "resnet", "swin", "clip")
 PARITY = Path(__file__).parent.parent / "featstore" / "data" / "parity"
 
 
@@ -171,6 +171,8 @@ PROCESSOR_CONFIGS = {   # as published with the models named (old and new key st
                                     **IMAGENET},
     "microsoft/resnet-50": {"feature_extractor_type": "ConvNextFeatureExtractor", "do_resize": True, "size": 224,
                             "crop_pct": 0.875, "resample": 3, "do_normalize": True, **IMAGENET},
+    "microsoft/swin-tiny-patch4-window7-224": {"feature_extractor_type": "ViTFeatureExtractor", "do_resize": True,
+                                               "size": 224, "resample": 3, "do_normalize": True, **IMAGENET},
     "google/siglip-base-patch16-224": {"image_processor_type": "SiglipImageProcessor", "do_resize": True,
                                        "size": {"height": 224, "width": 224}, "resample": 3, "do_rescale": True,
                                        "rescale_factor": 0.00392156862745098, "do_normalize": True, **HALF},
@@ -446,3 +448,37 @@ def test_real_sentence_transformers_folder_gives_the_catalogue_vectors(hf_home, 
         feeds = TextTokenizer(spec).encode(parity_sentences()).feeds
         vectors.append(Backbone(ensure_exported(spec, log=lambda *_: None), device="cpu").run_feeds(feeds))
     assert (vectors[0] * vectors[1]).sum(axis=1).min() >= 0.99999
+
+
+def test_siglip_towers_match_the_torch_model_and_share_a_space(hf_home, cli_run, tmp_path):
+    """A SigLIP folder imports as two entries like CLIP; each exported tower equals transformers' own
+    get_image_features / get_text_features, and a text query ranks images through the text tower."""
+    import torch
+    from transformers import AutoModel
+
+    from featstore.embed.run import Backbone
+    from featstore.models.catalog import resolve
+    from featstore.models.export import ensure_exported, parity_sentences, photo_batch
+    from featstore.models.tokenize import TextTokenizer
+
+    folder = hf_tiny.build("siglip", tmp_path / "tiny-siglip")
+    rows = _json(cli_run("models", "add", folder, "--json"))
+    assert [r["name"] for r in rows] == ["tiny-siglip", "tiny-siglip-text"]
+    model = AutoModel.from_pretrained(str(folder)).eval()
+    image, text = resolve("tiny-siglip"), resolve("tiny-siglip-text")
+    x = photo_batch(image.preprocess)
+    feeds = TextTokenizer(text).encode(parity_sentences()).feeds
+    with torch.no_grad():
+        ref_image = model.get_image_features(pixel_values=torch.from_numpy(x)).pooler_output
+        ref_text = model.get_text_features(input_ids=torch.from_numpy(feeds["input_ids"]),
+                                           attention_mask=torch.from_numpy(feeds["attention_mask"])).pooler_output
+    ref_text = torch.nn.functional.normalize(ref_text, dim=1)      # text entries are L2-normalised, as for CLIP
+    for spec, f, ref in ((image, {"image": x}, ref_image), (text, feeds, ref_text)):
+        got = Backbone(ensure_exported(spec, log=lambda *_: None), device="cpu").run_feeds(f)
+        ref = ref.reshape(len(got), -1).numpy()
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4, np.abs(got - ref).max()
+    store = tmp_path / "store"
+    cli_run("embed", SAMPLE, "--model", "tiny-siglip", "--store", store, "--no-progress")
+    hits = _json(cli_run("search", "--text", "a red rose", "-k", "3", "--model", "tiny-siglip", "--store", store,
+                         "--json"))["results"]
+    assert len(hits) == 3 and all(h["path"].endswith(".jpg") for h in hits)
