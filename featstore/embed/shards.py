@@ -5,8 +5,8 @@ stored path, size and mtime, so the same listing gives the same shards whatever 
 file gives its shard a new key (the old staged file no longer counts). A staged file holds one row per file: the
 item record (path, hash, size, mtime, width, height, status, error), its label, and the vector when the backbone
 ran on it (NULL for failures and for copies). Files are written under a temporary name and renamed, so a staged
-file that exists is complete; `valid` also checks its key and row count. DuckDB writes and reads them (no pyarrow
-needed by featstore itself). Staging is a local folder or an fsspec URL (`Staging`).
+file that exists is complete; `valid` also checks its key and row count. DuckDB writes and reads them (the vectors
+handed to it as Arrow, store/vectors.py). Staging is a local folder or an fsspec URL (`Staging`).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.embed.source import SourceFile
-from featstore.store.vectors import vector_rows
+from featstore.store.vectors import vector_table
 from featstore.uri import download, is_uri, join, upload
 
 COLUMNS = ("path", "label", "hash", "size", "mtime", "width", "height", "status", "error")
@@ -75,8 +75,8 @@ def write(path: Path, shard: Shard, rows: list[dict], vectors: dict[str, np.ndar
                     [cols[c] for c in COLUMNS])
         hashes = list(vectors)
         mat = np.stack([vectors[h] for h in hashes]) if hashes else np.zeros((0, dim), np.float32)
-        con.execute(f"CREATE TABLE vecs AS SELECT $1[r + 1] AS hash, vector FROM {vector_rows(con, 'flat', mat)}",
-                    [hashes])
+        con.register("flat", vector_table(mat))
+        con.execute("CREATE TABLE vecs AS SELECT $1[r + 1] AS hash, vector FROM flat", [hashes])
         # a vector goes on the first row of its content only
         con.execute(f"""COPY (SELECT rows.* EXCLUDE (rn, pos), CASE WHEN rn = 1 THEN vecs.vector END AS vector, ? AS shard_key
                               FROM (SELECT *, row_number() OVER (PARTITION BY hash ORDER BY path) AS rn,
