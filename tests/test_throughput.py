@@ -118,7 +118,8 @@ def test_runs_are_recorded_with_settings_and_stage_times(run, two_precisions, sm
 
 
 def test_vector_insert_round_trip(tmp_path):
-    """The batched insert (flat numpy columns regrouped in DuckDB) keeps every float and the row order."""
+    """The batched insert (an Arrow table over the matrix) keeps every float and the row order, also from a
+    float64 or non-contiguous matrix."""
     from pathlib import Path
 
     from featstore.embed.backbones import set_for
@@ -129,19 +130,23 @@ def test_vector_insert_round_trip(tmp_path):
     spec = resolve(None)
     s = set_for(spec, Path(ensure_exported(spec, log=lambda *_: None)), "cpu")
     rng = np.random.default_rng(1)
-    chunks = [rng.standard_normal((n, spec.dim)).astype(np.float32) for n in (5, 1, 32)]
+    chunks = [rng.standard_normal((n, spec.dim)).astype(np.float32) for n in (5, 1, 32, 3, 4)]
     with Store.open(tmp_path / "s", write=True, create=True) as st:
         st.ensure_set(s)
         for i, v in enumerate(chunks):
-            st.write_batch(s, [], [f"h{i}-{j}" for j in range(len(v))], v)
+            given = v.astype(np.float64) if i == 3 else np.asfortranarray(v) if i == 4 else v
+            st.write_batch(s, [], [f"h{i}-{j}" for j in range(len(v))], given)
     rows = query(tmp_path / "s", f"SELECT vec_id, hash, vector FROM {s.table} ORDER BY vec_id")
-    assert [r[0] for r in rows] == list(range(1, 39))
+    assert [r[0] for r in rows] == list(range(1, 46))
     assert [r[1] for r in rows] == [f"h{i}-{j}" for i, v in enumerate(chunks) for j in range(len(v))]
     assert np.array_equal(np.array([r[2] for r in rows], np.float32), np.concatenate(chunks))
 
 
 def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder, tmp_path, monkeypatch):
-    """A failing write surfaces in the caller; batches written before it stay."""
+    """A failing write surfaces in the caller; batches written before it stay (one batch per transaction here, so
+    the count is exact)."""
+    from featstore.embed import write
+
     from featstore.models.catalog import resolve
     from featstore.embed.local import embed_files
     from featstore.embed.backbones import open_backbone
@@ -151,6 +156,7 @@ def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder
     spec = resolve(None)
     files = scan_folder(small_folder)[0]
     calls = {"n": 0}
+    monkeypatch.setattr(write, "GROUP_ITEMS", 1)
     with Store.open(tmp_path / "s", write=True, create=True) as store:
         backbone, eset = open_backbone(spec, device="cpu", log=lambda *_: None)
         real = store.write_batch
@@ -165,6 +171,90 @@ def test_writer_error_stops_the_run_and_keeps_earlier_batches(home, small_folder
         with pytest.raises(OSError, match="disk full"):
             embed_files(store, files, backbone, eset, spec.preprocess, batch_size=8, progress=False)
     assert query(tmp_path / "s", "SELECT count(*) FROM items")[0][0] == 8
+
+
+def _writer_batches(dim, n_batches=10, size=8):
+    """(rows, hashes, vectors) batches as the pipeline hands them over: each with one failed file (no vector),
+    the last re-sending a path of the one before as failed (its last row must win)."""
+    rng = np.random.default_rng(3)
+    out = []
+    for b in range(n_batches):
+        hashes = [f"c{b:02d}{j}" for j in range(size - 1)]
+        rows = [{"path": f"/p/{b:02d}/{j}.jpg", "hash": h, "size": 10 + j, "mtime": 1.0, "width": 32, "height": 24,
+                 "status": "ok", "error": None} for j, h in enumerate(hashes)]
+        rows.append({"path": f"/p/{b:02d}/broken.jpg", "hash": None, "size": 3, "mtime": 1.0, "width": None,
+                     "height": None, "status": "failed", "error": "cannot decode"})
+        if b == n_batches - 1:
+            rows.append({"path": f"/p/{b - 1:02d}/0.jpg", "hash": None, "size": 1, "mtime": 2.0, "width": None,
+                         "height": None, "status": "failed", "error": "truncated"})
+        out.append((rows, hashes, rng.standard_normal((len(hashes), dim)).astype(np.float32)))
+    return out
+
+
+def _write_all(folder, batches, group_items):
+    """The batches through a BatchWriter whose queue holds them all before its thread starts (a producer faster
+    than the writer): the store's items and vectors, and how many transactions it took."""
+    from featstore.embed.write import BatchWriter
+    from featstore.store.db import Store
+    from featstore.store.schema import EmbeddingSet
+
+    s = EmbeddingSet("w", "w", 16, "vectors_w", "-", "-", {}, "fp32", "cpu")
+    def threshold():
+        return store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
+
+    with Store.open(folder, write=True, create=True) as store:
+        store.ensure_set(s)
+        default = threshold()
+        with store.bulk_writes():
+            raised = threshold()
+        writer = BatchWriter(store, s, depth=len(batches), group_items=group_items)
+        for job in batches:
+            writer.put(*job)
+        with writer:
+            pass
+        settings = (default, raised, threshold())
+    items = query(folder, "SELECT item_id, path, hash, size, mtime, width, height, status, error FROM items "
+                          "ORDER BY item_id")
+    vecs = query(folder, f"SELECT vec_id, hash, vector FROM {s.table} ORDER BY vec_id")
+    return writer.transactions, settings, items, vecs
+
+
+def test_writer_groups_queued_batches_and_stores_the_same(tmp_path):
+    """Queued batches are written together up to the item limit (here 32 items: 4 batches of 8, 4 more, then the
+    last 2 with the run's end); the store is the same as with one transaction per batch, and DuckDB's checkpoint
+    threshold (raised for the run) is back to its default after it."""
+    batches = _writer_batches(16)
+    grouped = _write_all(tmp_path / "g", batches, group_items=32)
+    single = _write_all(tmp_path / "s", batches, group_items=1)
+    assert grouped[0] == 3 and single[0] == 10
+    default, raised, after = grouped[1]
+    assert raised != default and after == default and single[1] == grouped[1]
+    assert grouped[2] == single[2] and len(grouped[2]) == 80
+    assert [r[2] for r in grouped[2] if r[1] == "/p/08/0.jpg"] == [None]         # the last row for a path won
+    assert [r[:2] for r in grouped[3]] == [r[:2] for r in single[3]] and len(grouped[3]) == 70
+    assert np.array_equal(np.array([r[2] for r in grouped[3]]), np.concatenate([b[2] for b in batches]))
+
+
+def test_writer_commits_a_lone_batch_without_waiting_for_more(tmp_path):
+    """A batch with nothing queued behind it is committed at once, while the run goes on (no added latency)."""
+    import time
+
+    from featstore.embed.write import BatchWriter
+    from featstore.store.db import Store
+    from featstore.store.schema import EmbeddingSet
+
+    s = EmbeddingSet("w", "w", 16, "vectors_w", "-", "-", {}, "fp32", "cpu")
+    batches = _writer_batches(16, n_batches=2)
+    with Store.open(tmp_path / "s", write=True, create=True) as store:
+        store.ensure_set(s)
+        with BatchWriter(store, s, group_items=10_000) as writer:
+            writer.put(*batches[0])
+            deadline = time.monotonic() + 60
+            while writer.transactions == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            committed_while_open = writer.transactions
+            writer.put(*batches[1])
+    assert committed_while_open == 1 and writer.transactions == 2
 
 
 def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
