@@ -1,7 +1,7 @@
 """Benchmark: embedding throughput, end to end, against the tutorial loop and against the inference ceiling.
 
     python benchmarks/throughput.py [FOLDER] [--big 100] [--many 0] [--memory-images 20000] [--threads N]
-                                    [--device cpu|cuda] [--out DIR]
+                                    [--device cpu|cuda] [--out DIR] [--writer-only]
 
 In one run, same machine, same weights (EfficientNet-Lite0), same thread count, on two inputs: FOLDER (default
 ../shared/datasets/flowers, small JPEGs) and a large-photo set generated from it (--big images, each upscaled to
@@ -12,8 +12,11 @@ about 12 MP and re-encoded, written once to benchmarks/.cache/, not committed):
 4. the ceiling: ONNX Runtime on pre-decoded tensors (pure inference, same session settings, fp32 and int8), and
    the backbone's FLOPs per image against this machine's measured matrix-multiply FLOP/s.
 Also decode alone (one thread): naive full decode + resize vs featstore's (DCT-domain downscaling); fit-head
-accuracy on the fp32 and int8 sets of FOLDER; and the peak resident memory of `featstore embed` on
---memory-images generated images (unique bytes each), sampled as it runs, to show it stays flat.
+accuracy on the fp32 and int8 sets of FOLDER; the peak resident memory of `featstore embed` on
+--memory-images generated images (unique bytes each), sampled as it runs, to show it stays flat; and the writer
+alone (writer.py: 20,000 random 1280-d vectors with their item rows through featstore's writer thread into a
+fresh store, against the previous write path in the same run). --writer-only runs just that row (under a minute)
+and prints `writer alone: N vectors/s (today's path: M vectors/s)` as its last line.
 Targets: fp32 >= 4x tutorial on FOLDER; >= 85% of the ceiling on FOLDER and >= 60% on the 12 MP set;
 int8 >= 1.6x fp32 with accuracy within 1 point; peak RSS <= 1.5 GB on 20,000 images. Writes throughput.json/.md.
 
@@ -41,6 +44,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from tutorial import load as tutorial_load  # noqa: E402
+from heads import cpu_flags  # noqa: E402
+import writer  # noqa: E402
 DEFAULT_FOLDER = HERE.parent.parent / "shared" / "datasets" / "flowers"
 CACHE = HERE / ".cache"
 
@@ -262,6 +267,25 @@ def decode_only(files: list[Path], spec) -> dict:
     return {"naive_ms": 1000 * t_naive, "featstore_ms": 1000 * t_fs}
 
 
+def decode_alone(folder: Path, spec, workers: int, processes: bool) -> dict:
+    """featstore's decode stage by itself, as the embed run drives it on the device (worker processes on CUDA,
+    `workers` of them, featstore's window), with no inference behind it: the most images/s decode can feed."""
+    from featstore.embed import decode, decode_pool
+    from featstore.embed.local import Clock
+    from featstore.embed.run import DEFAULT_BATCH
+    from featstore.embed.source import scan_folder
+
+    files = scan_folder(folder)[0]
+    stage = decode_pool.decoded if processes else decode.decoded
+    t0 = time.perf_counter()
+    n = sum(1 for prep in stage(files, spec.preprocess, set(), workers, 2 * DEFAULT_BATCH["cuda"], Clock())
+            if prep.pixels is not None)
+    seconds = time.perf_counter() - t0
+    return {"row": f"decode alone: featstore's decode stage ({'processes' if processes else 'threads'}, "
+                   f"{workers} workers), no inference", "images": n, "seconds": seconds,
+            "images_per_second": n / seconds}
+
+
 def accuracy(store_dir: Path) -> float:
     from featstore.heads.fit import evaluate_head, load_task
     from featstore.store.db import Store
@@ -323,7 +347,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--writer-only", action="store_true", help="only the writer-alone row (under a minute)")
     args = ap.parse_args()
+    if args.writer_only:
+        log(f"writer alone ({cpu_flags()}) ...")
+        print(writer.line(writer.writer_alone()))
+        return
 
     from featstore.models.catalog import resolve
     from featstore.models.export import ensure_exported
@@ -341,7 +370,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fs-throughput-"))
     result = {"machine": f"{platform.node()} {platform.machine()} ({_cpu_name()}), {os.cpu_count()} cores"
                          + (f", {_gpu_name()}" if args.device == "cuda" else ""),
-              "device": args.device, "threads": args.threads, "model": spec.name, "low_precision": low,
+              "cpu": cpu_flags(), "device": args.device, "threads": args.threads, "model": spec.name,
+              "low_precision": low,
               "folder": str(folder), "inputs": {}}
     try:
         log("measuring matrix-multiply FLOP/s and the backbone's FLOPs ...")
@@ -372,9 +402,14 @@ def main() -> None:
                                "core_bound_of_ceiling": entry["core_bound_images_per_second"] / ceil["fp32"],
                                f"{low}_vs_fp32": lowp / fp32, f"{low}_of_{low}_ceiling": lowp / ceil[low],
                                f"{low}_ceiling_vs_fp32_ceiling": ceil[low] / ceil["fp32"]}
+            if args.device == "cuda":            # which stage limits the run: decode alone vs the ceiling
+                entry["decode_alone"] = decode_alone(inp, spec, args.threads,
+                                                     processes=args.threads > 2 and len(files) > 4 * 128)
             if name == "flowers":
                 entry["accuracy"] = {p: accuracy(work / f"{name}-{p}") for p in ("fp32", low)}
             result["inputs"][name] = entry
+        log("writer alone ...")
+        result["writer"] = writer.writer_alone()
         if args.memory_images:
             log(f"generating {args.memory_images} distinct images (once, cached) ...")
             many = make_many_set(folder, args.memory_images)
@@ -399,6 +434,8 @@ def targets(r: dict) -> dict:
         out["int8_ge_1.6x_fp32_on_flowers"] = fl["ratios"]["int8_vs_fp32"] >= 1.6
     if "memory" in r:
         out["peak_rss_le_1.5GB"] = r["memory"]["peak_rss_bytes"] <= 1.5e9
+    out["writer_ge_20000_vectors_per_s"] = r["writer"]["vectors_per_second"] >= 20000
+    out["writer_ge_4x_previous_path"] = r["writer"]["ratio"] >= 4
     return out
 
 
@@ -407,7 +444,7 @@ def write(r: dict, out: Path) -> None:
     (out / "throughput.json").write_text(json.dumps(r, indent=2))
     low = r["low_precision"]
     md = [f"# Embedding throughput ({r['model']}, {r['device']}, {r['threads']} threads)", "",
-          f"machine: {r['machine']}", "",
+          f"machine: {r['machine']}", f"CPU: {r['cpu']}", "",
           f"matrix multiply: {r['matmul_gflops']:.0f} GFLOP/s measured; backbone: "
           f"{r['backbone_gflops_per_image']:.3f} GFLOP per image, so at that rate at most "
           f"{r['matmul_gflops'] / r['backbone_gflops_per_image']:.0f} images/s", ""]
@@ -439,8 +476,16 @@ def write(r: dict, out: Path) -> None:
         if "accuracy" in e:
             md.append(f"fit-head logreg held-out accuracy: fp32 {e['accuracy']['fp32']:.1%}, {low} "
                       f"{e['accuracy'][low]:.1%}")
+        if "decode_alone" in e:
+            da = e["decode_alone"]
+            md.append(f"{da['row']}: {da['images_per_second']:.1f} images/s ({da['images_per_second'] / c['fp32']:.0%} "
+                      "of the fp32 ceiling)")
         st = e["rows"][1]["stages"]
         md += ["featstore fp32 stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()), ""]
+    w = r["writer"]
+    md += ["## Writer alone", "", f"{w['vectors']:,} random {w['dim']}-d vectors with their item rows, batches of "
+           f"{w['batch']}, through the writer thread into a fresh store (median of {w['repeats']}, store closed "
+           f"included): {writer.line(w)[len('writer alone: '):]}, {w['ratio']:.1f}x", ""]
     if "memory" in r:
         m = r["memory"]
         md += ["## Memory", "", f"`featstore embed` of {m['images']} generated images in {m['seconds']:.0f} s: peak "
