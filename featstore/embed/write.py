@@ -59,8 +59,10 @@ class BatchWriter:
         self.waited += time.perf_counter() - t0
 
     def _loop(self) -> None:
-        importlib.import_module("pyarrow")     # the store's vector insert uses it: imported while batch 1 is made
-
+        try:                                   # the store's vector insert uses it: imported while batch 1 is made
+            importlib.import_module("pyarrow")
+        except ImportError as exc:
+            self._error = exc                  # raised at the producer's next put, like any write error
         done = False
         while not done:
             group, done = self._next_group()
