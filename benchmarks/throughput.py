@@ -351,7 +351,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.writer_only:
         log(f"writer alone ({cpu_flags()}) ...")
-        print(writer.line(writer.writer_alone()))
+        w = writer.writer_alone()
+        log(f"writer thread alone, store close excluded: {w['thread_vectors_per_second']:.0f} vectors/s "
+            f"(today's path: {w['todays_thread_vectors_per_second']:.0f})")
+        print(writer.line(w))
         return
 
     from featstore.models.catalog import resolve
@@ -485,7 +488,9 @@ def write(r: dict, out: Path) -> None:
     w = r["writer"]
     md += ["## Writer alone", "", f"{w['vectors']:,} random {w['dim']}-d vectors with their item rows, batches of "
            f"{w['batch']}, through the writer thread into a fresh store (median of {w['repeats']}, store closed "
-           f"included): {writer.line(w)[len('writer alone: '):]}, {w['ratio']:.1f}x", ""]
+           f"included): {writer.line(w)[len('writer alone: '):]}, {w['ratio']:.1f}x; the writer thread's own "
+           f"rate (store close excluded) {w['thread_vectors_per_second']:.0f} vectors/s (today's path: "
+           f"{w['todays_thread_vectors_per_second']:.0f})", ""]
     if "memory" in r:
         m = r["memory"]
         md += ["## Memory", "", f"`featstore embed` of {m['images']} generated images in {m['seconds']:.0f} s: peak "

@@ -129,13 +129,17 @@ class Store(VectorReads):
         """While a run appends vectors: DuckDB folds its write-ahead log into the file (a checkpoint) once the log
         reaches BULK_CHECKPOINT rather than 16 MB. Each checkpoint rewrites the table's last, still-filling row
         group, so at 5 KB a vector the default rewrites the same rows again and again. Durability is unchanged:
-        the log is synced at every commit and replayed at the next open after a crash."""
+        the log is synced at every commit and replayed at the next open after a crash. DuckDB also runs on one
+        thread meanwhile: a batch's statements are small, its parallel operators cost more than they save there,
+        and the cores are the decoders' and the backbone's."""
         self._require_write()
         self.con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT}'")
+        self.con.execute("SET threads = 1")
         try:
             yield
         finally:
             self.con.execute("RESET checkpoint_threshold")
+            self.con.execute("RESET threads")
 
     def _require_write(self) -> None:
         if not self.writable:
