@@ -94,7 +94,7 @@ class Store(VectorReads):
         if version > SCHEMA_VERSION:
             raise FeatstoreError(f"{self.root}: store schema version {version} was written by a newer featstore "
                                  f"(this one reads up to {SCHEMA_VERSION}); upgrade featstore")
-        if version in (1, 2) and self.writable:      # additive: the tables added since
+        if 1 <= version < SCHEMA_VERSION and self.writable:      # additive: the tables added since
             self.con.execute(SCHEMA)
             self.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         elif version < 1:

@@ -46,6 +46,9 @@ def collect(store: Store, dry_run: bool = False) -> dict:
         for s in sets:
             if s not in old and superseded[s.set_id]:
                 store.con.execute(f"DELETE FROM {s.table} WHERE hash NOT IN {KEPT_HASHES}")
+            if s in old or superseded[s.set_id]:     # a freed vec_id may be reused: the kNN graph is rebuilt
+                for table in ("knn_graph", "knn_graphs"):
+                    store.con.execute(f"DELETE FROM {table} WHERE set_id = ?", [s.set_id])
         if old or removed_items or texts or any(superseded.values()):      # nothing removed: the indexes stay current
             store._bump_generation()
     for s in sets:      # an index file holds no freed vec_id (a later vector may get it): restamped, or updated

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
-SCHEMA_VERSION = 3       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; older migrate on write
+SCHEMA_VERSION = 4       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
+                         # older migrate on write
 ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
                 "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
-                "shards": ("set_id", "shard_key", "name", "files", "ingested_at")}
+                "shards": ("set_id", "shard_key", "name", "files", "ingested_at"),
+                "knn_graph": ("set_id", "vec_id", "rank", "neighbour_id", "cosine", "generation"),
+                "knn_graphs": ("set_id", "generation", "k", "exact", "record")}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -89,6 +92,21 @@ CREATE TABLE IF NOT EXISTS head_arrays (
     shape INTEGER[] NOT NULL,
     data  DOUBLE[] NOT NULL,
     PRIMARY KEY (head, name)
+);
+CREATE TABLE IF NOT EXISTS knn_graph (      -- each live vector's k nearest (search/knn_graph.py); no key: bulk rows
+    set_id       VARCHAR NOT NULL,
+    vec_id       BIGINT NOT NULL,
+    rank         INTEGER NOT NULL,
+    neighbour_id BIGINT NOT NULL,
+    cosine       FLOAT NOT NULL,
+    generation   BIGINT NOT NULL            -- the store generation the row was computed at
+);
+CREATE TABLE IF NOT EXISTS knn_graphs (     -- one per set: the generation the graph reflects, how it was made
+    set_id     VARCHAR PRIMARY KEY,
+    generation BIGINT NOT NULL,
+    k          INTEGER NOT NULL,
+    exact      BOOLEAN NOT NULL,
+    record     JSON NOT NULL
 );
 """
 
