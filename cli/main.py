@@ -1,4 +1,5 @@
-"""`featstore` command: models list, embed, fit-head, search, predict, heads, stats, verify, gc."""
+"""`featstore` command: models list, embed, fit-head, search, predict, heads, stats, verify, gc (and, beside,
+duplicates, audit, select, index)."""
 from __future__ import annotations
 
 import csv
@@ -285,12 +286,13 @@ def gc(dry_run, store_path, as_json):
                + (f" and {out['removed_texts']} stored texts" if out["removed_texts"] else ""))
 
 
-from .duplicates import duplicates  # noqa: E402  (commands defined beside, registered here)
+from .audit_cmd import audit, select  # noqa: E402  (commands defined beside, registered here)
+from .duplicates import duplicates  # noqa: E402
 from .embed_cmd import embed  # noqa: E402
 from .heads import export, heads_table, fit_head, heads, label  # noqa: E402
 from .index_cmd import index_group  # noqa: E402
 
-for _command in (embed, fit_head, heads, label, export, duplicates, index_group):
+for _command in (embed, fit_head, heads, label, export, duplicates, audit, select, index_group):
     cli.add_command(_command)
 
 

@@ -169,6 +169,40 @@ class Featstore:
         with self._reading() as store:
             return duplicates(store, threshold=threshold, task=task, model=model)
 
+    def knn_graph(self, model: str | None = None, k: int = 10, log=lambda _msg: None) -> dict:
+        """The embedding set's kNN graph (each live item's k nearest, stored in DuckDB) built or brought up to
+        date; returns its header (generation, k, exact, index, recall, what was recomputed)."""
+        from featstore.search.knn_graph import graph
+
+        with self._writing() as store:
+            return {"set_id": store.pick_set(model).set_id} | graph(store, store.pick_set(model), k, log=log)
+
+    def audit(self, task: str | None = None, model: str | None = None, k: int = 10, threshold: float = 0.97,
+              limit: int = 50, sheet: str | os.PathLike | None = None, log=lambda _msg: None) -> dict:
+        """Label issues, outliers, near-duplicates and split leakage of a task (see docs/audit.md); with `sheet`,
+        also a PNG contact sheet of the top-ranked items of each finding."""
+        from featstore.apps.audit import audit
+
+        if sheet is not None and not Path(sheet).resolve().parent.is_dir():
+            raise FeatstoreError(f"--sheet {sheet}: folder {Path(sheet).resolve().parent} does not exist")
+        with self._writing() as store:
+            out = audit(store, task, model=model, k=k, threshold=threshold, limit=limit, log=log)
+        if sheet is not None:
+            from featstore.apps.contact_sheet import contact_sheet
+
+            out["sheet"] = contact_sheet(out, sheet)
+        return out
+
+    def select(self, task: str | None = None, n: int = 10, strategy: str = "diverse", seed: int = 0,
+               model: str | None = None, include_labelled: bool = False, log=lambda _msg: None) -> dict:
+        """N items to label next (strategy diverse | uncertain | typical), from the items without a label in the
+        task (or all, include_labelled)."""
+        from featstore.apps.selection import select
+
+        with self._writing() as store:
+            return select(store, task, n, strategy, seed=seed, model=model, include_labelled=include_labelled,
+                          log=log)
+
     def build_index(self, kind: str = "auto", recall: float | None = None, memory: str | int = "4GB",
                     model: str | None = None, wait: bool = False, log=lambda _msg: None) -> dict:
         """Choose, build and tune the FAISS index of an embedding set; returns its stamp."""

@@ -119,13 +119,13 @@ def read_graph(store: Store, s: EmbeddingSet) -> tuple[np.ndarray, np.ndarray, n
     return ids, nbr, cos
 
 
-def graph(store: Store, s: EmbeddingSet, k: int = K, log=lambda msg: None) -> dict:
-    """The set's kNN graph brought up to date (built, refreshed incrementally or found current); returns its
-    header. Needs the store open for writing."""
+def graph(store: Store, s: EmbeddingSet, k: int = K, rebuild: bool = False, log=lambda msg: None) -> dict:
+    """The set's kNN graph brought up to date (built, refreshed incrementally or found current; `rebuild`: built
+    from scratch); returns its header. Needs the store open for writing."""
     rec = record_of(store, s)
     live = store.live_ids(s)
     exact = len(live) <= EXACT_MAX
-    if rec and rec["k"] == k and rec["exact"] == exact:
+    if rec and rec["k"] == k and rec["exact"] == exact and not rebuild:
         if rec["generation"] == store.generation():
             return {**rec, "action": "current", "recomputed": 0}
         out = _refresh(store, s, rec, live, log)
