@@ -156,6 +156,9 @@ def test_graph_refreshed_incrementally_equals_a_full_rebuild(home, small_folder,
     _full_rebuild(store, 3)
     _same(rows, _graph_rows(store))
 
+    fs.gc()                       # frees the removed vectors (their vec_ids may come back): the graph goes
+    assert _graph_rows(store) == [] and fs.knn_graph(k=3)["action"] == "built"
+
 
 def _same(a, b):
     assert [(r[0], r[1], r[2]) for r in a] == [(r[0], r[1], r[2]) for r in b]
