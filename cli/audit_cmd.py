@@ -20,8 +20,8 @@ json_to = click.option("--json", "json_to", is_flag=False, flag_value="-", defau
 @click.option("-k", type=click.IntRange(1, 100), default=10, help="Neighbours per item in the kNN graph.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.97,
               help="Cosine similarity at or above which two contents are near-duplicates.")
-@click.option("--limit", type=click.IntRange(1), default=50, help="Outliers listed (the report lists them all "
-                                                                  "for the other findings).")
+@click.option("--limit", type=click.IntRange(1), default=50, help="Outliers to list (label issues, near-duplicates "
+                                                                  "and leakage are listed in full).")
 @click.option("--show", type=click.IntRange(0), default=10, help="Rows printed per finding.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Also write every finding's rows to this CSV (finding, rank, item_id, path, given, suggested, "

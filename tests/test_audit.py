@@ -156,6 +156,17 @@ def test_graph_refreshed_incrementally_equals_a_full_rebuild(home, small_folder,
     _full_rebuild(store, 3)
     _same(rows, _graph_rows(store))
 
+    target = sorted(small_folder.glob("roses/*.jpg"))[0]                     # supersede one: new content, same path
+    _near_copy(target, target.with_suffix(".tmp.jpg"))
+    target.with_suffix(".tmp.jpg").replace(target)
+    fs.embed(small_folder, log=lambda *_: None, progress=False)
+    superseded = fs.knn_graph(k=3)
+    assert superseded["action"] == "refreshed" and superseded["added"] == superseded["removed"] == 1
+    assert superseded["count"] == 41 and superseded["recomputed"] < 41
+    rows = _graph_rows(store)
+    _full_rebuild(store, 3)
+    _same(rows, _graph_rows(store))
+
     fs.gc()                       # frees the removed vectors (their vec_ids may come back): the graph goes
     assert _graph_rows(store) == [] and fs.knn_graph(k=3)["action"] == "built"
 
@@ -200,3 +211,31 @@ def test_uncertain_needs_two_labelled_classes(run, flipped, tmp_path):
     r = run("select", "--task", "one", "-n", 3, "--strategy", "uncertain", "--store", store, ok=False)
     assert r.exit_code != 0 and "needs labelled items of at least two classes" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_graph_beyond_the_exact_size_goes_through_the_tuned_index(home, small_folder, tmp_path, monkeypatch):
+    import featstore
+    from featstore.search import knn_graph
+
+    store = tmp_path / "store"
+    fs = featstore.open(store)
+    fs.embed(small_folder, log=lambda *_: None, progress=False)
+    fs.build_index(kind="ivf")
+    monkeypatch.setattr(knn_graph, "EXACT_MAX", 10)          # 40 vectors count as "large" here
+    head = fs.knn_graph(k=5)
+    assert head["action"] == "built" and not head["exact"] and head["index"] == "ivf"
+    assert head["recall_sample"] == 40 and 0 < head["recall"] <= 1
+    rows = _graph_rows(store)
+    assert len(rows) == 40 * 5 and all(r[0] != r[2] for r in rows)
+    found = {(r[0], r[2]) for r in rows}
+    import duckdb   # the recorded recall is what exact search says of the stored rows
+    con = duckdb.connect(str(store / "store.duckdb"), read_only=True)
+    table = con.execute("SELECT table_name FROM embedding_sets").fetchone()[0]
+    ids, vecs = zip(*con.execute(f"SELECT vec_id, vector FROM {table} ORDER BY vec_id").fetchall())
+    con.close()
+    X = np.asarray(vecs, np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    sims = X @ X.T
+    np.fill_diagonal(sims, -np.inf)
+    truth = {(ids[i], ids[j]) for i in range(len(ids)) for j in np.argsort(-sims[i])[:5]}
+    assert head["recall"] == pytest.approx(len(found & truth) / len(truth), abs=1e-6)

@@ -42,7 +42,28 @@ REBUILD_FRACTION = 0.5
 
 def neighbour_rows(index: faiss.Index, ids: np.ndarray, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(neighbour ids (n, k), cosines (n, k)) of unit vectors `vecs` with ids `ids`, themselves left out; -1 and
-    -inf pad a row when the index holds fewer than k others."""
+    -inf pad a row only when the index holds fewer than k others. An IVF index whose probed lists hold fewer
+    than k others for some rows searches those rows again with more lists probed (x4 at a time)."""
+    nbr, cos = _search(index, ids, vecs, k)
+    short = (nbr < 0).any(1)
+    if not short.any() or index.ntotal <= k:
+        return nbr, cos
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:        # flat / HNSW: nothing more to probe
+        return nbr, cos
+    nprobe = ivf.nprobe
+    try:
+        while short.any() and ivf.nprobe < ivf.nlist:
+            ivf.nprobe = min(ivf.nlist, ivf.nprobe * 4)
+            nbr[short], cos[short] = _search(index, ids[short], vecs[short], k)
+            short = (nbr < 0).any(1)
+    finally:
+        ivf.nprobe = nprobe
+    return nbr, cos
+
+
+def _search(index: faiss.Index, ids: np.ndarray, vecs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     want = min(k + 1, max(index.ntotal, 1))
     sims, hits = index.search(np.ascontiguousarray(vecs, np.float32), want)
     if want < k + 1:
