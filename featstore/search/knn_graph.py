@@ -94,13 +94,13 @@ def write_rows(con, set_id: str, generation: int, ids: np.ndarray, nbr: np.ndarr
 def build_rows(con, set_id: str, generation: int, index: faiss.Index, chunks, k: int,
                log=lambda msg: None, total: int | None = None) -> int:
     """Search every chunk of (ids, unit vectors) and append its rows; returns the number of vectors done."""
-    done, t0 = 0, time.perf_counter()
+    done, t0, step = 0, time.perf_counter(), max((total or 0) // 10, 1)
     for ids, vecs in chunks:
         nbr, cos = neighbour_rows(index, ids, vecs, k)
         write_rows(con, set_id, generation, ids, nbr, cos)
+        if total and (done + len(ids)) // step > done // step or done + len(ids) == total:
+            log(f"kNN graph: {done + len(ids)}/{total} vectors ({time.perf_counter() - t0:.0f} s)")
         done += len(ids)
-        if total and log:
-            log(f"kNN graph: {done}/{total} vectors ({time.perf_counter() - t0:.0f} s)")
     return done
 
 
@@ -196,7 +196,7 @@ def _build(store: Store, s: EmbeddingSet, k: int, live: np.ndarray, exact: bool,
 
 
 def _rows_for(store: Store, s: EmbeddingSet, vec_ids: np.ndarray, k: int) -> np.ndarray:
-    rows = store.con.execute("SELECT vec_id, rank, neighbour_id FROM knn_graph WHERE set_id = ? AND vec_id IN "
+    rows = store.con.execute("SELECT vec_id, rank, neighbour_id FROM knn_graph WHERE set_id = $1 AND vec_id IN "
                              "(SELECT unnest($2::BIGINT[]))", [s.set_id, vec_ids.tolist()]).fetchall()
     out = np.full((len(vec_ids), k), -1, np.int64)
     where = {int(v): i for i, v in enumerate(vec_ids)}
@@ -214,7 +214,7 @@ def _refresh(store: Store, s: EmbeddingSet, rec: dict, live: np.ndarray, log) ->
     added, removed = np.setdiff1d(live, held), np.setdiff1d(held, live)
     kept = np.intersect1d(held, live)
     hit_removed = np.asarray(con.execute(
-        "SELECT DISTINCT vec_id FROM knn_graph WHERE set_id = ? AND neighbour_id IN (SELECT unnest($2::BIGINT[]))",
+        "SELECT DISTINCT vec_id FROM knn_graph WHERE set_id = $1 AND neighbour_id IN (SELECT unnest($2::BIGINT[]))",
         [s.set_id, removed.tolist()]).fetchnumpy()["vec_id"], np.int64) if len(removed) else np.zeros(0, np.int64)
     entered = _entered_by(store, s, kept, added, k) if len(added) else np.zeros(0, np.int64)
     redo = np.union1d(added, np.intersect1d(np.union1d(hit_removed, entered), kept))
@@ -226,7 +226,7 @@ def _refresh(store: Store, s: EmbeddingSet, rec: dict, live: np.ndarray, log) ->
     drop = np.union1d(removed, redo)
     with store.transaction():
         if len(drop):
-            con.execute("DELETE FROM knn_graph WHERE set_id = ? AND vec_id IN (SELECT unnest($2::BIGINT[]))",
+            con.execute("DELETE FROM knn_graph WHERE set_id = $1 AND vec_id IN (SELECT unnest($2::BIGINT[]))",
                         [s.set_id, drop.tolist()])
         chunks = ((redo[i:i + CHUNK], source.fetch(redo[i:i + CHUNK])) for i in range(0, len(redo), CHUNK))
         build_rows(con, s.set_id, generation, index, chunks, k)
