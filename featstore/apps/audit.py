@@ -46,6 +46,7 @@ def neighbours_among(graph_ids, nbr, cos, vec_ids: np.ndarray) -> tuple[np.ndarr
 def audit(store: Store, task: str, model: str | None = None, k: int = knn_graph.K,
           threshold: float = DUPLICATE_THRESHOLD, limit: int = 50, log=lambda msg: None) -> dict:
     t0 = time.perf_counter()
+    li.require_cleanlab()
     task = task_for(store, task, required=True)
     data = load_task(store, task, model, "class")
     s = data.eset

@@ -46,10 +46,18 @@ def combine(p_oof: np.ndarray, p_knn: np.ndarray, weight: float = KNN_WEIGHT) ->
 
 def ranked_issues(yi: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(flagged row positions, most likely first; every row's issue score, 1 - label quality) by cleanlab."""
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        raise FeatstoreError(f"label issues are scored with cleanlab, which is not installed: {INSTALL}") from None
+    require_cleanlab()
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
     flagged = find_label_issues(labels=yi, pred_probs=probs, return_indices_ranked_by="self_confidence")
     return np.asarray(flagged, np.int64), 1.0 - get_label_quality_scores(yi, probs, method="self_confidence")
+
+
+def require_cleanlab() -> None:
+    """One clear line, before any work, when cleanlab (the audit extra) is missing."""
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise FeatstoreError(f"label issues are scored with cleanlab, which is not installed: {INSTALL}") from None
+    del find_label_issues
