@@ -291,8 +291,9 @@ from .duplicates import duplicates  # noqa: E402
 from .embed_cmd import embed  # noqa: E402
 from .heads import export, heads_table, fit_head, heads, label  # noqa: E402
 from .index_cmd import index_group  # noqa: E402
+from .serve_cmd import serve  # noqa: E402
 
-for _command in (embed, fit_head, heads, label, export, duplicates, audit, select, index_group):
+for _command in (embed, fit_head, heads, label, export, duplicates, audit, select, index_group, serve):
     cli.add_command(_command)
 
 

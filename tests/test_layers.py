@@ -1,7 +1,7 @@
 """The package's layers: lower folders never import higher ones, and no module imports itself in a circle.
 
 Layers, lowest first: the base modules at the top of featstore/ (errors, home, hashing, paths, uri, user_csv), models/,
-store/, embed/, search/, heads/, apps/, then the Python API (featstore/__init__.py, api/) and the CLI. Every import
+store/, embed/, search/, heads/, apps/, then the Python API (featstore/__init__.py, api/), serve/ (the web app) and the CLI. Every import
 counts, including those inside functions.
 """
 import ast
@@ -10,7 +10,7 @@ from pathlib import Path
 import featstore
 
 PACKAGE = Path(featstore.__file__).parent
-LAYERS = ["base", "models", "store", "embed", "search", "heads", "apps", "api", "cli"]
+LAYERS = ["base", "models", "store", "embed", "search", "heads", "apps", "api", "serve", "cli"]
 
 
 def modules() -> dict[str, Path]:

@@ -71,3 +71,61 @@ def _inputs(path: str, modality: str) -> list:
     if not os.path.lexists(path):
         raise FeatstoreError("no such file")
     return read_text_source(path)[0] if modality == "text" else from_paths([path])
+
+
+def predict_unstored(store: Store, head_name: str, files: list[tuple[str, str]] = (), texts: list[str] = (),
+                     backbones: dict | None = None) -> dict:
+    """A head applied to files (name shown, local path) or texts without writing anything: a content already in
+    the head's set uses its stored vector, anything else is embedded for this call only. An input that cannot be
+    used comes back with status 'failed' and the reason."""
+    from featstore.embed.local import embed_query
+    from featstore.embed.text import embed_query_text
+    from featstore.errors import DecodeError
+    from featstore.hashing import content_hash
+
+    head, record = load_head(store, head_name)
+    s = store.get_set(record["set_id"])
+    if s is None:
+        raise FeatstoreError(f"head {head_name!r} was fitted on embedding set {record['set_id']}, "
+                             "which is no longer in this store")
+    if (s.modality == "text") != bool(texts) or (files and texts):
+        raise FeatstoreError(f"head {head_name!r} reads {s.modality}: give " + ("texts" if s.modality == "text"
+                                                                                 else "image files"))
+    backbones = {} if backbones is None else backbones
+    if s.set_id not in backbones:
+        backbones[s.set_id] = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "cpu")
+    backbone, pre = backbones[s.set_id]
+    names, vectors, errors = [], [], {}
+    for name, path in files:
+        names.append(name)
+        try:
+            with open(path, "rb") as f:
+                stored = store.vectors_for_hashes(s, [content_hash(f.read())])
+            vectors.append(next(iter(stored.values())) if stored else embed_query(path, backbone, pre)[0])
+        except (DecodeError, OSError, FeatstoreError) as exc:
+            errors[len(names) - 1] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            vectors.append(None)
+    for text in texts:
+        names.append(text)
+        vectors.append(embed_query_text(text, backbone, pre) if text.strip() else None)
+        if not text.strip():
+            errors[len(names) - 1] = "empty text"
+    if not names:
+        raise FeatstoreError("nothing to predict")
+    ok = [i for i, v in enumerate(vectors) if v is not None]
+    outputs = dict(zip(ok, head.run(np.stack([vectors[i] for i in ok])))) if ok else {}
+    rows = []
+    for i, name in enumerate(names):
+        if i not in outputs:
+            rows.append({"path": name, "label": None, "probability": None, "status": "failed", "error": errors[i]})
+        elif head.task_type == "regression":
+            rows.append({"path": name, "label": None, "value": round(float(outputs[i][0]), 6), "probability": None,
+                         "status": "ok", "error": None})
+        else:
+            p = outputs[i]
+            best = int(p.argmax())
+            rows.append({"path": name, "label": head.outputs[best], "probability": round(float(p[best]), 6),
+                         "status": "ok", "error": None,
+                         "probabilities": {c: round(float(v), 6) for c, v in zip(head.outputs, p)}})
+    return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
+            "model": s.model, "embedded_now": 0, "predictions": rows}

@@ -15,7 +15,7 @@ def stats(store: Store) -> dict:
     for s in store.sets():
         n = con.execute(f"SELECT count(*) FROM {s.table}").fetchone()[0]
         live, index = store.live_count(s), read_stamp(store, s)
-        sets.append({"set_id": s.set_id, "model": s.model, "dim": s.dim, "precision": s.precision,
+        sets.append({"set_id": s.set_id, "model": s.model, "modality": s.modality, "dim": s.dim, "precision": s.precision,
                      "provider": s.provider, "vectors": n, "live_vectors": live,
                      "bytes": n * s.dim * 4, "index": index})
     heads = [{"name": r["name"], "kind": r["kind"], "task": r["task"], "set_id": r["set_id"],

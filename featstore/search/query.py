@@ -109,12 +109,15 @@ def search(store: Store, like: str | None = None, item_id: int | None = None, k:
 
 
 def search_many(store: Store, queries: list[Query], k: int = 10, model: str | None = None, task: str | None = None,
-                where: str | None = None) -> list[dict]:
-    """Neighbours for a batch of queries; backbones, indexes and --where subsets are prepared once per set."""
+                where: str | None = None, backbones: dict | None = None, indexes: dict | None = None) -> list[dict]:
+    """Neighbours for a batch of queries; backbones, indexes and --where subsets are prepared once per set (a
+    long-running caller passes its own `backbones` and `indexes` dicts, set_id -> object, to keep them)."""
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
     task = task_for(store, task)
-    backbones, indexes, subsets = {}, {}, {}
+    backbones = {} if backbones is None else backbones
+    indexes = {} if indexes is None else indexes
+    subsets = {}
     out = []
     for query in queries:
         s, vec, exclude, name = _query_vector(store, query, model, backbones)

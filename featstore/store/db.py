@@ -359,8 +359,34 @@ class Store(VectorReads):
             raise FeatstoreError(f"no item with id {item_id} in {self.root}")
         return Item(*row)
 
+    def page_items(self, task: str | None, where: str | None, offset: int, limit: int) -> tuple[int, list[dict]]:
+        """(how many ok items pass `where`, one page of them by item_id) from the item view (what --where reads)."""
+        sql = f"SELECT * FROM ({self.item_view()}) AS item WHERE ({where or 'true'})"
+        total = self.con.execute(f"SELECT count(*) FROM ({sql})", {"task": task}).fetchone()[0]
+        cur = self.con.execute(f"{sql} ORDER BY item_id LIMIT $limit OFFSET $offset",
+                               {"task": task, "limit": limit, "offset": offset})
+        cols = [d[0] for d in cur.description]
+        return total, [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def labels_of(self, path: str) -> dict[str, str]:
+        """Every task's label for one path."""
+        return dict(self.con.execute("SELECT task, label FROM labels WHERE path = ? ORDER BY task", [path]).fetchall())
+
+
+READER_GRACE_S = 10.0     # a writer that finds a reader's file lock retries this long (readers hold it briefly)
+
 
 def _connect(db: Path, read_only: bool, root: Path) -> duckdb.DuckDBPyConnection:
+    import time
+
+    deadline = time.monotonic() + (0 if read_only else READER_GRACE_S)
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                break
+        time.sleep(0.05)
     try:
         return duckdb.connect(str(db), read_only=read_only)
     except duckdb.IOException as exc:

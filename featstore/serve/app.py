@@ -1,0 +1,284 @@
+"""The web app and REST API over one store: FastAPI routes that call featstore's search, predict and reading
+functions on the current snapshot (see state.py). Every error is JSON with a message, never a stack trace."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import duckdb
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from featstore.apps.confusion import confusion_cells
+from featstore.apps.map2d import map_points
+from featstore.apps.predict import predict_unstored
+from featstore.apps.stats import stats
+from featstore.apps.thumbnails import SIZES, thumbnail
+from featstore.errors import FeatstoreError
+from featstore.search.query import Query, search_many
+from featstore.search.where_guard import check_where
+from featstore.serve.state import ServerState
+from featstore.serve.uploads import MAX_FILES, UploadError, save_upload
+from featstore.store.labels import task_for
+
+STATIC = Path(__file__).parent / "static"
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+MAX_K = 200
+MAX_PAGE = 500
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The app serving `state`'s store (the caller closes `state` when the app stops)."""
+    app = FastAPI(title="featstore", summary="Search, predict and browse a featstore store.")
+    app.state.featstore = state
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _errors(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > MAX_REQUEST_BYTES:
+            return _error(413, f"request over {MAX_REQUEST_BYTES // (1024 * 1024)} MB")
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/stats")
+    def get_stats():
+        """What the store holds (as `featstore stats --json`), and which generation is served."""
+        with state.reading() as (store, snap):
+            out = stats(store)
+        return out | {"store": str(state.root), "served_generation": snap.generation,
+                      "snapshot_taken_at": snap.taken_at, "newer_pending": state.pending}
+
+    @app.get("/heads")
+    def get_heads():
+        """The stored heads."""
+        with state.reading() as (store, _):
+            return stats(store)["heads"]
+
+    @app.get("/items")
+    def get_items(where: str | None = None, task: str | None = None, offset: int = 0, limit: int = 50):
+        """Stored items (ok status) passing `where` (SQL over item_id, path, hash, size, mtime, width, height,
+        updated_at, label, split, text), a page at a time by item_id."""
+        if not (0 <= offset and 1 <= limit <= MAX_PAGE):
+            raise FeatstoreError(f"offset >= 0 and 1 <= limit <= {MAX_PAGE}")
+        where = check_where(where) if where else None
+        with state.reading() as (store, _):
+            task = task_for(store, task)
+            total, rows = store.page_items(task, where, offset, limit)
+        return {"task": task, "where": where, "total": total, "offset": offset, "limit": limit,
+                "items": [_item_json(r) for r in rows]}
+
+    @app.get("/items/{item_id}")
+    def get_item(item_id: int):
+        """One item: its record, every task's label, and where its thumbnail is."""
+        with state.reading() as (store, _):
+            item = _item(store, item_id)
+            extra = store.con.execute("SELECT width, height, updated_at FROM items WHERE item_id = ?",
+                                      [item_id]).fetchone()
+            labels = store.labels_of(item.path)
+        return {"item_id": item.item_id, "path": item.path, "hash": item.hash, "size": item.size,
+                "mtime": item.mtime, "status": item.status, "error": item.error, "width": extra[0],
+                "height": extra[1], "updated_at": str(extra[2]), "labels": labels,
+                "thumbnail": f"/items/{item.item_id}/thumbnail" if item.status == "ok" else None}
+
+    @app.get("/items/{item_id}/thumbnail")
+    def get_thumbnail(item_id: int, request: Request, size: int = 256):
+        """The item's image scaled to `size` (128, 256 or 512) on its longer side, JPEG, cached."""
+        if size not in SIZES:
+            raise FeatstoreError(f"size: one of {', '.join(map(str, SIZES))}")
+        with state.reading() as (store, _):
+            item = _item(store, item_id)
+        if item.status != "ok" or not item.hash:
+            raise HTTPException(404, f"item {item_id} has no image")
+        etag = f'"{item.hash}-{size}"'
+        headers = {"Cache-Control": "public, max-age=86400", "ETag": etag}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return FileResponse(thumbnail(state.thumbs, item.path, item.hash, size), media_type="image/jpeg",
+                            headers=headers)
+
+    @app.post("/search")
+    async def post_search(request: Request):
+        """Nearest stored items: multipart with `file` (an image; fields k, where, model, task), or JSON
+        {text | id, k, where, model, task}. An uploaded file is embedded for this query only."""
+        form, body, work = None, {}, tempfile.mkdtemp(prefix="featstore-upload-")
+        try:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form(max_files=1, max_fields=10)
+                body = {k: v for k, v in form.items() if isinstance(v, str)}
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise FeatstoreError("multipart search: give the image as field 'file'")
+                name, path = save_upload(upload, work)
+                query = Query("file", path)
+            else:
+                body = await _json(request)
+                given = [key for key in ("text", "id") if body.get(key) is not None]
+                if len(given) != 1:
+                    raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
+                name = None
+                query = Query("text", str(body["text"])) if given == ["text"] else Query("id", _int(body["id"], "id"))
+            k = _int(body.get("k", 10), "k")
+            if not 1 <= k <= MAX_K:
+                raise FeatstoreError(f"k: between 1 and {MAX_K}")
+            where = check_where(body["where"]) if body.get("where") else None
+            with state.reading() as (store, snap):
+                out = search_many(store, [query], k=k, model=body.get("model") or None,
+                                  task=body.get("task") or None, where=where, backbones=state.backbones,
+                                  indexes=snap.indexes)[0]
+            if name is not None:
+                out["query"] = name
+            return out
+        finally:
+            if form is not None:
+                await form.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+    @app.post("/predict")
+    async def post_predict(request: Request):
+        """A stored head on uploaded images (multipart: `head`, one or more `file`) or texts (JSON {head, texts});
+        nothing is added to the store."""
+        form, work = None, tempfile.mkdtemp(prefix="featstore-upload-")
+        try:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await request.form(max_files=MAX_FILES, max_fields=10)
+                head = form.get("head")
+                uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
+                if not uploads:
+                    raise FeatstoreError("multipart predict: give the images as field 'file'")
+                files, texts = [save_upload(u, work) for u in uploads], []
+            else:
+                body = await _json(request)
+                head, texts, files = body.get("head"), body.get("texts") or [], []
+                if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+                    raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
+            if not isinstance(head, str) or not head:
+                raise FeatstoreError("give the head's name as 'head'")
+            with state.reading() as (store, _):
+                return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
+        finally:
+            if form is not None:
+                await form.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+    @app.get("/map")
+    def get_map(model: str | None = None, task: str | None = None, color: str = "label"):
+        """A 2-D map (PCA) of an embedding set: item ids, x and y in [0, 1], and a colour code per point (the
+        label of `task`, or with color=head:NAME that head's prediction)."""
+        with state.reading() as (store, snap):
+            s = store.pick_set(model)
+            points = map_points(store, s, state.maps, snap.generation)
+            ids = points["item_id"].tolist()
+            if color.startswith("head:"):
+                classes, names = _head_colours(store, s, color[5:], ids)
+            elif color == "label":
+                task = task_for(store, task)
+                labels = dict(store.con.execute(f"SELECT item_id, label FROM ({store.item_view()}) AS item "
+                                                "WHERE label IS NOT NULL", {"task": task}).fetchall())
+                names = [labels.get(i) for i in ids]
+                classes = sorted({n for n in names if n is not None})
+            else:
+                raise FeatstoreError("color: 'label' or 'head:NAME'")
+        code = {c: n for n, c in enumerate(classes)}
+        xy = points["xy"]
+        return {"set_id": s.set_id, "model": s.model, "n": len(ids), "color": color, "classes": classes,
+                "ids": ids, "x": [round(v, 4) for v in xy[:, 0].tolist()], "y": [round(v, 4) for v in xy[:, 1].tolist()],
+                "codes": [code.get(n, -1) for n in names]}
+
+    @app.get("/heads/{name}/confusion")
+    def get_confusion(name: str):
+        """The head's confusion matrix on its task's held-out split, with the item ids in each cell."""
+        with state.reading() as (store, _):
+            return confusion_cells(store, name)
+
+    return app
+
+
+def _head_colours(store, s, head_name: str, ids: list[int]):
+    import numpy as np
+
+    from featstore.heads.storage import load_head
+
+    head, record = load_head(store, head_name)
+    if record["set_id"] != s.set_id or head.task_type != "classification":
+        raise FeatstoreError(f"head {head_name!r}: a classification head of this embedding set ({s.model})")
+    rows = store.con.execute(f"SELECT i.item_id, e.vector FROM items i JOIN {s.table} e ON e.hash = i.hash "
+                             "WHERE i.item_id IN (SELECT unnest($1::BIGINT[]))", [ids]).fetchnumpy()
+    vectors = np.asarray(list(rows["vector"]), np.float32).reshape(len(rows["item_id"]), s.dim)
+    predicted = dict(zip(rows["item_id"].tolist(), np.asarray(head.outputs)[head.run(vectors).argmax(axis=1)]))
+    return list(head.outputs), [predicted.get(i) for i in ids]
+
+
+def _item(store, item_id: int):
+    try:
+        return store.item(item_id)
+    except FeatstoreError as exc:
+        raise HTTPException(404, str(exc).replace(f" in {store.root}", "")) from None
+
+
+def _item_json(row: dict) -> dict:
+    return {k: (str(v) if k == "updated_at" else v) for k, v in row.items()} | {
+        "thumbnail": f"/items/{row['item_id']}/thumbnail" if row.get("text") is None else None}
+
+
+def _int(value, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise FeatstoreError(f"{name}: expected a whole number, got {value!r}") from None
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise FeatstoreError("the body is not JSON (or upload an image as multipart field 'file')") from None
+    if not isinstance(body, dict):
+        raise FeatstoreError("the JSON body must be an object")
+    return body
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(UploadError)
+    async def upload_error(_request, exc: UploadError):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(FeatstoreError)
+    async def featstore_error(_request, exc: FeatstoreError):
+        return _error(404 if str(exc).startswith("no item with id") else 400, str(exc))
+
+    @app.exception_handler(duckdb.Error)
+    async def sql_error(_request, exc: duckdb.Error):
+        return _error(400, f"where: {str(exc).splitlines()[0]}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(_request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body"))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details")

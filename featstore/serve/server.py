@@ -1,0 +1,34 @@
+"""Running the app: one uvicorn process over one store, bound to 127.0.0.1 unless told otherwise."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from featstore.errors import FeatstoreError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def check_installed() -> None:
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FeatstoreError(f"featstore serve needs {', '.join(missing)}: pip install 'featstore[serve]'")
+
+
+def serve(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, read_only: bool = False,
+          log=print) -> None:
+    """Serve the store at `root` until interrupted (Ctrl-C)."""
+    check_installed()
+    import uvicorn
+
+    from featstore.serve.app import create_app
+    from featstore.serve.state import ServerState
+
+    state = ServerState(root, read_only=read_only)
+    try:
+        log(f"serving {root} (generation {state.snapshot.generation}) on http://{host}:{port}/  "
+            f"API schema: /docs, /openapi.json; Ctrl-C stops")
+        uvicorn.run(create_app(state), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        state.close()

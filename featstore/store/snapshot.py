@@ -1,0 +1,81 @@
+"""A snapshot of a store for a long-running reader (the web server): a private copy of the DuckDB file taken while
+no writer holds the store, opened read-only with external access off, plus each set's FAISS index in memory.
+
+A reader that kept the store's own file open would lock every writer out (DuckDB lets one process write, and only
+when nobody reads); one that opened it per request would fail while an `embed` runs. A snapshot does neither: the
+store is opened only for the moment of the copy, and the copy answers queries while a writer works on the store.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from featstore.errors import FeatstoreError
+from featstore.store.db import DB_FILE, Store
+from featstore.store.index import open_index
+
+
+def signature(root: Path) -> tuple:
+    """What changes whenever a writer commits: size and mtime of the DuckDB file and its write-ahead log."""
+    out = []
+    for name in (DB_FILE, DB_FILE + ".wal"):
+        try:
+            st = os.stat(Path(root) / name)
+            out.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+@dataclass
+class Snapshot:
+    """The store as it was at `taken_at` (its generation), answering reads through cursors on a read-only copy."""
+
+    root: Path                       # the store's own folder (thumbnails, item files are found from it)
+    copy: Path                       # the folder holding the private copy
+    con: duckdb.DuckDBPyConnection
+    generation: int
+    signature: tuple
+    taken_at: float
+    indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once
+
+    def reader(self) -> Store:
+        """A Store over the copy for one request (its own cursor; close it when done)."""
+        return Store(self.copy, self.con.cursor(), False, None)
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self.copy, ignore_errors=True)
+
+
+def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
+    """Copy the store at `root` (raises FeatstoreError while a writer holds it, as any reader does)."""
+    root = Path(root)
+    sig = signature(root)
+    copy = Path(tempfile.mkdtemp(prefix="featstore-snapshot-", dir=workdir))
+    try:
+        with Store.open(root) as store:            # read-only: while it is open no writer can commit
+            generation = store.generation()
+            indexes = {s.set_id: open_index(store, s) for s in store.sets()}
+            shutil.copy2(root / DB_FILE, copy / DB_FILE)
+            if (root / (DB_FILE + ".wal")).exists():
+                shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
+        con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={"enable_external_access": False})
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return Snapshot(root, copy, con, generation, sig, time.time(), indexes)
+
+
+def try_take(root: str | Path, workdir=None) -> tuple[Snapshot | None, str | None]:
+    """(snapshot, None), or (None, why not) while the store is being written or cannot be read."""
+    try:
+        return take(root, workdir), None
+    except FeatstoreError as exc:
+        return None, str(exc)
