@@ -20,6 +20,9 @@ class ServerState:
     temporary folder instead)."""
 
     def __init__(self, root: str | Path, read_only: bool = False, refresh: bool = True):
+        import faiss
+
+        faiss.omp_set_num_threads(1)     # one query per request: requests run in parallel, not one query's threads
         self.root = Path(root)
         self.read_only = read_only
         self._work = Path(tempfile.mkdtemp(prefix="featstore-serve-"))

@@ -277,15 +277,17 @@ class Store(VectorReads):
             return table
         return "(SELECT " + ", ".join(f"NULL AS {c}" for c in ADDED_TABLES[table]) + " WHERE false)"
 
-    def item_view(self) -> str:
+    def item_view(self, only_hashes: bool = False) -> str:
         """SQL for one row per ok item with the label and split of the task bound as $task, and its text:
-        item_id, path, hash, size, mtime, width, height, updated_at, label, split, text (what --where reads)."""
+        item_id, path, hash, size, mtime, width, height, updated_at, label, split, text (what --where reads).
+        `only_hashes`: only the items holding the contents bound as $hashes (a VARCHAR list)."""
         return f"""SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
                           l.label, sp.split, t.text
                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task
                    LEFT JOIN {self.relation("splits")} sp ON sp.hash = i.hash AND sp.task = $task
                    LEFT JOIN {self.relation("texts")} t ON t.hash = i.hash
-                   WHERE i.status = 'ok'"""
+                   WHERE i.status = 'ok'""" + (" AND i.hash IN (SELECT unnest($hashes::VARCHAR[]))"
+                                               if only_hashes else "")
 
     def split_of(self, task: str) -> dict[str, str]:
         """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
@@ -340,15 +342,20 @@ class Store(VectorReads):
         and for text the text itself."""
         if not vec_ids:
             return {}
-        rows = self.con.execute(
+        ids = list(map(int, vec_ids))
+        hashes = dict(self.con.execute(f"SELECT vec_id, hash FROM {s.table} WHERE vec_id IN (SELECT unnest($1))",
+                                       [ids]).fetchall())
+        if not hashes:
+            return {}
+        rows = self.con.execute(          # the item view read for these contents only, not for every item
             f"""SELECT e.vec_id, item.item_id, item.path,
                        (SELECT count(*) FROM items c WHERE c.hash = e.hash AND c.status = 'ok'),
                        item.label, e.hash, item.text
-                FROM {s.table} e JOIN (SELECT * FROM ({self.item_view()}) AS item WHERE ({where or 'true'})) AS item
+                FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
+                JOIN (SELECT * FROM ({self.item_view(only_hashes=True)}) AS item WHERE ({where or 'true'})) AS item
                   ON item.hash = e.hash
-                WHERE e.vec_id IN (SELECT unnest($ids))
                 QUALIFY row_number() OVER (PARTITION BY e.vec_id ORDER BY item.path) = 1""",
-            {"task": task, "ids": list(map(int, vec_ids))}).fetchall()
+            {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}).fetchall()
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 for r in rows}
 

@@ -1,5 +1,6 @@
 """A snapshot of a store for a long-running reader (the web server): a private copy of the DuckDB file taken while
-no writer holds the store, opened read-only with external access off, plus each set's FAISS index in memory.
+no writer holds the store, opened read-only with external access off (and one thread per query: a server runs
+many small queries side by side), plus each set's FAISS index in memory.
 
 A reader that kept the store's own file open would lock every writer out (DuckDB lets one process write, and only
 when nobody reads); one that opened it per request would fail while an `embed` runs. A snapshot does neither: the
@@ -45,13 +46,38 @@ class Snapshot:
     taken_at: float
     indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once
 
+    memo: dict = field(default_factory=dict)        # answers that cannot change in a copy (sets, tasks, tables)
+
     def reader(self) -> Store:
         """A Store over the copy for one request (its own cursor; close it when done)."""
-        return Store(self.copy, self.con.cursor(), False, None)
+        return SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo)
 
     def close(self) -> None:
         self.con.close()
         shutil.rmtree(self.copy, ignore_errors=True)
+
+
+class SnapshotStore(Store):
+    """A Store over a snapshot's copy: the copy never changes, so its embedding sets, tasks and table checks are
+    read once per snapshot, not once per request."""
+
+    def __init__(self, root, con, writable, lock_fd, memo: dict):
+        super().__init__(root, con, writable, lock_fd)
+        self._memo = memo
+
+    def _once(self, key, read):
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
+
+    def sets(self):
+        return list(self._once("sets", super().sets))
+
+    def tasks(self):
+        return dict(self._once("tasks", super().tasks))
+
+    def relation(self, table: str) -> str:
+        return self._once(("relation", table), lambda: super(SnapshotStore, self).relation(table))
 
 
 def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
@@ -66,7 +92,8 @@ def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
             shutil.copy2(root / DB_FILE, copy / DB_FILE)
             if (root / (DB_FILE + ".wal")).exists():
                 shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
-        con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={"enable_external_access": False})
+        con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={"enable_external_access": False,
+                                                                    "threads": 1})
     except BaseException:
         shutil.rmtree(copy, ignore_errors=True)
         raise
