@@ -130,24 +130,26 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8799)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--keep", action="store_true", help="keep the store (printed) instead of removing it")
+    ap.add_argument("--reuse", default=None, help="a store kept by an earlier run (--keep): skip building it")
     args = ap.parse_args()
 
     import featstore
     from PIL import Image
 
     work = Path(tempfile.mkdtemp(prefix="featstore-bench-serve-"))
-    store, env = work / "store", dict(os.environ)
+    store, env = Path(args.reuse) if args.reuse else work / "store", dict(os.environ)
     t0 = time.perf_counter()
     fs = featstore.open(store)
-    fs.embed(args.folder, progress=False, log=lambda *_: None)
-    n_real = fs.stats()["items"]["ok"]
-    add_synthetic(store, max(args.n - n_real, 0))
+    if not args.reuse:
+        fs.embed(args.folder, progress=False, log=lambda *_: None)
+        add_synthetic(store, max(args.n - fs.stats()["items"]["ok"], 0))
     stamp = fs.build_index("auto")
+    args.n = fs.stats()["items"]["ok"]
     build_s = time.perf_counter() - t0
     print(f"store: {args.n:,} vectors, index {stamp['kind']}, built in {build_s:.0f} s", flush=True)
 
     photos = sorted(p for p in Path(args.folder).rglob("*.jpg"))
-    more = work / "more"
+    more = work / "more"          # rotated copies: new contents, embedded while the server is under load
     for i, p in enumerate(photos[:300]):
         (more / p.parent.name).mkdir(parents=True, exist_ok=True)
         Image.open(p).rotate(90, expand=True).save(more / p.parent.name / f"r{i}.jpg")

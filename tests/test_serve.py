@@ -206,11 +206,52 @@ def test_errors_are_json_without_traceback(client):
         assert 400 <= r.status_code < 500 and set(r.json()) == {"error"} and "Traceback" not in r.text
 
 
-def test_cli_serve_binds_localhost_by_default(run):
+def listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp writes them) listening on `port`."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            for line in open(table).read().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    out.append(local.rsplit(":", 1)[0])
+    return out
+
+
+def test_cli_serve_binds_localhost_only_and_cleans_up(store, home, tmp_path):
+    """`featstore serve` as a user runs it: listening on 127.0.0.1 alone, answering, and on SIGTERM gone with its
+    temporary snapshot removed."""
+    import signal
+    import urllib.request
+
     from featstore.cli.main import cli
+    from serve_helpers import free_port
 
     params = {p.name: p.default for p in cli.commands["serve"].params}
     assert params["host"] == "127.0.0.1" and params["port"] == 8765
+    port, tmp = free_port(), tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "featstore.cli.main", "serve", "--store", str(store), "--port",
+                             str(port)], env=dict(os.environ, FEATSTORE_HOME=str(home), TMPDIR=str(tmp)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5))
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.3)
+        assert stats["items"]["ok"] == 115
+        assert listening(port) == ["0100007F"]                 # 127.0.0.1 only, not 0.0.0.0 or ::
+        assert any(tmp.iterdir())                              # the snapshot lives in the temporary folder
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(tmp.iterdir()), list(tmp.iterdir())
 
 
 def test_served_while_an_embed_writes_and_picks_up_the_new_items(store, tmp_path, home):

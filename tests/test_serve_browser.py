@@ -62,7 +62,8 @@ def api_search(server, body):
 
 
 def grid_paths(driver, grid="grid"):
-    return [c.get_attribute("data-path") for c in driver.find_elements(By.CSS_SELECTOR, f"#{grid} .card")]
+    return driver.execute_script(      # read in one go: the grid may be re-drawn between two WebDriver calls
+        f"return [...document.querySelectorAll('#{grid} .card')].map(c => c.dataset.path)")
 
 
 def test_search_map_item_and_heads_in_a_browser(browser, server, tmp_path):

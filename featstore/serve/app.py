@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from featstore.apps.confusion import confusion_cells
 from featstore.apps.map2d import map_points
@@ -117,7 +118,7 @@ def create_app(state: ServerState) -> FastAPI:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
                     raise FeatstoreError("multipart search: give the image as field 'file'")
-                name, path = save_upload(upload, work)
+                name, path = await run_in_threadpool(save_upload, upload, work)
                 query = Query("file", path)
             else:
                 body = await _json(request)
@@ -130,10 +131,13 @@ def create_app(state: ServerState) -> FastAPI:
             if not 1 <= k <= MAX_K:
                 raise FeatstoreError(f"k: between 1 and {MAX_K}")
             where = check_where(body["where"]) if body.get("where") else None
-            with state.reading() as (store, snap):
-                out = search_many(store, [query], k=k, model=body.get("model") or None,
-                                  task=body.get("task") or None, where=where, backbones=state.backbones,
-                                  indexes=snap.indexes)[0]
+            def run():
+                with state.reading() as (store, snap):
+                    return search_many(store, [query], k=k, model=body.get("model") or None,
+                                       task=body.get("task") or None, where=where, backbones=state.backbones,
+                                       indexes=snap.indexes)[0]
+
+            out = await run_in_threadpool(run)         # off the event loop: requests run side by side
             if name is not None:
                 out["query"] = name
             return out
@@ -154,7 +158,7 @@ def create_app(state: ServerState) -> FastAPI:
                 uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
                 if not uploads:
                     raise FeatstoreError("multipart predict: give the images as field 'file'")
-                files, texts = [save_upload(u, work) for u in uploads], []
+                files, texts = [await run_in_threadpool(save_upload, u, work) for u in uploads], []
             else:
                 body = await _json(request)
                 head, texts, files = body.get("head"), body.get("texts") or [], []
@@ -162,8 +166,11 @@ def create_app(state: ServerState) -> FastAPI:
                     raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
             if not isinstance(head, str) or not head:
                 raise FeatstoreError("give the head's name as 'head'")
-            with state.reading() as (store, _):
-                return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
+            def run():
+                with state.reading() as (store, _):
+                    return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
+
+            return await run_in_threadpool(run)
         finally:
             if form is not None:
                 await form.close()

@@ -26,9 +26,21 @@ def serve(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     from featstore.serve.state import ServerState
 
     state = ServerState(root, read_only=read_only)
+    _exit_on_sigterm()
     try:
         log(f"serving {root} (generation {state.snapshot.generation}) on http://{host}:{port}/  "
             f"API schema: /docs, /openapi.json; Ctrl-C stops")
         uvicorn.run(create_app(state), host=host, port=port, log_level="warning", access_log=False)
     finally:
         state.close()
+
+
+def _exit_on_sigterm() -> None:
+    """uvicorn re-raises the SIGTERM it caught once it has shut down; make that an exit that runs `finally`
+    blocks (the snapshot's temporary copy is removed) instead of the default handler's instant death."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

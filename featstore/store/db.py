@@ -348,13 +348,14 @@ class Store(VectorReads):
         if not hashes:
             return {}
         rows = self.con.execute(          # the item view read for these contents only, not for every item
-            f"""SELECT e.vec_id, item.item_id, item.path,
-                       (SELECT count(*) FROM items c WHERE c.hash = e.hash AND c.status = 'ok'),
-                       item.label, e.hash, item.text
-                FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
-                JOIN (SELECT * FROM ({self.item_view(only_hashes=True)}) AS item WHERE ({where or 'true'})) AS item
-                  ON item.hash = e.hash
-                QUALIFY row_number() OVER (PARTITION BY e.vec_id ORDER BY item.path) = 1""",
+            f"""SELECT vec_id, item_id, path, copies, label, hash, text FROM (
+                  SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text, item._passes,
+                         count(*) OVER (PARTITION BY e.vec_id) AS copies
+                  FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
+                  JOIN (SELECT *, ({where or 'true'}) AS _passes FROM ({self.item_view(only_hashes=True)}) AS item)
+                    AS item ON item.hash = e.hash)
+                WHERE _passes
+                QUALIFY row_number() OVER (PARTITION BY vec_id ORDER BY path) = 1""",
             {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}).fetchall()
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 for r in rows}

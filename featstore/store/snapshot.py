@@ -92,12 +92,23 @@ def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
             shutil.copy2(root / DB_FILE, copy / DB_FILE)
             if (root / (DB_FILE + ".wal")).exists():
                 shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
+        _add_lookup_indexes(copy / DB_FILE)
         con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={"enable_external_access": False,
                                                                     "threads": 1})
     except BaseException:
         shutil.rmtree(copy, ignore_errors=True)
         raise
     return Snapshot(root, copy, con, generation, sig, time.time(), indexes)
+
+
+def _add_lookup_indexes(db: Path) -> None:
+    """Indexes the store itself does without, on the private copy only: results are described by content hash,
+    which the items table is otherwise scanned for on every request."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("CREATE INDEX IF NOT EXISTS snapshot_items_hash ON items (hash)")
+    finally:
+        con.close()
 
 
 def try_take(root: str | Path, workdir=None) -> tuple[Snapshot | None, str | None]:
