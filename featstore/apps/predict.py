@@ -48,18 +48,9 @@ def predict(store: Store, head_name: str, paths: list[str], progress: bool = Tru
     rows = []
     for key in keys:
         item = items.get(key)
-        if key in unusable or key not in by_key:
-            rows.append({"path": key, "label": None, "probability": None, "status": "failed",
-                         "error": unusable.get(key) or (item.error if item else None) or "not embedded"})
-        elif head.task_type == "regression":
-            rows.append({"path": key, "label": None, "value": round(float(by_key[key][0]), 6),
-                         "probability": None, "status": "ok", "error": None})
-        else:
-            p = by_key[key]
-            best = int(p.argmax())
-            rows.append({"path": key, "label": head.outputs[best], "probability": round(float(p[best]), 6),
-                         "status": "ok", "error": None,
-                         "probabilities": {c: round(float(v), 6) for c, v in zip(head.outputs, p)}})
+        error = None if key in by_key and key not in unusable else \
+            unusable.get(key) or (item.error if item else None) or "not embedded"
+        rows.append(prediction_row(head, key, None if error else by_key[key], error))
     return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
             "model": s.model, "embedded_now": summary.embedded if summary else 0,
             "predictions": rows}
@@ -114,18 +105,20 @@ def predict_unstored(store: Store, head_name: str, files: list[tuple[str, str]] 
         raise FeatstoreError("nothing to predict")
     ok = [i for i, v in enumerate(vectors) if v is not None]
     outputs = dict(zip(ok, head.run(np.stack([vectors[i] for i in ok])))) if ok else {}
-    rows = []
-    for i, name in enumerate(names):
-        if i not in outputs:
-            rows.append({"path": name, "label": None, "probability": None, "status": "failed", "error": errors[i]})
-        elif head.task_type == "regression":
-            rows.append({"path": name, "label": None, "value": round(float(outputs[i][0]), 6), "probability": None,
-                         "status": "ok", "error": None})
-        else:
-            p = outputs[i]
-            best = int(p.argmax())
-            rows.append({"path": name, "label": head.outputs[best], "probability": round(float(p[best]), 6),
-                         "status": "ok", "error": None,
-                         "probabilities": {c: round(float(v), 6) for c, v in zip(head.outputs, p)}})
+    rows = [prediction_row(head, name, outputs.get(i), None if i in outputs else errors[i])
+            for i, name in enumerate(names)]
     return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
             "model": s.model, "embedded_now": 0, "predictions": rows}
+
+
+def prediction_row(head, path: str, output, error: str | None) -> dict:
+    """One input's row: its label and probabilities (a value for regression), or status failed and why."""
+    if error is not None:
+        return {"path": path, "label": None, "probability": None, "status": "failed", "error": error}
+    if head.task_type == "regression":
+        return {"path": path, "label": None, "value": round(float(output[0]), 6), "probability": None,
+                "status": "ok", "error": None}
+    best = int(output.argmax())
+    return {"path": path, "label": head.outputs[best], "probability": round(float(output[best]), 6),
+            "status": "ok", "error": None,
+            "probabilities": {c: round(float(v), 6) for c, v in zip(head.outputs, output)}}
