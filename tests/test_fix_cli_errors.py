@@ -40,6 +40,8 @@ def _value(param: click.Parameter, csv_file) -> str:
         return str(PHOTO)
     if isinstance(t, click.Choice):
         return t.choices[0]
+    if isinstance(t, click.types.IntParamType):
+        return "5"
     return "x.onnx" if isinstance(t, click.Path) else "x"
 
 

@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
+from featstore.store.db import Store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -19,6 +20,7 @@ def check_installed() -> None:
 def serve(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, read_only: bool = False,
           log=print) -> None:
     """Serve the store at `root` until interrupted (Ctrl-C)."""
+    Store.check_exists(Path(root))
     check_installed()
     import uvicorn
 

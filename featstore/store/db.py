@@ -45,12 +45,7 @@ class Store(VectorReads):
         root = Path(root)
         db = root / DB_FILE
         lock_fd = None
-        if os.path.lexists(root) and not root.is_dir():
-            raise FeatstoreError(f"{root}: not a store: it is a file, and a store is a folder (point --store / "
-                                 "FEATSTORE_STORE at a store folder, or at a new one to create)")
-        if not (write and create) and not db.exists():
-            raise FeatstoreError(f"no featstore store at {root} (run `featstore embed FOLDER` first, "
-                                 "or point --store / FEATSTORE_STORE at one)")
+        cls.check_exists(root, may_create=write and create)
         if write:
             try:
                 root.mkdir(parents=True, exist_ok=True)
@@ -67,6 +62,16 @@ class Store(VectorReads):
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
+
+    @staticmethod
+    def check_exists(root: Path, may_create: bool = False) -> None:
+        """One clear error unless `root` is a store folder (or, with may_create, a place to make one)."""
+        if os.path.lexists(root) and not root.is_dir():
+            raise FeatstoreError(f"{root}: not a store: it is a file, and a store is a folder (point --store / "
+                                 "FEATSTORE_STORE at a store folder, or at a new one to create)")
+        if not may_create and not (root / DB_FILE).exists():
+            raise FeatstoreError(f"no featstore store at {root} (run `featstore embed FOLDER` first, "
+                                 "or point --store / FEATSTORE_STORE at one)")
 
     def close(self) -> None:
         self.con.close()
