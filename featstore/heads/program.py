@@ -94,7 +94,9 @@ def _l2norm(x, s):
 
 
 def _dense(x, s):
-    return x @ s.arrays["weight"] + s.arrays["bias"]
+    """float64 products, float32 result: a float32 GEMM's rounding depends on where a row falls in the batch
+    (BLAS kernels block rows), so the same row could score differently in another batch or order."""
+    return (np.asarray(x, np.float64) @ s.arrays["weight"].astype(np.float64) + s.arrays["bias"]).astype(np.float32)
 
 
 def _relu(x, s):
