@@ -183,12 +183,28 @@ def test_path_traversal_refused(client):
     assert client.get("/items/1/thumbnail", params={"size": 4096}).status_code == 400
 
 
+def knn_2d_accuracy(m, k=5):
+    """How often a point's label is the majority of its k nearest points on the map (leave-one-out)."""
+    import numpy as np
+
+    xy, codes = np.c_[m["x"], m["y"]], np.array(m["codes"])
+    d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    votes = codes[np.argsort(d, axis=1)[:, :k]]
+    return float(np.mean([np.bincount(v).argmax() == c for v, c in zip(votes, codes)]))
+
+
 def test_map_and_confusion(client, store):
     m = client.get("/map", params={"model": "efficientnet-lite0", "task": "flowers"}).json()
     assert m["n"] == 100 and len(m["x"]) == len(m["y"]) == len(m["codes"]) == 100
     assert set(m["classes"]) == {p.name for p in SAMPLE.iterdir() if p.is_dir()}
     assert all(0 <= v <= 1 for v in m["x"] + m["y"]) and min(m["codes"]) >= 0
-    assert list((store / "maps").glob("*.npz"))                         # computed once, stored
+    assert m["method"] == "tsne" and list((store / "maps").glob("*-tsne.npz"))      # computed once, stored
+    pca = client.get("/map", params={"model": "efficientnet-lite0", "task": "flowers", "method": "pca"}).json()
+    assert pca["ids"] == m["ids"] and list((store / "maps").glob("*-pca.npz"))
+    print("map 5-NN label accuracy: t-SNE", knn_2d_accuracy(m), "PCA", knn_2d_accuracy(pca))
+    assert knn_2d_accuracy(m) > knn_2d_accuracy(pca) + 0.1, (knn_2d_accuracy(m), knn_2d_accuracy(pca))
+    assert client.get("/map", params={"method": "umap"}).status_code == 400
     by_head = client.get("/map", params={"model": "efficientnet-lite0", "color": "head:fl"}).json()
     assert by_head["classes"] == sorted(m["classes"]) and min(by_head["codes"]) >= 0
     c = client.get("/heads/fl/confusion").json()

@@ -109,7 +109,8 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/search")
     async def post_search(request: Request):
         """Nearest stored items: multipart with `file` (an image; fields k, where, model, task), or JSON
-        {text | id, k, where, model, task}. An uploaded file is embedded for this query only."""
+        {text | id, k, where, model, task}. An uploaded file is embedded for this query only, unless the form
+        says add=true: then it is also added to the store (the answer's "added" is the job, see POST /items)."""
         form, body, work = None, {}, tempfile.mkdtemp(prefix="featstore-upload-")
         try:
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -120,12 +121,13 @@ def create_app(state: ServerState) -> FastAPI:
                     raise FeatstoreError("multipart search: give the image as field 'file'")
                 name, path = await run_in_threadpool(save_upload, upload, work)
                 query = Query("file", path)
+                added = _add_if_asked(body, [(name, path)])
             else:
                 body = await _json(request)
                 given = [key for key in ("text", "id") if body.get(key) is not None]
                 if len(given) != 1:
                     raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
-                name = None
+                name, added = None, None
                 query = Query("text", str(body["text"])) if given == ["text"] else Query("id", _int(body["id"], "id"))
             k = _int(body.get("k", 10), "k")
             if not 1 <= k <= MAX_K:
@@ -140,6 +142,8 @@ def create_app(state: ServerState) -> FastAPI:
             out = await run_in_threadpool(run)         # off the event loop: requests run side by side
             if name is not None:
                 out["query"] = name
+            if added is not None:
+                out["added"] = added
             return out
         finally:
             if form is not None:
@@ -149,7 +153,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/predict")
     async def post_predict(request: Request):
         """A stored head on uploaded images (multipart: `head`, one or more `file`) or texts (JSON {head, texts});
-        nothing is added to the store."""
+        nothing is added to the store unless the form says add=true (as for POST /search)."""
         form, work = None, tempfile.mkdtemp(prefix="featstore-upload-")
         try:
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -158,10 +162,12 @@ def create_app(state: ServerState) -> FastAPI:
                 uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
                 if not uploads:
                     raise FeatstoreError("multipart predict: give the images as field 'file'")
-                files, texts = [await run_in_threadpool(save_upload, u, work) for u in uploads], []
+                saved = [await run_in_threadpool(save_upload, u, work) for u in uploads]
+                files, texts = saved, []
+                added = _add_if_asked({k: v for k, v in form.items() if isinstance(v, str)}, saved)
             else:
                 body = await _json(request)
-                head, texts, files = body.get("head"), body.get("texts") or [], []
+                head, texts, files, added = body.get("head"), body.get("texts") or [], [], None
                 if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
                     raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
             if not isinstance(head, str) or not head:
@@ -170,19 +176,60 @@ def create_app(state: ServerState) -> FastAPI:
                 with state.reading() as (store, _):
                     return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
 
-            return await run_in_threadpool(run)
+            out = await run_in_threadpool(run)
+            return out | ({"added": added} if added is not None else {})
         finally:
             if form is not None:
                 await form.close()
             shutil.rmtree(work, ignore_errors=True)
 
+    def _add_if_asked(fields: dict, saved: list[tuple[str, str]]) -> dict | None:
+        """With form field add=true: keep the uploads and queue their embedding (the job), else None."""
+        if str(fields.get("add", "")).lower() not in ("1", "true", "yes", "on"):
+            return None
+        if state.read_only:
+            raise HTTPException(403, "this server runs --read-only: nothing is added to the store")
+        with state.reading() as (store, _):
+            s = store.pick_set(fields.get("model") or None, modality="image")
+        return state.adds.add(saved, s.model, s.precision)
+
+    @app.post("/items", status_code=202)
+    async def post_items(request: Request):
+        """Add uploaded images to the store (multipart: one or more `file`, optional `model`): they are kept
+        under the store's uploads/ folder and embedded in the background; GET /jobs/{id} follows the job, and the
+        items are served from the next snapshot on."""
+        form, work = None, tempfile.mkdtemp(prefix="featstore-upload-")
+        try:
+            if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+                raise FeatstoreError("add images as multipart field 'file'")
+            form = await request.form(max_files=MAX_FILES, max_fields=10)
+            uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
+            if not uploads:
+                raise FeatstoreError("give the images as field 'file'")
+            saved = [await run_in_threadpool(save_upload, u, work) for u in uploads]
+            fields = {k: v for k, v in form.items() if isinstance(v, str)} | {"add": "true"}
+            return await run_in_threadpool(_add_if_asked, fields, saved)
+        finally:
+            if form is not None:
+                await form.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+    @app.get("/jobs/{job_id}")
+    def get_job(job_id: int):
+        """An add job: queued, running, done (with what the embed did) or failed (with why)."""
+        try:
+            return state.adds.job(job_id)
+        except FeatstoreError as exc:
+            raise HTTPException(404, str(exc)) from None
+
     @app.get("/map")
-    def get_map(model: str | None = None, task: str | None = None, color: str = "label"):
-        """A 2-D map (PCA) of an embedding set: item ids, x and y in [0, 1], and a colour code per point (the
-        label of `task`, or with color=head:NAME that head's prediction)."""
+    def get_map(model: str | None = None, task: str | None = None, color: str = "label", method: str = "tsne"):
+        """A 2-D map of an embedding set (method tsne: PCA + t-SNE, or pca; computed on first request and stored):
+        item ids, x and y in [0, 1], and a colour code per point (the label of `task`, or with color=head:NAME
+        that head's prediction)."""
         with state.reading() as (store, snap):
             s = store.pick_set(model)
-            points = map_points(store, s, state.maps, snap.generation)
+            points = map_points(store, s, state.maps, snap.generation, method)
             ids = points["item_id"].tolist()
             if color.startswith("head:"):
                 classes, names = _head_colours(store, s, color[5:], ids)
@@ -196,7 +243,8 @@ def create_app(state: ServerState) -> FastAPI:
                 raise FeatstoreError("color: 'label' or 'head:NAME'")
         code = {c: n for n, c in enumerate(classes)}
         xy = points["xy"]
-        return {"set_id": s.set_id, "model": s.model, "n": len(ids), "color": color, "classes": classes,
+        return {"set_id": s.set_id, "model": s.model, "method": method, "n": len(ids), "color": color,
+                "classes": classes,
                 "ids": ids, "x": [round(v, 4) for v in xy[:, 0].tolist()], "y": [round(v, 4) for v in xy[:, 1].tolist()],
                 "codes": [code.get(n, -1) for n in names]}
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
+from featstore.serve.adds import Adder
 from featstore.store import snapshot as snapshots
 
 CHECK_EVERY_S = 1.0         # how often the refresher looks at the store's files
@@ -30,6 +31,7 @@ class ServerState:
         self.thumbs = cache_root / "thumbs"
         self.maps = cache_root / "maps"
         self.backbones: dict = {}
+        self.adds = Adder(self.root, read_only)       # uploads added to the store when a client asks
         self.lock = threading.Lock()
         self.pending: str | None = None        # why the newest commits are not served yet
         self._retired: list = []
@@ -85,6 +87,7 @@ class ServerState:
                 self.pending = f"{type(exc).__name__}: {exc}"
 
     def close(self) -> None:
+        self.adds.close()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

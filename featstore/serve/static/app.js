@@ -44,6 +44,7 @@ async function runSearch(file) {
       form.append("file", file); form.append("k", k);
       if (task()) form.append("task", task());
       if (where) form.append("where", where);
+      if ($("search-add").checked) form.append("add", "true");
       out = await api("/search", { method: "POST", body: form });
     } else {
       const text = $("search-text").value.trim();
@@ -53,7 +54,8 @@ async function runSearch(file) {
       if (task()) body.task = task();
       out = await api("/search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     }
-    status.textContent = `${out.results.length} neighbours of ${out.query} (${out.model})` + (out.note ? ` — ${out.note}` : "");
+    status.textContent = `${out.results.length} neighbours of ${out.query} (${out.model})` + (out.note ? ` — ${out.note}` : "")
+      + (out.added ? ` — being added to the store (job ${out.added.id})` : "");
     showGrid($("grid"), out.results);
   } catch (e) {
     status.className = "status error"; status.textContent = e.message;
@@ -93,16 +95,18 @@ const map = { data: null };
 const task = () => $("task").value;
 
 async function showMap() {
-  const status = $("map-status"), select = $("map-color");
-  status.textContent = "loading map…";
+  const status = $("map-status"), select = $("map-color"), method = $("map-method");
+  status.className = "status";
+  status.textContent = "loading the map (computed once per embedding set, then stored)…";
   try {
     if (select.options.length === 1) {
       for (const h of await api("/heads")) select.append(el("option", { value: `head:${h.name}` }, `head ${h.name}`));
       select.onchange = () => { map.data = null; showMap(); };
+      method.onchange = () => { map.data = null; showMap(); };
     }
-    if (!map.data) map.data = await api(`/map?color=${encodeURIComponent(select.value)}&model=${encodeURIComponent(imageModel)}` + (task() ? `&task=${encodeURIComponent(task())}` : ""));
+    if (!map.data) map.data = await api(`/map?method=${method.value}&color=${encodeURIComponent(select.value)}&model=${encodeURIComponent(imageModel)}` + (task() ? `&task=${encodeURIComponent(task())}` : ""));
     drawMap();
-    status.textContent = `${map.data.n} points (${map.data.model}); click one to open it`;
+    status.textContent = `${map.data.n} points (${map.data.model}, ${method.selectedOptions[0].text}); click one to open it`;
   } catch (e) {
     status.className = "status error"; status.textContent = e.message;
   }
