@@ -49,6 +49,7 @@ def test_search_adds_nothing_unless_asked_then_post_items_adds(small_store):
     state, client = serving(small_store)
     with client:
         before = client.get("/stats").json()["items"]["ok"]
+        assert client.get("/map").json()["n"] == before
         r = client.post("/search", files=[upload(new)], data={"k": "3"})
         assert r.status_code == 200 and "added" not in r.json()
         assert not (small_store / "uploads").exists()
@@ -60,6 +61,8 @@ def test_search_adds_nothing_unless_asked_then_post_items_adds(small_store):
         assert len(list((small_store / "uploads").iterdir())) == 1
         assert state.refresh_now()                                       # the next snapshot serves it
         assert client.get("/stats").json()["items"]["ok"] == before + 1
+        assert client.get("/map").json()["n"] == before + 1                 # a new generation, a new map ...
+        assert len(list((small_store / "maps").glob("*-tsne.npz"))) == 1     # ... and the old one is gone
         page = client.get("/items", params={"where": "path LIKE '%/uploads/%'"}).json()
         assert page["total"] == 1
 

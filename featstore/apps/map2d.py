@@ -54,6 +54,9 @@ def _compute(store: Store, s: EmbeddingSet, path: Path, method: str) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, item_id=item_ids, xy=xy)
     os.replace(tmp, path)
+    for old in path.parent.glob(f"{s.set_id}-g*-{method}.npz"):      # earlier generations' maps of this set
+        if old != path:
+            old.unlink(missing_ok=True)
 
 
 def project(vectors: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
