@@ -313,6 +313,10 @@ def test_served_while_an_embed_writes_and_picks_up_the_new_items(store, tmp_path
                                "--task", "more", "--no-progress", "--wait"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
+        deadline = time.monotonic() + 120        # the 200 searches take about a second: start them once the
+        while not (st.pending and "being written" in st.pending) and writer.poll() is None:    # writer holds it
+            assert time.monotonic() < deadline, "the embed never took the store"
+            time.sleep(0.05)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, range(200)))
         out, err = writer.communicate(timeout=300)

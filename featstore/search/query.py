@@ -26,7 +26,7 @@ def _set_holding(store: Store, content: str | None, model: str | None):
     if model is not None or not content:
         return store.pick_set(model)
     for s in reversed(store.sets()):
-        if store.vectors_for_hashes(s, [content]):
+        if store.vec_ids_for_hashes(s, [content]):
             return s
     return store.pick_set(None)
 

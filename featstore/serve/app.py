@@ -144,7 +144,7 @@ def create_app(state: ServerState) -> FastAPI:
                 out["query"] = name
             if added is not None:
                 out["added"] = added
-            return out
+            return JSONResponse(out)        # plain JSON types already: no jsonable_encoder pass over them
         finally:
             if form is not None:
                 await form.close()

@@ -21,9 +21,7 @@ class ServerState:
     temporary folder instead)."""
 
     def __init__(self, root: str | Path, read_only: bool = False, refresh: bool = True):
-        import faiss
-
-        faiss.omp_set_num_threads(1)     # one query per request: requests run in parallel, not one query's threads
+        _one_faiss_thread()
         self.root = Path(root)
         self.read_only = read_only
         self._work = Path(tempfile.mkdtemp(prefix="featstore-serve-"))
@@ -38,6 +36,7 @@ class ServerState:
         snap, why = snapshots.try_take(self.root, self._work)
         if snap is None:
             raise FeatstoreError(why)
+        _warm(snap)
         self.snapshot = snap
         self._stop = threading.Event()
         self._thread = None
@@ -48,6 +47,7 @@ class ServerState:
     @contextlib.contextmanager
     def reading(self):
         """A Store over the current snapshot for one request, and the snapshot itself."""
+        _one_faiss_thread()
         snap = self.snapshot
         store = snap.reader()
         try:
@@ -64,6 +64,7 @@ class ServerState:
         if snap is None:
             self.pending = why
             return False
+        _warm(snap)          # read before it is served: requests after the switch wait for nothing
         with self.lock:
             old, self.snapshot, self.pending = self.snapshot, snap, None
             self._retired.append((time.monotonic(), old))
@@ -96,3 +97,24 @@ class ServerState:
         import shutil
 
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+def _warm(snap) -> None:
+    try:
+        snap.warm()
+    except BaseException:
+        snap.close()
+        raise
+
+
+_threads = threading.local()
+
+
+def _one_faiss_thread() -> None:
+    """FAISS runs one thread per query in this thread: requests run side by side, and OpenMP's thread count is
+    a per-thread setting (a request thread would otherwise start its own team on every core)."""
+    if not getattr(_threads, "faiss_one", False):
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        _threads.faiss_one = True

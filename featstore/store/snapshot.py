@@ -8,6 +8,7 @@ store is opened only for the moment of the copy, and the copy answers queries wh
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.store.catalog import Catalog
 from featstore.store.db import DB_FILE, Store
 from featstore.store.index import open_index
 
@@ -47,10 +50,16 @@ class Snapshot:
     indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once
 
     memo: dict = field(default_factory=dict)        # answers that cannot change in a copy (sets, tasks, tables)
+    catalog: Catalog = field(default_factory=Catalog)      # items, hashes and labels searches read, in memory
 
     def reader(self) -> Store:
         """A Store over the copy for one request (its own cursor; close it when done)."""
-        return SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo)
+        return SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo, self.catalog)
+
+    def warm(self) -> None:
+        """Read what searches keep in memory now, before the snapshot is served."""
+        with contextlib.closing(self.reader()) as store:
+            self.catalog.warm(store.con, store.sets(), store.tasks(), store.relation("texts"))
 
     def close(self) -> None:
         self.con.close()
@@ -59,11 +68,13 @@ class Snapshot:
 
 class SnapshotStore(Store):
     """A Store over a snapshot's copy: the copy never changes, so its embedding sets, tasks and table checks are
-    read once per snapshot, not once per request."""
+    read once per snapshot, not once per request, and items, labels and vec_id <-> hash maps are answered from
+    the snapshot's Catalog (a search with a --where still runs its condition in DuckDB)."""
 
-    def __init__(self, root, con, writable, lock_fd, memo: dict):
+    def __init__(self, root, con, writable, lock_fd, memo: dict, catalog: Catalog):
         super().__init__(root, con, writable, lock_fd)
         self._memo = memo
+        self._catalog = catalog
 
     def _once(self, key, read):
         if key not in self._memo:
@@ -78,6 +89,31 @@ class SnapshotStore(Store):
 
     def relation(self, table: str) -> str:
         return self._once(("relation", table), lambda: super(SnapshotStore, self).relation(table))
+
+    def item(self, item_id: int):
+        item = self._catalog.item(self.con, int(item_id))
+        if item is None:
+            raise FeatstoreError(f"no item with id {item_id} in {self.root}")
+        return item
+
+    def vec_ids_for_hashes(self, s, hashes):
+        known = self._catalog.hash_vec_ids(self.con, s)
+        return {h: known[h] for h in hashes if h in known}
+
+    def vectors_for_hashes(self, s, hashes):
+        ids = self.vec_ids_for_hashes(s, hashes)
+        if len(ids) != 1:
+            got, vectors = self.vectors_for_ids(s, list(ids.values()))
+            by_id = dict(zip(got.tolist(), vectors))
+            return {h: by_id[i] for h, i in ids.items() if i in by_id}
+        (h, vec_id), = ids.items()          # a query's one vector: a lookup on the primary key
+        rows = self.con.execute(f"SELECT vector FROM {s.table} WHERE vec_id = ?", [vec_id]).fetchnumpy()["vector"]
+        return {h: np.asarray(rows[0], dtype=np.float32)} if len(rows) else {}
+
+    def describe_vecs(self, s, vec_ids, task, where=None):
+        if where:
+            return super().describe_vecs(s, vec_ids, task, where)
+        return self._catalog.describe(self.con, s, vec_ids, task, self.relation("texts"))
 
 
 def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:

@@ -50,6 +50,13 @@ class VectorReads:
                                 [list(hashes)]).fetchall()
         return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
 
+    def vec_ids_for_hashes(self, s: EmbeddingSet, hashes: list[str]) -> dict[str, int]:
+        """content hash -> vec_id for the given contents the set holds (no vectors read)."""
+        if not hashes:
+            return {}
+        return dict(self.con.execute(f"SELECT hash, vec_id FROM {s.table} WHERE hash IN (SELECT unnest($1))",
+                                     [list(hashes)]).fetchall())
+
     def vectors_for_ids(self, s: EmbeddingSet, vec_ids) -> tuple[np.ndarray, np.ndarray]:
         """(vec_ids, vectors) of the given vec_ids that exist, in vec_id order."""
         rows = self.con.execute(f"SELECT vec_id, vector FROM {s.table} WHERE vec_id IN (SELECT unnest($1)) "
