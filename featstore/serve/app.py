@@ -39,12 +39,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _errors(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > MAX_REQUEST_BYTES:
-            return _error(413, f"request over {MAX_REQUEST_BYTES // (1024 * 1024)} MB")
-        return await call_next(request)
+    app.add_middleware(_LimitBody)
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -111,9 +106,10 @@ def create_app(state: ServerState) -> FastAPI:
         """Nearest stored items: multipart with `file` (an image; fields k, where, model, task), or JSON
         {text | id, k, where, model, task}. An uploaded file is embedded for this query only, unless the form
         says add=true: then it is also added to the store (the answer's "added" is the job, see POST /items)."""
-        form, body, work = None, {}, tempfile.mkdtemp(prefix="featstore-upload-")
+        form, body, work = None, {}, None
         try:
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                work = tempfile.mkdtemp(prefix="featstore-upload-")      # only an upload needs a folder
                 form = await request.form(max_files=1, max_fields=10)
                 body = {k: v for k, v in form.items() if isinstance(v, str)}
                 upload = form.get("file")
@@ -148,7 +144,8 @@ def create_app(state: ServerState) -> FastAPI:
         finally:
             if form is not None:
                 await form.close()
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
 
     @app.post("/predict")
     async def post_predict(request: Request):
@@ -255,6 +252,22 @@ def create_app(state: ServerState) -> FastAPI:
             return confusion_cells(store, name)
 
     return app
+
+
+class _LimitBody:
+    """Refuses a request that declares a body over MAX_REQUEST_BYTES (413) before any of it is read. Plain ASGI,
+    not an `http` middleware function: that wraps every request and response in streams, a cost on each call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = next((value for name, value in scope["headers"] if name == b"content-length"), b"")
+            if size.isdigit() and int(size) > MAX_REQUEST_BYTES:
+                response = _error(413, f"request over {MAX_REQUEST_BYTES // (1024 * 1024)} MB")
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def _head_colours(store, s, head_name: str, ids: list[int]):
