@@ -165,6 +165,60 @@ def test_where_allows_plain_conditions_and_strings_holding_keywords(client):
     assert err.status_code == 400 and err.json()["error"].startswith("where:") and "Traceback" not in err.text
 
 
+def test_served_search_matches_the_search_on_the_store(store, tmp_path):
+    """The server describes results from its snapshot's in-memory catalog; what it answers equals featstore's
+    own search on the store (DuckDB) for every stored item, a text and an uploaded image, in every task, with
+    copies of one content (the first path by name stands for it), a removed item, and a --where."""
+    import shutil
+
+    from featstore.errors import FeatstoreError
+    from featstore.search.query import Query, search_many
+    from featstore.serve.state import ServerState
+    from featstore.store.db import Store
+    from featstore.store.vanished import REMOVED
+
+    store = shutil.copytree(store, tmp_path / "store")
+    with Store.open(store, write=True) as st:
+        rows = st.con.execute("SELECT path, hash, size, mtime, width, height FROM items WHERE status = 'ok' "
+                              "AND hash NOT IN (SELECT hash FROM texts) ORDER BY item_id LIMIT 6").fetchall()
+        copies = [{"path": f"/copies/{'a' if i % 2 else 'z'}{i}.jpg", "hash": h, "size": size, "mtime": mtime,
+                   "width": w, "height": ht, "status": "ok", "error": None}
+                  for i, (_, h, size, mtime, w, ht) in enumerate(rows)]
+        st.con.execute("UPDATE items SET status = ? WHERE path = ?", [REMOVED, rows[0][0]])
+        st.write_batch(st.pick_set("efficientnet-lite0"), copies, [], None)
+        st.set_labels("flowers", {c["path"]: "copied" for c in copies[:3]})
+        st.set_labels("other", {path: "x" for path, *_ in rows[::2]})
+        item_ids = [r[0] for r in st.con.execute("SELECT item_id FROM items ORDER BY item_id").fetchall()]
+
+    def answer(st, query, task, k, where, indexes):
+        try:
+            return search_many(st, [query], k=k, task=task, where=where, backbones=state.backbones,
+                               indexes=indexes)[0]
+        except FeatstoreError as exc:
+            return str(exc)
+
+    state = ServerState(store, refresh=False)
+    try:
+        queries = [Query("id", i) for i in item_ids] + [Query("text", "election and the prime minister"),
+                                                         Query("file", str(rose()))]
+        asked = [(q, task, 50, None) for q in queries for task in ("flowers", "news", "other")]
+        asked += [(q, "flowers", 3, "label = 'roses' OR path LIKE '/copies/%'") for q in queries[:20]]
+        with Store.open(store) as plain:
+            plain_indexes = {}
+            for query, task, k, where in asked:
+                with state.reading() as (served, snap):
+                    got = answer(served, query, task, k, where, snap.indexes)
+                assert got == answer(plain, query, task, k, where, plain_indexes), (query, task, where)
+        with state.reading() as (served, _):
+            described = served.describe_vecs(served.pick_set("efficientnet-lite0"),
+                                             served.vec_ids_for_hashes(served.pick_set("efficientnet-lite0"),
+                                                                       [h for _, h, *_ in rows]).values(), "flowers")
+        assert sorted(d["copies"] for d in described.values()) == [1, 2, 2, 2, 2, 2]     # one original removed
+        assert {d["path"] for d in described.values()} == {c["path"] for c in copies}      # first by path
+    finally:
+        state.close()
+
+
 def test_the_snapshot_connection_refuses_file_access(state):
     import duckdb
 
