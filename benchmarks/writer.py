@@ -19,12 +19,15 @@ import numpy as np
 
 def todays_store():
     """A Store writing as featstore did before (kept here as the baseline, not in the library): vectors as flat
-    numpy columns regrouped by array_agg, and DuckDB's default checkpoint threshold during the run."""
+    numpy columns regrouped by array_agg, DuckDB's default row groups and its default checkpoint threshold and
+    compression during the run."""
     from contextlib import nullcontext
 
     from featstore.store.db import Store
 
     class TodaysStore(Store):
+        row_group_rows = None
+
         def bulk_writes(self):
             return nullcontext()
 

@@ -2,10 +2,11 @@
 
 Batches go through a short queue (bounded: memory stays flat) to one thread that owns the store's connection while
 the run lasts. The thread writes the batches waiting for it as one transaction: it takes the next batch, then
-every batch already queued behind it, up to GROUP_ITEMS items, and commits them together. A producer slower than
-the writer so sees each batch committed as soon as it arrives (one transaction per batch, no added wait); a fast
-one, whose batches pile up in the queue, pays DuckDB's per-transaction cost (the commit, the synced log) once per
-group. A kill loses at most the batches in flight (the queue, QUEUE_BATCHES deep, and the group being written);
+every batch already queued behind it, until it holds GROUP_ITEMS items, and commits them together. A producer
+slower than the writer so sees each batch committed as soon as it arrives (one transaction per batch, no added
+wait); a fast one, whose batches pile up in the queue, pays DuckDB's per-transaction cost (the commit, the synced
+log) once per group, and its groups fill whole DuckDB row groups, which go straight into the store's file rather
+than through the log (see Store.bulk_writes). A kill loses at most the batches in flight (the queue, QUEUE_BATCHES deep, and the group being written);
 everything committed stays, and a rerun embeds the rest. An error in the writer stops the run at the next batch
 and is raised in the caller's thread.
 """
@@ -19,10 +20,10 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from featstore.store.db import EmbeddingSet, Store
+from featstore.store.db import ROW_GROUP_ROWS, EmbeddingSet, Store
 
-QUEUE_BATCHES = 8         # batches the producer may be ahead of the writer (vectors and rows only: small)
-GROUP_ITEMS = 1024        # the most items one transaction takes from the queue
+QUEUE_BATCHES = 16        # batches the producer may be ahead of the writer (vectors and rows only: small)
+GROUP_ITEMS = ROW_GROUP_ROWS   # a transaction takes queued batches until it holds this many items
 
 
 class BatchWriter:

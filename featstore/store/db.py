@@ -20,16 +20,20 @@ import duckdb
 import numpy as np
 
 from featstore.errors import FeatstoreError, one_of
+from featstore.store.columns import arrow_table
 from featstore.store.vectors import VectorReads, vector_table
 from featstore.store.lock import LOCK_FILE, describe_holder, take_writer_lock
 from featstore.store.schema import ADDED_TABLES, FEATURE_FORMAT, SCHEMA, SCHEMA_VERSION, EmbeddingSet, Item
 
 DB_FILE = "store.duckdb"
 BULK_CHECKPOINT = "256MB"     # DuckDB's checkpoint threshold while a run appends vectors (its default: 16MB)
+ROW_GROUP_ROWS = 2048         # rows per row group of what a writer adds (DuckDB's default: 122,880; see _connect)
 
 
 class Store(VectorReads):
     """An open store. Use Store.open(path, write=...) as a context manager."""
+
+    row_group_rows: int | None = ROW_GROUP_ROWS      # None: DuckDB's default row group size
 
     def __init__(self, root: Path, con: duckdb.DuckDBPyConnection, writable: bool, lock_fd: int | None):
         self.root = root
@@ -54,7 +58,7 @@ class Store(VectorReads):
             except OSError as exc:
                 raise FeatstoreError(f"{root}: cannot write the store ({exc.strerror or exc})") from None
         try:
-            con = _connect(db, read_only=not write, root=root)
+            con = _connect(db, read_only=not write, root=root, row_group_rows=cls.row_group_rows)
             store = cls(root, con, write, lock_fd)
             store._check_schema()
             return store
@@ -134,17 +138,22 @@ class Store(VectorReads):
         """While a run appends vectors: DuckDB folds its write-ahead log into the file (a checkpoint) once the log
         reaches BULK_CHECKPOINT rather than 16 MB. Each checkpoint rewrites the table's last, still-filling row
         group, so at 5 KB a vector the default rewrites the same rows again and again. Durability is unchanged:
-        the log is synced at every commit and replayed at the next open after a crash. DuckDB also runs on one
-        thread meanwhile: a batch's statements are small, its parallel operators cost more than they save there,
-        and the cores are the decoders' and the backbone's."""
+        the log is synced at every commit and replayed at the next open after a crash. A transaction that fills
+        whole row groups (ROW_GROUP_ROWS rows) has them written straight into the file instead of the log, and
+        what the run writes is stored uncompressed (DuckDB's float codecs gain a few percent on embeddings and
+        cost as much time as the write itself; a later checkpoint that rewrites a row group compresses it).
+        DuckDB also runs on one thread meanwhile: a batch's statements are small, its parallel operators cost
+        more than they save there, and the cores are the decoders' and the backbone's."""
         self._require_write()
         self.con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT}'")
         self.con.execute("SET threads = 1")
+        self.con.execute("SET force_compression = 'uncompressed'")
         try:
             yield
         finally:
             self.con.execute("RESET checkpoint_threshold")
             self.con.execute("RESET threads")
+            self.con.execute("RESET force_compression")
 
     def _require_write(self) -> None:
         if not self.writable:
@@ -215,11 +224,12 @@ class Store(VectorReads):
             self._bump_generation()
 
     def _insert_vectors(self, s: EmbeddingSet, hashes: list[str], vectors: np.ndarray) -> None:
-        """Append vectors with the next vec_ids (in `hashes` order), the matrix as an Arrow table (vector_table)."""
-        self.con.register("_new_vectors", vector_table(vectors))
+        """Append vectors with the next vec_ids (in `hashes` order), matrix and hashes as one Arrow table
+        (vector_table)."""
+        self.con.register("_new_vectors", vector_table(vectors, hashes))
         try:
             self.con.execute(f"""INSERT INTO {s.table} SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1,
-                $1[r + 1], vector FROM _new_vectors""", [list(hashes)])
+                hash, vector FROM _new_vectors""")
         finally:
             self.con.unregister("_new_vectors")
 
@@ -239,14 +249,17 @@ class Store(VectorReads):
                  "config": json.loads(r[4]), "summary": json.loads(r[5])} for r in rows]
 
     def upsert_items(self, items: list[dict]) -> None:
-        """Insert or update item rows by path, in one statement (column lists unnested, not row by row)."""
-        cols = ["path", "hash", "size", "mtime", "width", "height", "status", "error"]
-        types = ["VARCHAR", "VARCHAR", "BIGINT", "DOUBLE", "INTEGER", "INTEGER", "VARCHAR", "VARCHAR"]
-        select = ", ".join(f"unnest(${i + 1}::{t}[])" for i, t in enumerate(types))
-        self.con.execute(
-            f"INSERT INTO items ({', '.join(cols)}) SELECT {select} ON CONFLICT (path) DO UPDATE "
-            "SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]) + ", updated_at = now()",
-            [[it.get(c) for it in items] for c in cols])
+        """Insert or update item rows by path, in one statement over the rows as one Arrow table (columns.py)."""
+        types = {"path": "VARCHAR", "hash": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE", "width": "INTEGER",
+                 "height": "INTEGER", "status": "VARCHAR", "error": "VARCHAR"}
+        cols = list(types)
+        self.con.register("_new_items", arrow_table({c: (t, [it.get(c) for it in items]) for c, t in types.items()}))
+        try:
+            self.con.execute(
+                f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items ON CONFLICT (path) "
+                "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]) + ", updated_at = now()")
+        finally:
+            self.con.unregister("_new_items")
 
     def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
         """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
@@ -389,21 +402,41 @@ class Store(VectorReads):
 READER_GRACE_S = 10.0     # a writer that finds a reader's file lock retries this long (readers hold it briefly)
 
 
-def _connect(db: Path, read_only: bool, root: Path) -> duckdb.DuckDBPyConnection:
+def _connect(db: Path, read_only: bool, root: Path, row_group_rows: int | None = None) -> duckdb.DuckDBPyConnection:
+    """DuckDB's connection to the store's file. A writer attaches the file with row groups of `row_group_rows`
+    (a setting of the attachment, not of the file; rows written before keep their row groups): a transaction
+    that fills a row group has it written to the file at once, not through the write-ahead log and a checkpoint
+    later, so a run's vectors are written once rather than twice."""
     import time
+
+    def attempt() -> duckdb.DuckDBPyConnection:
+        if read_only or not row_group_rows:
+            return duckdb.connect(str(db), read_only=read_only)
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH '{_sql_string(db)}' AS store (ROW_GROUP_SIZE {int(row_group_rows)})")
+            con.execute("USE store")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     deadline = time.monotonic() + (0 if read_only else READER_GRACE_S)
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            return attempt()
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 break
         time.sleep(0.05)
     try:
-        return duckdb.connect(str(db), read_only=read_only)
+        return attempt()
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             holder = describe_holder(root / LOCK_FILE)
             raise FeatstoreError(f"store {root} is being written{holder}; try again when it finishes") from None
         raise FeatstoreError(f"{db}: cannot open store ({str(exc).splitlines()[0]})") from None
+
+
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")

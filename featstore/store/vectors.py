@@ -64,19 +64,25 @@ class VectorReads:
         return _unpack(rows, s.dim)
 
 
-def vector_table(vectors: np.ndarray):
+def vector_table(vectors: np.ndarray, hashes: list[str] | None = None):
     """An (n, dim) matrix as an Arrow table for DuckDB to scan in place: r (0-based row number) and vector, a
     fixed-size list over the matrix's own float32 buffer that DuckDB reads as FLOAT[dim] (no Python lists; no
-    copy of a C-contiguous float32 matrix). Built from buffers: pa.array would import pandas where it is
-    installed, half a second at a run's first batch. Register it, insert from it, unregister it."""
+    copy of a C-contiguous float32 matrix), and with `hashes`, hash (row r's). Built from buffers: pa.array
+    would import pandas where it is installed, half a second at a run's first batch. Register it, insert from
+    it, unregister it."""
     import pyarrow as pa
+
+    from featstore.store.columns import column
 
     n, dim = vectors.shape
     flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
     rows = np.arange(n, dtype=np.int64)
     values = pa.Array.from_buffers(pa.float32(), n * dim, [None, pa.py_buffer(flat)])
-    return pa.Table.from_arrays([pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(rows)]),
-                                 pa.FixedSizeListArray.from_arrays(values, dim)], names=["r", "vector"])
+    arrays = [pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(rows)]),
+              pa.FixedSizeListArray.from_arrays(values, dim)]
+    if hashes is None:
+        return pa.Table.from_arrays(arrays, names=["r", "vector"])
+    return pa.Table.from_arrays(arrays + [column("VARCHAR", hashes)], names=["r", "vector", "hash"])
 
 
 def _unpack(rows: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:
