@@ -138,22 +138,26 @@ class Store(VectorReads):
         """While a run appends vectors: DuckDB folds its write-ahead log into the file (a checkpoint) once the log
         reaches BULK_CHECKPOINT rather than 16 MB. Each checkpoint rewrites the table's last, still-filling row
         group, so at 5 KB a vector the default rewrites the same rows again and again. Durability is unchanged:
-        the log is synced at every commit and replayed at the next open after a crash. A transaction that fills
-        whole row groups (ROW_GROUP_ROWS rows) has them written straight into the file instead of the log, and
-        what the run writes is stored uncompressed (DuckDB's float codecs gain a few percent on embeddings and
-        cost as much time as the write itself; a later checkpoint that rewrites a row group compresses it).
+        the log is synced at every commit and replayed at the next open after a crash. (A transaction that fills
+        whole row groups, ROW_GROUP_ROWS rows, has them written straight into the file instead of the log.)
         DuckDB also runs on one thread meanwhile: a batch's statements are small, its parallel operators cost
         more than they save there, and the cores are the decoders' and the backbone's."""
         self._require_write()
         self.con.execute(f"SET checkpoint_threshold = '{BULK_CHECKPOINT}'")
         self.con.execute("SET threads = 1")
-        self.con.execute("SET force_compression = 'uncompressed'")
         try:
             yield
         finally:
             self.con.execute("RESET checkpoint_threshold")
             self.con.execute("RESET threads")
             self.con.execute("RESET force_compression")
+
+    def compress_writes(self, on: bool) -> None:
+        """Whether what is written from now on is compressed (DuckDB's default) or stored as is. DuckDB's float
+        codecs store embeddings in about three quarters of the space and take about as long as the write itself:
+        the writer turns them off only while it is what the run waits on (see embed/write.py). Readers see no
+        difference; a later checkpoint that rewrites a row group compresses it."""
+        self.con.execute("RESET force_compression" if on else "SET force_compression = 'uncompressed'")
 
     def _require_write(self) -> None:
         if not self.writable:
