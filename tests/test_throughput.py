@@ -257,6 +257,55 @@ def test_writer_commits_a_lone_batch_without_waiting_for_more(tmp_path):
     assert committed_while_open == 1 and writer.transactions == 2
 
 
+def test_item_columns_reach_duckdb_as_given(tmp_path):
+    """Item rows go to DuckDB as Arrow columns built from buffers: NULLs, non-ASCII text, the number types."""
+    import duckdb
+
+    from featstore.store.columns import arrow_table
+
+    table = arrow_table({"path": ("VARCHAR", ["/a/é.jpg", "/b/日本.png", "", None]),
+                         "size": ("BIGINT", [2**40, None, 0, -1]), "width": ("INTEGER", [None, 3, 2, 1]),
+                         "mtime": ("DOUBLE", [1.5, 2.25, None, 1.7e9])})
+    con = duckdb.connect()
+    con.register("t", table)
+    assert con.execute("SELECT path, size, width, mtime FROM t").fetchall() == [
+        ("/a/é.jpg", 2**40, None, 1.5), ("/b/日本.png", None, 3, 2.25), ("", 0, 2, None), (None, -1, 1, 1.7e9)]
+
+
+def test_a_fast_run_fills_small_row_groups_and_stores_the_same(tmp_path):
+    """Batches queued faster than the writer takes them go in groups of GROUP_ITEMS into row groups of
+    ROW_GROUP_ROWS rows (written to the file at the commit, uncompressed while the writer is behind); the vectors
+    and items are those sent, and DuckDB's compression setting is its default again after the run."""
+    from featstore.embed.write import GROUP_ITEMS, BatchWriter
+    from featstore.store.db import ROW_GROUP_ROWS, Store
+    from featstore.store.schema import EmbeddingSet
+
+    s = EmbeddingSet("w", "w", 16, "vectors_w", "-", "-", {}, "fp32", "cpu")
+    rng = np.random.default_rng(5)
+    batches = []
+    for b in range(12):
+        hashes = [f"f{b:02d}{j:04d}" for j in range(512)]
+        rows = [{"path": f"/f/{h}.jpg", "hash": h, "size": 1, "mtime": 1.0, "width": 8, "height": 8,
+                 "status": "ok", "error": None} for h in hashes]
+        batches.append((rows, hashes, rng.standard_normal((512, 16)).astype(np.float32)))
+    with Store.open(tmp_path / "s", write=True, create=True) as store:
+        store.ensure_set(s)
+        default = store.con.execute("SELECT current_setting('force_compression')").fetchone()[0]
+        writer = BatchWriter(store, s, depth=len(batches))
+        for job in batches:
+            writer.put(*job)
+        with writer:
+            pass
+        after = store.con.execute("SELECT current_setting('force_compression')").fetchone()[0]
+        row_groups = store.con.execute("SELECT max(row_group_id) + 1 FROM pragma_storage_info('vectors_w')").fetchone()
+    assert writer.transactions == -(-len(batches) * 512 // GROUP_ITEMS) and after == default
+    assert row_groups[0] == len(batches) * 512 // ROW_GROUP_ROWS
+    vecs = query(tmp_path / "s", "SELECT vec_id, hash, vector FROM vectors_w ORDER BY vec_id")
+    assert [r[0] for r in vecs] == list(range(1, 6145)) and [r[1] for r in vecs] == [h for b in batches for h in b[1]]
+    assert np.array_equal(np.array([r[2] for r in vecs], np.float32), np.concatenate([b[2] for b in batches]))
+    assert query(tmp_path / "s", "SELECT count(*) FROM items WHERE status = 'ok'")[0][0] == 6144
+
+
 def test_int8_embedding_does_not_import_torch(home, small_folder, tmp_path):
     code = ("import sys; from featstore.cli.main import cli\n"
             "try:\n    cli(sys.argv[1:], standalone_mode=False)\n"
