@@ -7,7 +7,7 @@ slower than the writer so sees each batch committed as soon as it arrives (one t
 wait); a fast one, whose batches pile up in the queue, pays DuckDB's per-transaction cost (the commit, the synced
 log) once per group, and its groups fill whole DuckDB row groups, which go straight into the store's file rather
 than through the log and a checkpoint later (see Store.bulk_writes), and uncompressed, since compressing would
-take about as long as the write (Store.compress_writes). A kill loses at most the batches in flight (the queue,
+slow the writer by 15-30% (Store.compress_writes). A kill loses at most the batches in flight (the queue,
 QUEUE_BATCHES deep, and the group being written); everything committed stays, and a rerun embeds the rest. An
 error in the writer stops the run at the next batch and is raised in the caller's thread.
 """
