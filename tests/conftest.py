@@ -26,9 +26,9 @@ def home(tmp_path_factory):
         os.environ["FEATSTORE_HOME"] = old
 
 
-@pytest.fixture
-def run(home):
-    """Run the featstore CLI in-process; returns the click Result (asserting on the exit code is up to the test)."""
+def cli_runner():
+    """A function running the featstore CLI in-process: run(*args, ok=True) -> the click Result (ok: assert the
+    exit code is 0)."""
     from featstore.cli.main import cli
 
     def _run(*args, ok=True):
@@ -38,6 +38,12 @@ def run(home):
         return result
 
     return _run
+
+
+@pytest.fixture
+def run(home):
+    """Run the featstore CLI in-process; returns the click Result (asserting on the exit code is up to the test)."""
+    return cli_runner()
 
 
 def embed_into_new_store(tmp_path_factory, name: str, folder: Path = SAMPLE) -> Path:

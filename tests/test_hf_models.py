@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import hf_tiny
-from conftest import SAMPLE, sample_images
+from conftest import SAMPLE, cli_runner, sample_images
 
 IMAGE_KINDS = ("vit", "dinov2", "convnext", "resnet", "swin", "clip")
 PARITY = Path(__file__).parent.parent / "featstore" / "data" / "parity"
@@ -57,15 +56,7 @@ def hf_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(hf_home):
-    from featstore.cli.main import cli
-
-    def _run(*args, ok=True):
-        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return _run
+    return cli_runner()
 
 
 @pytest.fixture(scope="module")
