@@ -122,7 +122,15 @@ def test_sigkill_mid_run_then_resume_gives_identical_store(home, tmp_path):
     env = dict(os.environ, FEATSTORE_HOME=str(home))
     cmd = [sys.executable, "-m", "featstore.cli.main", "embed", str(folder), "--batch-size", "4", "--no-progress"]
     reference = tmp_path / "reference"
-    subprocess.run(cmd + ["--store", str(reference)], env=env, check=True, capture_output=True)
+    p = subprocess.Popen(cmd + ["--store", str(reference), "--json"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    _wait_until_writing(reference, p)
+    start = time.monotonic()
+    out, _ = p.communicate()
+    assert p.returncode == 0
+    # this machine's pace, from the uninterrupted run: the startup after taking the lock, then the embedding
+    embedding = json.loads(out)["seconds"]
+    startup = max(0.0, time.monotonic() - start - embedding)
     store = tmp_path / "killed"
     rng = random.Random(1234)
     counts = []
@@ -130,10 +138,12 @@ def test_sigkill_mid_run_then_resume_gives_identical_store(home, tmp_path):
         p = subprocess.Popen(cmd + ["--store", str(store)], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         _wait_until_writing(store, p)
-        time.sleep(rng.uniform(0.0, 0.7))      # a random moment of the embedding proper
+        # a random moment of the embedding proper: 1-7% of the job into it (10 kills stay short of the end)
+        time.sleep(startup + rng.uniform(0.01, 0.07) * embedding)
         p.send_signal(signal.SIGKILL)
         p.wait()
         counts.append(_count_items(store) if (store / "store.duckdb").exists() else 0)
+    print("items stored at each kill:", counts)
     assert p.returncode == -signal.SIGKILL
     assert counts[-1] < 400, counts                        # every kill landed before the job was done ...
     assert len(set(counts)) > 3, counts                    # ... and most of them mid-run, after some progress
