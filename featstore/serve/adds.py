@@ -4,7 +4,6 @@ The serving process itself never takes the writer lock (the child waits for it l
 new items are served once the refresher takes the next snapshot."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
+from featstore.hashing import content_hash
 
 UPLOADS = "uploads"
 KEEP_JOBS = 200             # finished jobs remembered for GET /jobs/{id}
@@ -77,9 +77,8 @@ class Adder:
             self._queue.put(None)
 
     def _keep(self, path: str) -> Path:
-        """The upload under uploads/, named by its content (the same image uploaded twice is one file)."""
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
-        target = self.folder / f"{digest}{Path(path).suffix}"
+        """The upload under uploads/, named by its content hash (the same image uploaded twice is one file)."""
+        target = self.folder / f"{content_hash(Path(path).read_bytes())}{Path(path).suffix}"
         if not target.exists():
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             shutil.copyfile(path, tmp)

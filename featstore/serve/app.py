@@ -2,6 +2,7 @@
 functions on the current snapshot (see state.py). Every error is JSON with a message, never a stack trace."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -106,110 +107,81 @@ def create_app(state: ServerState) -> FastAPI:
         """Nearest stored items: multipart with `file` (an image; fields k, where, model, task), or JSON
         {text | id, k, where, model, task}. An uploaded file is embedded for this query only, unless the form
         says add=true: then it is also added to the store (the answer's "added" is the job, see POST /items)."""
-        form, body, work = None, {}, None
-        try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                work = tempfile.mkdtemp(prefix="featstore-upload-")      # only an upload needs a folder
-                form = await request.form(max_files=1, max_fields=10)
-                body = {k: v for k, v in form.items() if isinstance(v, str)}
-                upload = form.get("file")
-                if upload is None or isinstance(upload, str):
-                    raise FeatstoreError("multipart search: give the image as field 'file'")
-                name, path = await run_in_threadpool(save_upload, upload, work)
-                query = Query("file", path)
-                added = _add_if_asked(body, [(name, path)])
-            else:
-                body = await _json(request)
-                given = [key for key in ("text", "id") if body.get(key) is not None]
-                if len(given) != 1:
-                    raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
-                name, added = None, None
-                query = Query("text", str(body["text"])) if given == ["text"] else Query("id", _int(body["id"], "id"))
-            k = _int(body.get("k", 10), "k")
-            if not 1 <= k <= MAX_K:
-                raise FeatstoreError(f"k: between 1 and {MAX_K}")
-            where = check_where(body["where"]) if body.get("where") else None
-            def run():
-                with state.reading() as (store, snap):
-                    return search_many(store, [query], k=k, model=body.get("model") or None,
-                                       task=body.get("task") or None, where=where, backbones=state.backbones,
-                                       indexes=snap.indexes)[0]
+        if _is_multipart(request):
+            async with _multipart(request, 1, "multipart search: give the image as field 'file'") as (fields, saved):
+                added = await added_if_asked(fields, saved)
+                (name, path), = saved
+                out = await search(fields, Query("file", path)) | {"query": name}
+                return JSONResponse(out | ({"added": added} if added is not None else {}))
+        body = await _json(request)
+        given = [key for key in ("text", "id") if body.get(key) is not None]
+        if len(given) != 1:
+            raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
+        query = Query("text", str(body["text"])) if given == ["text"] else Query("id", _int(body["id"], "id"))
+        return JSONResponse(await search(body, query))      # plain JSON types already: no jsonable_encoder pass
 
-            out = await run_in_threadpool(run)         # off the event loop: requests run side by side
-            if name is not None:
-                out["query"] = name
-            if added is not None:
-                out["added"] = added
-            return JSONResponse(out)        # plain JSON types already: no jsonable_encoder pass over them
-        finally:
-            if form is not None:
-                await form.close()
-            if work is not None:
-                shutil.rmtree(work, ignore_errors=True)
+    async def search(fields: dict, query: Query) -> dict:
+        k = _int(fields.get("k", 10), "k")
+        if not 1 <= k <= MAX_K:
+            raise FeatstoreError(f"k: between 1 and {MAX_K}")
+        where = check_where(fields["where"]) if fields.get("where") else None
+
+        def run():
+            with state.reading() as (store, snap):
+                return search_many(store, [query], k=k, model=fields.get("model") or None,
+                                   task=fields.get("task") or None, where=where, backbones=state.backbones,
+                                   indexes=snap.indexes)[0]
+
+        return await run_in_threadpool(run)         # off the event loop: requests run side by side
 
     @app.post("/predict")
     async def post_predict(request: Request):
         """A stored head on uploaded images (multipart: `head`, one or more `file`) or texts (JSON {head, texts});
         nothing is added to the store unless the form says add=true (as for POST /search)."""
-        form, work = None, tempfile.mkdtemp(prefix="featstore-upload-")
-        try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                form = await request.form(max_files=MAX_FILES, max_fields=10)
-                head = form.get("head")
-                uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
-                if not uploads:
-                    raise FeatstoreError("multipart predict: give the images as field 'file'")
-                saved = [await run_in_threadpool(save_upload, u, work) for u in uploads]
-                files, texts = saved, []
-                added = _add_if_asked({k: v for k, v in form.items() if isinstance(v, str)}, saved)
-            else:
-                body = await _json(request)
-                head, texts, files, added = body.get("head"), body.get("texts") or [], [], None
-                if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
-                    raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
-            if not isinstance(head, str) or not head:
-                raise FeatstoreError("give the head's name as 'head'")
-            def run():
-                with state.reading() as (store, _):
-                    return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
+        if _is_multipart(request):
+            async with _multipart(request, MAX_FILES, "multipart predict: give the images as field 'file'") as (
+                    fields, saved):
+                head = _head_name(fields)
+                added = await added_if_asked(fields, saved)
+                out = await predict(head, files=saved, texts=[])
+                return out | ({"added": added} if added is not None else {})
+        body = await _json(request)
+        texts = body.get("texts") or []
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+            raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
+        return await predict(_head_name(body), files=[], texts=texts)
 
-            out = await run_in_threadpool(run)
-            return out | ({"added": added} if added is not None else {})
-        finally:
-            if form is not None:
-                await form.close()
-            shutil.rmtree(work, ignore_errors=True)
+    async def predict(head: str, files: list, texts: list) -> dict:
+        def run():
+            with state.reading() as (store, _):
+                return predict_unstored(store, head, files=files, texts=texts, backbones=state.backbones)
 
-    def _add_if_asked(fields: dict, saved: list[tuple[str, str]]) -> dict | None:
-        """With form field add=true: keep the uploads and queue their embedding (the job), else None."""
-        if str(fields.get("add", "")).lower() not in ("1", "true", "yes", "on"):
-            return None
+        return await run_in_threadpool(run)
+
+    def add(fields: dict, saved: list[tuple[str, str]]) -> dict:
+        """Keep the uploads and queue their embedding with the set `model` names (default: the newest image
+        set): the job."""
         if state.read_only:
             raise HTTPException(403, "this server runs --read-only: nothing is added to the store")
         with state.reading() as (store, _):
             s = store.pick_set(fields.get("model") or None, modality="image")
         return state.adds.add(saved, s.model, s.precision)
 
+    async def added_if_asked(fields: dict, saved: list[tuple[str, str]]) -> dict | None:
+        """With form field add=true, the add job (see add), else None."""
+        if str(fields.get("add", "")).lower() not in ("1", "true", "yes", "on"):
+            return None
+        return await run_in_threadpool(add, fields, saved)
+
     @app.post("/items", status_code=202)
     async def post_items(request: Request):
         """Add uploaded images to the store (multipart: one or more `file`, optional `model`): they are kept
         under the store's uploads/ folder and embedded in the background; GET /jobs/{id} follows the job, and the
         items are served from the next snapshot on."""
-        form, work = None, tempfile.mkdtemp(prefix="featstore-upload-")
-        try:
-            if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-                raise FeatstoreError("add images as multipart field 'file'")
-            form = await request.form(max_files=MAX_FILES, max_fields=10)
-            uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
-            if not uploads:
-                raise FeatstoreError("give the images as field 'file'")
-            saved = [await run_in_threadpool(save_upload, u, work) for u in uploads]
-            fields = {k: v for k, v in form.items() if isinstance(v, str)} | {"add": "true"}
-            return await run_in_threadpool(_add_if_asked, fields, saved)
-        finally:
-            if form is not None:
-                await form.close()
-            shutil.rmtree(work, ignore_errors=True)
+        if not _is_multipart(request):
+            raise FeatstoreError("add images as multipart field 'file'")
+        async with _multipart(request, MAX_FILES, "give the images as field 'file'") as (fields, saved):
+            return await run_in_threadpool(add, fields, saved)
 
     @app.get("/jobs/{job_id}")
     def get_job(job_id: int):
@@ -268,6 +240,36 @@ class _LimitBody:
                 response = _error(413, f"request over {MAX_REQUEST_BYTES // (1024 * 1024)} MB")
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+@contextlib.asynccontextmanager
+async def _multipart(request: Request, max_files: int, no_file: str):
+    """(the form's text fields, its files as [(client name, local path)]) for the life of the block: the files
+    are read within the upload limits into a private folder, removed afterwards. No file as field 'file': the
+    error `no_file`."""
+    work, form = tempfile.mkdtemp(prefix="featstore-upload-"), None
+    try:
+        form = await request.form(max_files=max_files, max_fields=10)
+        uploads = [v for v in form.getlist("file") if not isinstance(v, str)]
+        if not uploads:
+            raise FeatstoreError(no_file)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        yield fields, [await run_in_threadpool(save_upload, u, work) for u in uploads]
+    finally:
+        if form is not None:
+            await form.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _head_name(fields: dict) -> str:
+    head = fields.get("head")
+    if not isinstance(head, str) or not head:
+        raise FeatstoreError("give the head's name as 'head'")
+    return head
 
 
 def _head_colours(store, s, head_name: str, ids: list[int]):
