@@ -337,7 +337,8 @@ def test_served_while_an_embed_writes_and_picks_up_the_new_items(store, tmp_path
     store = shutil.copytree(store, tmp_path / "store")
 
     extra = tmp_path / "more"
-    for i, p in enumerate(sample_images(20)[:40]):
+    for i, p in enumerate(sample_images(20)):     # 100 photos, 2 a transaction below: the embed commits for seconds,
+                                                  # longer than the server's refresher takes to see it (1 s)
         (extra / p.parent.name).mkdir(parents=True, exist_ok=True)
         from PIL import Image
 
@@ -365,7 +366,7 @@ def test_served_while_an_embed_writes_and_picks_up_the_new_items(store, tmp_path
 
     env = dict(os.environ, FEATSTORE_HOME=str(home))
     writer = subprocess.Popen([sys.executable, "-m", "featstore.cli.main", "embed", str(extra), "--store", str(store),
-                               "--task", "more", "--no-progress", "--wait"], env=env, stdout=subprocess.PIPE,
+                               "--task", "more", "--no-progress", "--wait", "--batch-size", "2"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120        # the 200 searches take about a second: start them once the
@@ -385,7 +386,7 @@ def test_served_while_an_embed_writes_and_picks_up_the_new_items(store, tmp_path
     while json.load(urllib.request.urlopen(server.url + "/stats"))["items"]["ok"] == before:
         assert time.monotonic() < deadline, "the server never picked up the embed's items"
         time.sleep(0.5)
-    assert json.load(urllib.request.urlopen(server.url + "/stats"))["items"]["ok"] == before + 40
+    assert json.load(urllib.request.urlopen(server.url + "/stats"))["items"]["ok"] == before + 100
     server.stop()
     st.close()
     import featstore
