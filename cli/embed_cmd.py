@@ -40,10 +40,11 @@ def _numbers(text: str) -> tuple:
 @click.option("--workers", type=click.IntRange(1, 4096), default=None,
               help="Local engine: decode threads [default: one per core]. Ray engine: actors, each with its own "
                    "ONNX Runtime session [default: 1].")
-@click.option("--decode", type=click.Choice(["auto", "threads", "processes"]), default="auto",
-              help="Local engine: decode in threads, or in processes writing into shared memory (for a GPU, which "
-                   "outruns what threads under one interpreter lock decode) [auto: processes when the backbone "
-                   "runs on CUDA and there are over 512 files, threads otherwise].")
+@click.option("--decode", type=click.Choice(["auto", "threads", "processes", "device"]), default="auto",
+              help="Local engine: decode in threads; in processes writing into shared memory; or on the device "
+                   "(nvImageCodec, from the gpu extra: JPEGs decoded and resized on the GPU, other files on the "
+                   "cores) [auto: on a CUDA backbone with over 512 files, device where nvImageCodec is installed, "
+                   "else processes; threads otherwise].")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="ray: run the embed stages shard by shard on Ray Data (needs the ray extra), then ingest.")
 @click.option("--address", default=None, help="Ray engine: address of an existing Ray cluster [default: start a "

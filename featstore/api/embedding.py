@@ -77,6 +77,11 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
     name = os.path.basename(os.path.abspath(source))
     task = opts.task or (os.path.splitext(name)[0] if manifest else name)
     check_precision(opts.precision, expected_device(opts.device))      # refuse before the store is touched
+    if opts.decode == "device" and opts.engine == "local":
+        from featstore.embed.decode_device import unavailable
+
+        if unavailable(spec.preprocess):
+            raise FeatstoreError(f"--decode device: {unavailable(spec.preprocess)}")
     progress = opts.progress
     scope = None if manifest else folder_scope(source, [f.key for f in files], is_image_name)
     with Store.open(root, write=True, wait=opts.wait, create=True) as store:

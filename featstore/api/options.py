@@ -23,7 +23,7 @@ class EmbedOptions:
     device: str = "auto"                    # auto | cpu | cuda
     precision: str = "fp32"                 # fp32 | int8 (images, CPU) | fp16 (GPU)
     workers: int | None = None              # local engine: decode threads; Ray engine: actors
-    decode: str = "auto"                    # auto | threads | processes
+    decode: str = "auto"                    # auto | threads | processes | device
     engine: str = "local"                   # local | ray
     address: str | None = None              # Ray engine: an existing cluster
     shard_size: int = 1000                  # Ray engine: files per shard

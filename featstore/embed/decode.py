@@ -47,6 +47,8 @@ class Prepared:
     height: int | None = None
     error: str | None = None
     seconds: float = 0.0          # CPU time of the worker thread (wall time would count waits for a core)
+    data: bytes | None = None     # the file's bytes, while a stage still needs them
+    image: object = None          # decode on the device (decode_device.py): the decoded image, not yet resized
 
 
 def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
@@ -55,9 +57,19 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     A file whose hash is in `known` (already embedded) is hashed but not decoded.
     """
     t0 = time.thread_time()
+    out = read_hashed(path)
+    if out.hash is not None and (known is None or out.hash not in known):
+        pixels_into(out, out.data, p)
+    out.data = None
+    out.seconds = time.thread_time() - t0
+    return out
+
+
+def read_hashed(path: str) -> Prepared:
+    """A file's bytes (in `data`) and content hash, or the reason it could not be read (in `error`)."""
     out = Prepared(file=None)  # type: ignore[arg-type]
     try:
-        data = _read_url(path) if is_uri(path) else _read_local(path)
+        out.data = _read_url(path) if is_uri(path) else _read_local(path)
     except DecodeError as exc:    # refused before decoding: not a regular file, too big, changed while read
         out.error = str(exc)
     except FileNotFoundError:
@@ -71,16 +83,18 @@ def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:
     except Exception as exc:      # noqa: BLE001  (an fsspec backend's own error for one URL: that item fails)
         out.error = f"cannot read URL: {str(exc) or type(exc).__name__}"
     else:
-        out.hash = content_hash(data)
-        if known is None or out.hash not in known:
-            try:
-                img = decode_image(data, draft_to=draft_target(p))
-                out.width, out.height = img.size
-                out.pixels = crop_resize(img, p)
-            except DecodeError as exc:
-                out.error = str(exc)
-    out.seconds = time.thread_time() - t0
+        out.hash = content_hash(out.data)
     return out
+
+
+def pixels_into(out: Prepared, data: bytes, p: Preprocess) -> None:
+    """Decode and crop/resize on the CPU into `out` (pixels, width, height), or record why the image failed."""
+    try:
+        img = decode_image(data, draft_to=draft_target(p))
+        out.width, out.height = img.size
+        out.pixels = crop_resize(img, p)
+    except DecodeError as exc:
+        out.error = str(exc)
 
 
 def _read_url(url: str) -> bytes:

@@ -2,8 +2,10 @@
 
     plan    (source)  which listed files need work: unchanged files are skipped without being read
     decode  (workers) read + hash + decode + crop/resize, a bounded window ahead (decode.py): in a thread pool,
-                      or on a GPU machine in worker processes that write into shared memory (decode_pool.py)
-    batch   (main)    pixels into a preallocated batch buffer; copies of stored content need no backbone
+                      or on a GPU machine on the device (decode_device.py: nvImageCodec), or in worker processes
+                      that write into shared memory (decode_pool.py)
+    batch   (main)    pixels into a preallocated batch buffer (on the device, with device decode); copies of
+                      stored content need no backbone
     run     (main)    normalise (on the host, or inside the graph on CUDA), run the backbone (run.py)
     write   (writer)  one transaction per batch, in its own thread (write.py)
 
@@ -23,7 +25,7 @@ import numpy as np
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
 from featstore.embed.decode import Prepared, decoded, read_pixels
-from featstore.errors import DecodeError
+from featstore.errors import DecodeError, FeatstoreError
 from featstore.store.index import is_current, refresh
 from featstore.embed.source import SourceFile
 from featstore.paths import display_path
@@ -109,11 +111,18 @@ class Batch:
         self.hashes.append(prep.hash)
 
     @property
+    def capacity(self) -> int:
+        return len(self.pixels)
+
+    @property
     def full(self) -> bool:
-        return len(self.hashes) == len(self.pixels)
+        return len(self.hashes) == self.capacity
 
     def clear(self) -> None:
         self.hashes, self.rows = [], []
+
+    def run(self, backbone: Backbone, pre: Preprocess) -> np.ndarray:
+        return backbone.run_pixels(self.pixels[:len(self.hashes)], pre)
 
 
 def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
@@ -134,7 +143,7 @@ def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
             embedded.add(prep.hash)         # later copies in this run are recognised as copies
         batch.rows.append(row)
         bar.update(1)
-        if batch.full or len(batch.rows) >= 8 * len(batch.pixels):
+        if batch.full or len(batch.rows) >= 8 * batch.capacity:
             yield batch
             batch.clear()
     if batch.rows:
@@ -145,24 +154,56 @@ def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
 # ---- the pipeline ----------------------------------------------------------------------------------------------
 def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, known: set, embedded: set,
                batch_size: int, workers: int, summary: EmbedSummary, clock: Clock, bar, sink,
-               processes: bool = False) -> None:
+               decode: str = "threads") -> dict:
     """decode -> batch -> run, handing each batch's (item rows, new hashes, vectors) to `sink` (the store's writer
     here; a shard file in the Ray engine). `known`: contents stored before the run (their files are hashed, not
     decoded: a fixed snapshot, so what is decoded does not depend on thread timing); `embedded` grows as contents
-    are batched, so later copies in the run are recognised."""
-    from featstore.embed import decode_pool
+    are batched, so later copies in the run are recognised. decode: 'threads', 'processes' or 'device'
+    (decode_device.py: nvImageCodec, the batch on the backbone's device). Returns what the run records about
+    its decoding beyond the mode (device decode: how many images each decoder took)."""
+    from featstore.embed import decode_device, decode_pool
 
-    stream = (decode_pool.decoded if processes else decoded)(todo, pre, known, workers, 2 * batch_size, clock)
-    for batch in batches(stream, Batch(batch_size, pre), embedded, summary, bar):
+    window = 2 * batch_size
+    if decode == "device":
+        decoder = decode_device.DeviceDecoder(backbone.device)
+        stream = decode_device.device_decoded(todo, pre, known, workers, window, clock, decoder)
+        batch = decode_device.DeviceBatch(batch_size, pre, backbone.device)
+    else:
+        stream = (decode_pool.decoded if decode == "processes" else decoded)(todo, pre, known, workers, window, clock)
+        batch = Batch(batch_size, pre)
+    for batch in batches(stream, batch, embedded, summary, bar):
         vectors = None
         if batch.hashes:
             t0 = time.perf_counter()
             n = len(batch.hashes)
-            vectors = backbone.run_pixels(batch.pixels[:n], pre)
+            vectors = batch.run(backbone, pre)
             clock.add("inference", time.perf_counter() - t0)
             clock.batches += 1
             summary.embedded += n
         sink(batch.rows, batch.hashes, vectors)
+    if decode == "device":
+        return {"decoded_on_device": decoder.on_device, "decoded_on_cpu": decoder.on_cpu}
+    return {}
+
+
+def decode_mode(asked: str, backbone: Backbone, pre: Preprocess, files: int, batch_size: int,
+                workers: int) -> tuple[str, str | None]:
+    """The decode stage a run uses, and why not the one asked for when it differs. 'auto': on CUDA with enough
+    to do, on the device (nvImageCodec) where it is installed and passes its start check (one small JPEG
+    through it, against the CPU decoder), else in processes; threads otherwise. 'device' asked where it cannot
+    run is an error naming what is missing."""
+    from featstore.embed import decode_device
+
+    if asked in ("threads", "processes"):
+        return asked, None
+    if asked != "device" and (backbone.device != "cuda" or files <= 4 * batch_size):
+        return "threads", None
+    cannot = decode_device.unavailable(pre) or decode_device.self_test(pre, backbone.device)
+    if asked == "device" and cannot:
+        raise FeatstoreError(f"--decode device: {cannot}")
+    if cannot:
+        return ("processes" if workers > 2 else "threads"), f"decoding on the cores: {cannot}"
+    return "device", None
 
 
 def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
@@ -171,7 +212,7 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
                 scope: Scope | None = None) -> EmbedSummary:
     """Embed every file not yet in the set; record failures; mark what vanished from `scope` (the folder listed)
     removed; refresh the set's index; record the run.
-    decode: 'threads', 'processes' or 'auto' (processes when the backbone runs on CUDA and there is enough to do)."""
+    decode: 'threads', 'processes', 'device' or 'auto' (see decode_mode)."""
     from tqdm import tqdm
 
     started, wall0 = time.time(), time.perf_counter()
@@ -183,18 +224,17 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     todo = plan(store, embedded, files, summary, retry_failed)
     batch_size = batch_size or DEFAULT_BATCH[backbone.device]
     workers = workers or os.cpu_count() or 1
-    processes = decode == "processes" or (decode == "auto" and backbone.device == "cuda" and workers > 2
-                                          and len(todo) > 4 * batch_size)
+    decode, why = decode_mode(decode, backbone, pre, len(todo), batch_size, workers)
     clock = Clock()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.1)
     with BatchWriter(store, eset) as writer:
-        run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar, writer.put,
-                   processes)
+        decoding = run_stages(todo, backbone, pre, set(embedded), embedded, batch_size, workers, summary, clock, bar,
+                              writer.put, decode)
     bar.close()
     summary.stage_seconds = clock.seconds
     summary.batches = clock.batches
     config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
-              "decode": "processes" if processes else "threads", "precision": eset.precision} | backbone.config()
+              "decode": decode, "precision": eset.precision} | backbone.config() | decoding | ({"decode_note": why} if why else {})
     return finish_run(store, eset, summary, config, source, started, wall0, writer)
 
 

@@ -88,6 +88,22 @@ class Backbone:
             raise FeatstoreError("this session normalises pixels for another preprocessing")
         return self.run(pixels)
 
+    def run_value(self, value, n: int, pre) -> np.ndarray:
+        """Features for the first `n` images of a batch already in an ONNX Runtime buffer on this session's
+        device (decode_device.DeviceBatch: NHWC uint8): bound as the input as it is, rows past `n` computed and
+        dropped, so the session keeps one input shape. A session that normalises on the host reads it through
+        the host (the CPU provider: the buffer is host memory there)."""
+        if self._pixels_for is None:
+            return self.run_pixels(value.numpy()[:n], pre)
+        if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
+            raise FeatstoreError("this session normalises pixels for another preprocessing")
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, value)
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        out = binding.copy_outputs_to_cpu()[0][:n]
+        return np.asarray(out, dtype=np.float32).reshape(n, -1)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for one batch of images, float32 (N, dim)."""
         self.session  # noqa: B018  (starts the session, which names the input)
