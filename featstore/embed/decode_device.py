@@ -145,7 +145,7 @@ class DeviceDecoder:
                     cpu.append(p)
                 else:
                     p.image, p.width, p.height = img, w, h
-        self.on_device += len(preps) - len(cpu)
+        self.on_device += len(todo) - len(cpu)
         self.on_cpu += len(cpu)
         for p, done in [(p, fallback.submit(_timed, pixels_into, p, p.data, pre)) for p in cpu]:
             p.seconds += done.result()
