@@ -277,7 +277,7 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
     """featstore's decode stage by itself, as the embed run drives it on the GPU machine (mode: 'processes' or
     'threads', `workers` of them, featstore's window; or 'device': nvImageCodec on the GPU and the crop/resize
     graph into the device batch), with no inference behind it: the most images/s decode can feed."""
-    from featstore.embed import decode, decode_device, decode_pool
+    from featstore.embed import decode, decode_device, decode_pool, device_batch
     from featstore.embed.local import Clock
     from featstore.embed.run import DEFAULT_BATCH
     from featstore.embed.source import scan_folder
@@ -286,15 +286,14 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
     window = 2 * DEFAULT_BATCH["cuda"]
     t0 = time.perf_counter()
     if mode == "device":
-        decoder = decode_device.DeviceDecoder(device)
-        batch = decode_device.DeviceBatch(DEFAULT_BATCH["cuda"], spec.preprocess, device)
+        ring = device_batch.SlotRing(decode_device.ring_slots(window, DEFAULT_BATCH["cuda"]), spec.preprocess,
+                                     device)
+        decoder = decode_device.DeviceDecoder(device, ring)
         n = 0
         for prep in decode_device.device_decoded(files, spec.preprocess, set(), workers, window, Clock(), decoder):
-            if prep.image is not None or prep.pixels is not None:
-                batch.add(prep)
+            if prep.slot is not None:            # in its slot on the device, as the backbone would read it
+                ring.give([prep.slot])
                 n += 1
-                if batch.full:
-                    batch.clear()
         extra = {"decoded_on_device": decoder.on_device, "decoded_on_cpu": decoder.on_cpu}
     else:
         stage = decode_pool.decoded if mode == "processes" else decode.decoded
@@ -302,7 +301,7 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
                 if prep.pixels is not None)
         extra = {}
     seconds = time.perf_counter() - t0
-    what = "nvImageCodec + resize graph on the GPU" if mode == "device" else f"{mode}, {workers} workers"
+    what = "nvImageCodec + resize into device slots" if mode == "device" else f"{mode}, {workers} workers"
     return {"row": f"decode alone: featstore's decode stage ({what}), no inference", "images": n,
             "seconds": seconds, "images_per_second": n / seconds} | extra
 

@@ -117,3 +117,43 @@ def test_device_decode_refused_clearly_where_it_cannot_run(home, tmp_path):
     assert res.returncode == 1, res.stderr
     assert "nvImageCodec is not installed" in res.stderr + res.stdout and "Traceback" not in res.stderr
     assert not (tmp_path / "s" / "store.duckdb").exists()
+
+
+def test_slots_go_back_to_the_ring_and_a_stopped_run_does_not_hang(home, tmp_path):
+    """More files than the ring has slots, most of them copies of content batched earlier in the run (their slots
+    go back unbatched), in small batches: the run ends with every file stored (a leaked slot would leave the
+    decode thread waiting for ever). And a stream abandoned midway, its slots never given back, closes at once."""
+    import shutil
+    import subprocess
+    import sys
+    import threading
+
+    from featstore.embed import decode_device, device_batch
+    from featstore.embed.local import Clock
+    from featstore.embed.source import scan_folder
+    from featstore.models.catalog import resolve
+
+    folder = tmp_path / "many"
+    photos = sample_images(20)
+    for copy in range(3):
+        for p in photos:
+            (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, folder / p.parent.name / f"{copy}-{p.name}")
+    assert decode_device.ring_slots(2 * 4, 4) < 300
+    res = subprocess.run([sys.executable, "-m", "featstore.cli.main", "embed", str(folder), "--store",
+                          str(tmp_path / "s"), "--decode", "device", "--batch-size", "4", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["embedded"] == 100 and out["copies"] == 200 and out["failed"] == 0
+
+    pre = resolve(None).preprocess
+    ring = device_batch.SlotRing(decode_device.ring_slots(64, 1), pre, "cpu")
+    decoder = decode_device.DeviceDecoder("cpu", ring)
+    stream = decode_device.device_decoded(scan_folder(folder)[0], pre, set(), 2, 64, Clock(), decoder)
+    taken = [next(stream) for _ in range(10)]              # their slots are never given back
+    assert all(p.slot is not None for p in taken)
+    closer = threading.Thread(target=stream.close)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive(), "the decode thread kept waiting for a slot"

@@ -48,7 +48,7 @@ class Prepared:
     error: str | None = None
     seconds: float = 0.0          # CPU time of the worker thread (wall time would count waits for a core)
     data: bytes | None = None     # the file's bytes, while a stage still needs them
-    image: object = None          # decode on the device (decode_device.py): the decoded image, not yet resized
+    slot: int | None = None       # decode on the device (decode_device.py): the ring slot holding the pixels
 
 
 def read_pixels(path: str, p: Preprocess, known: set | None = None) -> Prepared:

@@ -121,6 +121,9 @@ class Batch:
     def clear(self) -> None:
         self.hashes, self.rows = [], []
 
+    def skip(self, prep: Prepared) -> None:
+        """A decoded file the batch does not take (a copy of content already batched)."""
+
     def run(self, backbone: Backbone, pre: Preprocess) -> np.ndarray:
         return backbone.run_pixels(self.pixels[:len(self.hashes)], pre)
 
@@ -138,6 +141,7 @@ def batches(prepared, batch: Batch, embedded: set, summary: EmbedSummary, bar):
             summary.failures.append((f.key, prep.error))
         elif prep.hash in embedded:
             summary.copies += 1
+            batch.skip(prep)
         else:
             batch.add(prep)
             embedded.add(prep.hash)         # later copies in this run are recognised as copies
@@ -161,13 +165,14 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
     are batched, so later copies in the run are recognised. decode: 'threads', 'processes' or 'device'
     (decode_device.py: nvImageCodec, the batch on the backbone's device). Returns what the run records about
     its decoding beyond the mode (device decode: how many images each decoder took)."""
-    from featstore.embed import decode_device, decode_pool
+    from featstore.embed import decode_device, decode_pool, device_batch
 
     window = 2 * batch_size
     if decode == "device":
-        decoder = decode_device.DeviceDecoder(backbone.device)
+        ring = device_batch.SlotRing(decode_device.ring_slots(window, batch_size), pre, backbone.device)
+        decoder = decode_device.DeviceDecoder(backbone.device, ring)
         stream = decode_device.device_decoded(todo, pre, known, workers, window, clock, decoder)
-        batch = decode_device.DeviceBatch(batch_size, pre, backbone.device)
+        batch = device_batch.DeviceBatch(batch_size, ring, device_batch.gathering_backbone(backbone, pre))
     else:
         stream = (decode_pool.decoded if decode == "processes" else decoded)(todo, pre, known, workers, window, clock)
         batch = Batch(batch_size, pre)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.models.graph_input import ROWS, SLOTS
 from featstore.models.preprocess import normalise
 from featstore.models.session import expected_device, open_session
 
@@ -88,21 +89,25 @@ class Backbone:
             raise FeatstoreError("this session normalises pixels for another preprocessing")
         return self.run(pixels)
 
-    def run_value(self, value, n: int, pre) -> np.ndarray:
-        """Features for the first `n` images of a batch already in an ONNX Runtime buffer on this session's
-        device (decode_device.DeviceBatch: NHWC uint8): bound as the input as it is, rows past `n` computed and
-        dropped, so the session keeps one input shape. A session that normalises on the host reads it through
-        the host (the CPU provider: the buffer is host memory there)."""
-        if self._pixels_for is None:
-            return self.run_pixels(value.numpy()[:n], pre)
+    @property
+    def pixels_for(self):
+        """The preprocessing whose normalisation is inside this session's graph, or None (normalised on the host)."""
+        return self._pixels_for
+
+    def run_gathered(self, slots, rows: np.ndarray, pre) -> np.ndarray:
+        """Features for the images at `rows` of `slots`, an ONNX Runtime buffer of NHWC uint8 images on this
+        session's device, over a gathering graph (models.graph_input.gathering_graph): the buffer is bound as it
+        is, only the row numbers go over from the host (decode_device.py's batches)."""
         if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
             raise FeatstoreError("this session normalises pixels for another preprocessing")
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self.input_name, value)
+        session = self.session
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(SLOTS, slots)
+        binding.bind_cpu_input(ROWS, rows)
         binding.bind_output(self.output_name, "cpu")
-        self.session.run_with_iobinding(binding)
-        out = binding.copy_outputs_to_cpu()[0][:n]
-        return np.asarray(out, dtype=np.float32).reshape(n, -1)
+        session.run_with_iobinding(binding)
+        out = binding.copy_outputs_to_cpu()[0]
+        return np.asarray(out, dtype=np.float32).reshape(len(rows), -1)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Features for one batch of images, float32 (N, dim)."""

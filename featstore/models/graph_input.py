@@ -32,6 +32,30 @@ def pixel_input_graph(onnx_path: Path, p: Preprocess) -> Path:
     return target
 
 
+SLOTS, ROWS = "slots", "rows"   # the gathering graph's inputs: (slots, size, size, 3) uint8 and (batch,) int64
+
+
+def gathering_graph(pixel_graph: Path) -> Path:
+    """A pixel-input graph (from pixel_input_graph) with a Gather in front: it takes a buffer of image slots and
+    the slot of each batch row, so images decoded into slots on the device are batched without being copied
+    (decode_device.py). Written once into the featstore home beside its source."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    target = pixel_graph.with_name(pixel_graph.stem + "-gather.onnx")
+    if not target.is_file() or target.stat().st_mtime_ns < pixel_graph.stat().st_mtime_ns:
+        model = onnx.load(str(pixel_graph))
+        graph = model.graph
+        pixels = next(i for i in graph.input if i.name == PIXELS)
+        dims = [d.dim_value or d.dim_param for d in pixels.type.tensor_type.shape.dim]
+        graph.input.remove(pixels)
+        graph.input.insert(0, helper.make_tensor_value_info(ROWS, TensorProto.INT64, ["batch"]))
+        graph.input.insert(0, helper.make_tensor_value_info(SLOTS, TensorProto.UINT8, ["slots", *dims[1:]]))
+        graph.node.insert(0, helper.make_node("Gather", [SLOTS, ROWS], [PIXELS], axis=0))
+        save_graph(model, target)
+    return target
+
+
 def fuse(onnx_path: Path, p: Preprocess):
     """The ONNX model: pixels -> Cast(float) -> Transpose(NCHW) -> Sub(mean) -> Mul(1/std) -> the original graph."""
     import onnx
