@@ -98,11 +98,13 @@ class DeviceDecoder:
 
         self.nv, self.device, self.ring = nvimgcodec, device, ring
         self.stream = cuda().stream() if device == "cuda" else None
+        # fancy upsampling: chroma interpolated as libjpeg-turbo (Pillow's decoder) does, not repeated
         if device == "cuda":
-            self.decoder = nvimgcodec.Decoder(device_id=0)
+            self.decoder = nvimgcodec.Decoder(device_id=0, options=":fancy_upsampling=1")
         else:
             self.decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
-                                              backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)])
+                                              backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)],
+                                              options=":fancy_upsampling=1")
         self.params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.SRGB)
         self.on_device = 0          # images decoded by nvImageCodec
         self.on_cpu = 0             # images decoded by the CPU decoder instead
