@@ -27,18 +27,30 @@ def crop_resize(img: Image.Image, p: Preprocess) -> np.ndarray:
         return np.asarray(img.resize((p.size, p.size), _FILTERS[p.interpolation]), dtype=np.uint8)
     w, h = img.size
     if p.resize == "shorter-side-then-crop":
-        short, long = (w, h) if w <= h else (h, w)
-        new_long = int(p.resize_to * long / short)
-        nw, nh = (p.resize_to, new_long) if w <= h else (new_long, p.resize_to)
+        nw, nh, top, left = resize_then_crop(w, h, p)
         out = np.asarray(img.resize((nw, nh), _FILTERS[p.interpolation]), dtype=np.uint8)
-        top, left = (nh - p.size) // 2, (nw - p.size) // 2
-        if top < 0 or left < 0:
-            raise FeatstoreError(f"preprocessing crops {p.size} pixels from a side resized to {p.resize_to}")
         return out[top:top + p.size, left:left + p.size]
-    side = min(w, h) * p.crop_fraction
-    left, top = (w - side) / 2, (h - side) / 2
+    left, top, side = centre_box(w, h, p)
     out = img.resize((p.size, p.size), _FILTERS[p.interpolation], box=(left, top, left + side, top + side))
     return np.asarray(out, dtype=np.uint8)
+
+
+def resize_then_crop(w: int, h: int, p: Preprocess) -> tuple[int, int, int, int]:
+    """"shorter-side-then-crop" on a w x h image: the size the whole image is resized to and the crop's offsets
+    in it, (resized width, resized height, top, left)."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(p.resize_to * long / short)
+    nw, nh = (p.resize_to, new_long) if w <= h else (new_long, p.resize_to)
+    top, left = (nh - p.size) // 2, (nw - p.size) // 2
+    if top < 0 or left < 0:
+        raise FeatstoreError(f"preprocessing crops {p.size} pixels from a side resized to {p.resize_to}")
+    return nw, nh, top, left
+
+
+def centre_box(w: int, h: int, p: Preprocess) -> tuple[float, float, float]:
+    """"shorter-side" on a w x h image: the centre square resized to the model's input, (left, top, side)."""
+    side = min(w, h) * p.crop_fraction
+    return (w - side) / 2, (h - side) / 2, side
 
 
 def normalise(batch: np.ndarray, p: Preprocess, out: np.ndarray | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 
 from featstore.errors import FeatstoreError
 from featstore.models.catalog import Preprocess
+from featstore.models.preprocess import centre_box, resize_then_crop
 
 _MODES = {"bicubic": "cubic", "bilinear": "linear", "nearest": "nearest"}
 
@@ -79,15 +80,10 @@ def source_boxes(width: int, height: int, p: Preprocess) -> tuple[tuple[float, f
     if p.resize == "exact":
         return (0.0, float(height)), (0.0, float(width))
     if p.resize == "shorter-side-then-crop":
-        short, long = (width, height) if width <= height else (height, width)
-        new_long = int(p.resize_to * long / short)
-        nw, nh = (p.resize_to, new_long) if width <= height else (new_long, p.resize_to)
-        top, left = (nh - p.size) // 2, (nw - p.size) // 2
-        if top < 0 or left < 0:
-            raise FeatstoreError(f"preprocessing crops {p.size} pixels from a side resized to {p.resize_to}")
+        nw, nh, top, left = resize_then_crop(width, height, p)
         return (top * height / nh, p.size * height / nh), (left * width / nw, p.size * width / nw)
-    side = min(width, height) * p.crop_fraction
-    return ((height - side) / 2, side), ((width - side) / 2, side)
+    left, top, side = centre_box(width, height, p)
+    return (top, side), (left, side)
 
 
 def geometry(width: int, height: int, p: Preprocess) -> dict[str, np.ndarray] | None:
