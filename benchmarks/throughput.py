@@ -277,7 +277,7 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
     """featstore's decode stage by itself, as the embed run drives it on the GPU machine (mode: 'processes' or
     'threads', `workers` of them, featstore's window; or 'device': nvImageCodec on the GPU and the crop/resize
     graph into the device batch), with no inference behind it: the most images/s decode can feed."""
-    from featstore.embed import decode, decode_device, decode_pool, device_batch
+    from featstore.embed import decode, decode_device, decode_pool
     from featstore.embed.local import Clock
     from featstore.embed.run import DEFAULT_BATCH
     from featstore.embed.source import scan_folder
@@ -286,13 +286,11 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
     window = 2 * DEFAULT_BATCH["cuda"]
     t0 = time.perf_counter()
     if mode == "device":
-        ring = device_batch.SlotRing(decode_device.ring_slots(window, DEFAULT_BATCH["cuda"]), spec.preprocess,
-                                     device)
-        decoder = decode_device.DeviceDecoder(device, ring)
+        decoder = decode_device.open_decoder(spec.preprocess, device, window, DEFAULT_BATCH["cuda"])
         n = 0
         for prep in decode_device.device_decoded(files, spec.preprocess, set(), workers, window, Clock(), decoder):
             if prep.slot is not None:            # in its slot on the device, as the backbone would read it
-                ring.give([prep.slot])
+                decoder.ring.give([prep.slot])
                 n += 1
         extra = {"decoded_on_device": decoder.on_device, "decoded_on_cpu": decoder.on_cpu}
     else:

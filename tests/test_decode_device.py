@@ -128,7 +128,7 @@ def test_slots_go_back_to_the_ring_and_a_stopped_run_does_not_hang(home, tmp_pat
     import sys
     import threading
 
-    from featstore.embed import decode_device, device_batch
+    from featstore.embed import decode_device
     from featstore.embed.local import Clock
     from featstore.embed.source import scan_folder
     from featstore.models.catalog import resolve
@@ -148,8 +148,7 @@ def test_slots_go_back_to_the_ring_and_a_stopped_run_does_not_hang(home, tmp_pat
     assert out["embedded"] == 100 and out["copies"] == 200 and out["failed"] == 0
 
     pre = resolve(None).preprocess
-    ring = device_batch.SlotRing(decode_device.ring_slots(64, 1), pre, "cpu")
-    decoder = decode_device.DeviceDecoder("cpu", ring)
+    decoder = decode_device.open_decoder(pre, "cpu", 64, 1)
     stream = decode_device.device_decoded(scan_folder(folder)[0], pre, set(), 2, 64, Clock(), decoder)
     taken = [next(stream) for _ in range(10)]              # their slots are never given back
     assert all(p.slot is not None for p in taken)

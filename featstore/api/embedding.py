@@ -80,8 +80,9 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
     if opts.decode == "device" and opts.engine == "local":
         from featstore.embed.decode_device import unavailable
 
-        if unavailable(spec.preprocess):
-            raise FeatstoreError(f"--decode device: {unavailable(spec.preprocess)}")
+        cannot = unavailable(spec.preprocess)
+        if cannot:
+            raise FeatstoreError(f"--decode device: {cannot}")
     progress = opts.progress
     scope = None if manifest else folder_scope(source, [f.key for f in files], is_image_name)
     with Store.open(root, write=True, wait=opts.wait, create=True) as store:

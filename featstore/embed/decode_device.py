@@ -43,6 +43,11 @@ def chunks_ahead(window: int) -> int:
     return max(1, -(-window // CHUNK))
 
 
+def open_decoder(pre: Preprocess, device: str, window: int, batch_size: int) -> "DeviceDecoder":
+    """The decoder of a run decoding `window` files ahead into batches of `batch_size`, with its ring of slots."""
+    return DeviceDecoder(device, SlotRing(ring_slots(window, batch_size), pre, device))
+
+
 def unavailable(pre: Preprocess) -> str | None:
     """Why device decode cannot run for this preprocessing here, or None when it can."""
     import importlib.util
@@ -70,14 +75,13 @@ def self_test(pre: Preprocess, device: str) -> str | None:
     Image.fromarray(ramp).save(buf, format="JPEG", quality=95)
     data = buf.getvalue()
     try:
-        ring = SlotRing(1, pre, device)
-        decoder = DeviceDecoder(device, ring)
+        decoder = DeviceDecoder(device, SlotRing(1, pre, device))
         prep = Prepared(file=None, data=data)           # type: ignore[arg-type]
         with ThreadPoolExecutor(max_workers=1) as pool:
             decoder.decode([prep], pre, pool)
         if decoder.on_device != 1:
             return "nvImageCodec did not decode a plain JPEG"
-        got = to_host(ring.value)[prep.slot]
+        got = to_host(decoder.ring.value)[prep.slot]
     except Exception as exc:        # noqa: BLE001  (any failure here means: decode on the cores)
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     want = Prepared(file=None)      # type: ignore[arg-type]
@@ -98,13 +102,10 @@ class DeviceDecoder:
 
         self.nv, self.device, self.ring = nvimgcodec, device, ring
         self.stream = cuda().stream() if device == "cuda" else None
+        where = {"device_id": 0} if device == "cuda" else {"device_id": nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                                                            "backends": [nvimgcodec.Backend(nvimgcodec.CPU_ONLY)]}
         # fancy upsampling: chroma interpolated as libjpeg-turbo (Pillow's decoder) does, not repeated
-        if device == "cuda":
-            self.decoder = nvimgcodec.Decoder(device_id=0, options=":fancy_upsampling=1")
-        else:
-            self.decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
-                                              backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)],
-                                              options=":fancy_upsampling=1")
+        self.decoder = nvimgcodec.Decoder(**where, options=":fancy_upsampling=1")
         self.params = nvimgcodec.DecodeParams(apply_exif_orientation=True, color_spec=nvimgcodec.SRGB)
         self.on_device = 0          # images decoded by nvImageCodec
         self.on_cpu = 0             # images decoded by the CPU decoder instead
@@ -131,11 +132,12 @@ class DeviceDecoder:
             if self.stream:
                 cuda().synchronize(self.stream)
             for (p, _), img in zip(streams, images):
-                h, w = (img.shape[0], img.shape[1]) if img is not None else (0, 0)
-                if img is None or geometry(w, h, pre) is None:
+                geo = None if img is None else geometry(img.shape[1], img.shape[0], pre)
+                if geo is None:
                     cpu.append(p)
                 else:
-                    p.slot, p.width, p.height = self.ring.put_image(img), w, h
+                    p.height, p.width = img.shape[:2]
+                    p.slot = self.ring.put_image(img, geo)
         self.on_device += len(todo) - len(cpu)
         self.on_cpu += len(cpu)
         for p, done in [(p, fallback.submit(_timed, pixels_into, p, p.data, pre)) for p in cpu]:

@@ -37,17 +37,15 @@ class SlotRing:
                                              providers=providers(device))
         self._copy = geometry(pre.size, pre.size, Preprocess(size=pre.size, resize="exact"))   # the identity
 
-    def put_image(self, img) -> int | None:
-        """Crop and resize a decoded nvImageCodec image into a free slot (waiting for one); its slot, or None once
-        the ring is closed."""
+    def put_image(self, img, geo: dict) -> int | None:
+        """Crop and resize a decoded nvImageCodec image into a free slot (waiting for one), by the resize graph's
+        inputs `geo` (resize_graph.geometry); its slot, or None once the ring is closed."""
         on_device = getattr(img, "cuda_stream", None) is not None
         interface = img.__cuda_array_interface__ if on_device else img.__array_interface__
         if not _dense(interface):              # padded rows: through the host, correct if slower
             img, on_device = np.ascontiguousarray(np.asarray(img.cpu())), False
             interface = img.__array_interface__
-        shape = interface["shape"]
-        return self._into_slot(interface["data"][0], shape, "cuda" if on_device else "cpu",
-                               geometry(shape[1], shape[0], self.pre), img)
+        return self._into_slot(interface["data"][0], interface["shape"], "cuda" if on_device else "cpu", geo, img)
 
     def put_pixels(self, pixels: np.ndarray) -> int | None:
         """Copy pixels already at the model's input size (the CPU decoder's) into a free slot."""

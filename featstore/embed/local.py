@@ -169,10 +169,9 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
 
     window = 2 * batch_size
     if decode == "device":
-        ring = device_batch.SlotRing(decode_device.ring_slots(window, batch_size), pre, backbone.device)
-        decoder = decode_device.DeviceDecoder(backbone.device, ring)
+        decoder = decode_device.open_decoder(pre, backbone.device, window, batch_size)
         stream = decode_device.device_decoded(todo, pre, known, workers, window, clock, decoder)
-        batch = device_batch.DeviceBatch(batch_size, ring, device_batch.gathering_backbone(backbone, pre))
+        batch = device_batch.DeviceBatch(batch_size, decoder.ring, device_batch.gathering_backbone(backbone, pre))
     else:
         stream = (decode_pool.decoded if decode == "processes" else decoded)(todo, pre, known, workers, window, clock)
         batch = Batch(batch_size, pre)
@@ -194,7 +193,7 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
 def decode_mode(asked: str, backbone: Backbone, pre: Preprocess, files: int, batch_size: int,
                 workers: int) -> tuple[str, str | None]:
     """The decode stage a run uses, and why not the one asked for when it differs. 'auto': on CUDA with enough
-    to do, on the device (nvImageCodec) where it is installed and passes its start check (one small JPEG
+    to do, on the device (nvImageCodec) where it is installed and passes its start check (one generated JPEG
     through it, against the CPU decoder), else in processes; threads otherwise. 'device' asked where it cannot
     run is an error naming what is missing."""
     from featstore.embed import decode_device
@@ -239,7 +238,9 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     summary.stage_seconds = clock.seconds
     summary.batches = clock.batches
     config = {"batch_size": batch_size, "decode_workers": workers, "decode_window": 2 * batch_size,
-              "decode": decode, "precision": eset.precision} | backbone.config() | decoding | ({"decode_note": why} if why else {})
+              "decode": decode, "precision": eset.precision} | backbone.config() | decoding
+    if why:
+        config["decode_note"] = why
     return finish_run(store, eset, summary, config, source, started, wall0, writer)
 
 

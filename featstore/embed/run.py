@@ -85,9 +85,13 @@ class Backbone:
             if self._tensor is None or self._tensor.shape[1:] != shape[1:] or len(self._tensor) < len(pixels):
                 self._tensor = np.empty(shape, np.float32)
             return self.run(normalise(pixels, pre, out=self._tensor))
+        self._check_normalises(pre)
+        return self.run(pixels)
+
+    def _check_normalises(self, pre) -> None:
+        """A pixel-input session normalises for one preprocessing; pixels meant for another are refused."""
         if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
             raise FeatstoreError("this session normalises pixels for another preprocessing")
-        return self.run(pixels)
 
     @property
     def pixels_for(self):
@@ -98,8 +102,7 @@ class Backbone:
         """Features for the images at `rows` of `slots`, an ONNX Runtime buffer of NHWC uint8 images on this
         session's device, over a gathering graph (models.graph_input.gathering_graph): the buffer is bound as it
         is, only the row numbers go over from the host (decode_device.py's batches)."""
-        if (self._pixels_for.mean, self._pixels_for.std) != (pre.mean, pre.std):
-            raise FeatstoreError("this session normalises pixels for another preprocessing")
+        self._check_normalises(pre)
         session = self.session
         binding = session.io_binding()
         binding.bind_ortvalue_input(SLOTS, slots)
