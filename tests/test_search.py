@@ -50,7 +50,7 @@ def test_postfilter_path_matches_exact_subset(store, monkeypatch):
 
 def test_bad_where_is_one_line(run, store):
     r = run("search", "--id", "1", "--where", "colour = 'red'", "--store", store, ok=False)
-    assert r.exit_code != 0 and "--where" in r.output and '"colour" not found' in r.output, r.output
+    assert r.exit_code != 0 and "where:" in r.output and "'colour' is not an item column" in r.output, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 

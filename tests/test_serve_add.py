@@ -29,7 +29,7 @@ def serving(store, read_only=False):
     from featstore.serve.state import ServerState
 
     state = ServerState(store, read_only=read_only, refresh=False)
-    return state, TestClient(create_app(state), raise_server_exceptions=False)
+    return state, TestClient(create_app(state), base_url="http://127.0.0.1:8765", raise_server_exceptions=False)
 
 
 def upload(path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 
 from featstore.embed.local import embed_query
@@ -18,6 +17,7 @@ from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.store.labels import task_for
 from featstore.store.vanished import REMOVED
+from featstore.store.where_guard import ItemFilter, check_where
 from featstore.user_csv import read_user_csv
 
 
@@ -35,15 +35,11 @@ EXACT_SUBSET = 50_000      # --where: passing vectors scored exactly in numpy pe
 SUBSET_FRACTION = 0.05     # --where passing more than this share of the set (and > EXACT_SUBSET): post-filter the index
 
 
-def filtered_vec_ids(store: Store, s, where: str, task: str | None) -> np.ndarray:
-    """vec_ids of the set whose items pass a SQL condition, evaluated in DuckDB over one row per ok item:
+def filtered_vec_ids(store: Store, s, where: ItemFilter, task: str | None) -> np.ndarray:
+    """vec_ids of the set whose items pass a checked condition, evaluated in DuckDB over one row per ok item:
     item_id, path, hash, size, mtime, width, height, updated_at, label and split (of the task shown), text."""
-    sql = f"""SELECT vec_id FROM {s.table} WHERE hash IN (
-                SELECT hash FROM ({store.item_view()}) AS item WHERE ({where}))"""
-    try:
-        rows = store.con.execute(sql, {"task": task}).fetchnumpy()
-    except duckdb.Error as exc:
-        raise FeatstoreError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
+    rows = store.passing_rows(where, task, f"SELECT vec_id FROM {s.table} WHERE hash IN (SELECT hash FROM {{items}})",
+                              fetch=lambda cur: cur.fetchnumpy())
     return np.asarray(rows["vec_id"], dtype=np.int64)
 
 
@@ -114,6 +110,7 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
     long-running caller passes its own `backbones` and `indexes` dicts, set_id -> object, to keep them)."""
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
+    where = None if where is None else check_where(where)
     task = task_for(store, task)
     backbones = {} if backbones is None else backbones
     indexes = {} if indexes is None else indexes
@@ -142,16 +139,17 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
             results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
             if len(results) == k:
                 break
-        out.append({"query": name, "model": s.model, "set_id": s.set_id, "task": task, "k": k, "where": where,
+        out.append({"query": name, "model": s.model, "set_id": s.set_id, "task": task, "k": k,
+                    "where": None if where is None else where.text,
                     "passing": None if passing is None else int(len(passing)), "results": results,
                     "note": None if passing is None or len(passing) else no_match_note(where, task)})
     return out
 
 
-def no_match_note(where: str, task: str | None) -> str:
+def no_match_note(where, task: str | None) -> str:
     """Why a --where may match nothing: the task its label and split columns were read against."""
     against = f"task {task!r}" if task else "no task (the store has no labels)"
-    return f"--where {where!r} matched no items; label and split were read against {against}"
+    return f"--where {str(where)!r} matched no items; label and split were read against {against}"
 
 
 def set_for_query(store: Store, model: str | None, modality: str):

@@ -3,7 +3,6 @@ functions on the current snapshot (see state.py). Every error is JSON with a mes
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,25 +21,30 @@ from featstore.apps.stats import stats
 from featstore.apps.thumbnails import SIZES, thumbnail
 from featstore.errors import FeatstoreError
 from featstore.search.query import Query, search_many
-from featstore.search.where_guard import check_where
+from featstore.home import home_dir
+from featstore.serve.bodies import PredictBody, SearchBody, read_json
+from featstore.serve.guard import LOOPBACK, RequestGuard, for_the_page
 from featstore.serve.state import ServerState
 from featstore.serve.uploads import MAX_FILES, UploadError, save_upload
+from featstore.store.filter_run import FilterTimeout
 from featstore.store.labels import task_for
+from featstore.store.where_guard import check_where
 
 STATIC = Path(__file__).parent / "static"
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
-MAX_K = 200
 MAX_PAGE = 500
 
 
-def create_app(state: ServerState) -> FastAPI:
-    """The app serving `state`'s store (the caller closes `state` when the app stops)."""
+def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
+    """The app serving `state`'s store (the caller closes `state` when the app stops), answering requests
+    addressed to one of `hosts` (see guard.py)."""
     app = FastAPI(title="featstore", summary="Search, predict and browse a featstore store.")
     app.state.featstore = state
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _errors(app)
+    _errors(app, state)
 
     app.add_middleware(_LimitBody)
+    app.add_middleware(RequestGuard, hosts=set(hosts))       # added last: runs first
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -70,7 +74,7 @@ def create_app(state: ServerState) -> FastAPI:
         with state.reading() as (store, _):
             task = task_for(store, task)
             total, rows = store.page_items(task, where, offset, limit)
-        return {"task": task, "where": where, "total": total, "offset": offset, "limit": limit,
+        return {"task": task, "where": where and where.text, "total": total, "offset": offset, "limit": limit,
                 "items": [_item_json(r) for r in rows]}
 
     @app.get("/items/{item_id}")
@@ -111,26 +115,19 @@ def create_app(state: ServerState) -> FastAPI:
             async with _multipart(request, 1, "multipart search: give the image as field 'file'") as (fields, saved):
                 added = await added_if_asked(fields, saved)
                 (name, path), = saved
-                out = await search(fields, Query("file", path)) | {"query": name}
+                out = await search(SearchBody.from_form(fields), Query("file", path)) | {"query": name}
                 return JSONResponse(out | ({"added": added} if added is not None else {}))
-        body = await _json(request)
-        given = [key for key in ("text", "id") if body.get(key) is not None]
-        if len(given) != 1:
-            raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
-        query = Query("text", str(body["text"])) if given == ["text"] else Query("id", _int(body["id"], "id"))
+        body = SearchBody.parse(await read_json(request))
+        query = Query("text", body.text) if body.query_given() == "text" else Query("id", body.id)
         return JSONResponse(await search(body, query))      # plain JSON types already: no jsonable_encoder pass
 
-    async def search(fields: dict, query: Query) -> dict:
-        k = _int(fields.get("k", 10), "k")
-        if not 1 <= k <= MAX_K:
-            raise FeatstoreError(f"k: between 1 and {MAX_K}")
-        where = check_where(fields["where"]) if fields.get("where") else None
+    async def search(body: SearchBody, query: Query) -> dict:
+        where = check_where(body.where) if body.where else None
 
         def run():
             with state.reading() as (store, snap):
-                return search_many(store, [query], k=k, model=fields.get("model") or None,
-                                   task=fields.get("task") or None, where=where, backbones=state.backbones,
-                                   indexes=snap.indexes)[0]
+                return search_many(store, [query], k=body.k, model=body.model or None, task=body.task or None,
+                                   where=where, backbones=state.backbones, indexes=snap.indexes)[0]
 
         return await run_in_threadpool(run)         # off the event loop: requests run side by side
 
@@ -145,11 +142,8 @@ def create_app(state: ServerState) -> FastAPI:
                 added = await added_if_asked(fields, saved)
                 out = await predict(head, files=saved, texts=[])
                 return out | ({"added": added} if added is not None else {})
-        body = await _json(request)
-        texts = body.get("texts") or []
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
-            raise FeatstoreError("JSON predict: give 'texts', a list of strings (images go as multipart)")
-        return await predict(_head_name(body), files=[], texts=texts)
+        body = PredictBody.parse(await read_json(request))
+        return await predict(body.head, files=[], texts=body.texts)
 
     async def predict(head: str, files: list, texts: list) -> dict:
         def run():
@@ -258,7 +252,14 @@ async def _multipart(request: Request, max_files: int, no_file: str):
         if not uploads:
             raise FeatstoreError(no_file)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        yield fields, [await run_in_threadpool(save_upload, u, work) for u in uploads]
+        saved = [await run_in_threadpool(save_upload, u, work) for u in uploads]
+        try:
+            yield fields, saved
+        except FeatstoreError as exc:           # name an upload as its client did, not by its private copy
+            message = str(exc)
+            for name, path in saved:
+                message = message.replace(path, name)
+            raise type(exc)(message) if type(exc) is not UploadError else exc from None
     finally:
         if form is not None:
             await form.close()
@@ -300,54 +301,48 @@ def _item_json(row: dict) -> dict:
 
 
 def _int(value, name: str) -> int:
-    try:
+    """A whole number from a form field (text)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value) < 20:
         return int(value)
-    except (TypeError, ValueError):
-        raise FeatstoreError(f"{name}: expected a whole number, got {value!r}") from None
-
-
-async def _json(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise FeatstoreError("the body is not JSON (or upload an image as multipart field 'file')") from None
-    if not isinstance(body, dict):
-        raise FeatstoreError("the JSON body must be an object")
-    return body
+    raise FeatstoreError(f"{name}: expected a whole number, got {str(value)[:40]!r}")
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _errors(app: FastAPI) -> None:
+def _errors(app: FastAPI, state: ServerState) -> None:
+    def error(status: int, message: str) -> JSONResponse:
+        return _error(status, for_the_page(message, state.root, state.work, (home_dir(),)))
+
     @app.exception_handler(UploadError)
     async def upload_error(_request, exc: UploadError):
-        return _error(exc.status, str(exc))
+        return error(exc.status, str(exc))
 
     @app.exception_handler(FeatstoreError)
     async def featstore_error(_request, exc: FeatstoreError):
-        return _error(404 if str(exc).startswith("no item with id") else 400, str(exc))
+        status = 408 if isinstance(exc, FilterTimeout) else 404 if str(exc).startswith("no item with id") else 400
+        return error(status, str(exc))
 
     @app.exception_handler(duckdb.Error)
     async def sql_error(_request, exc: duckdb.Error):
-        return _error(400, f"where: {str(exc).splitlines()[0]}")
+        return error(400, f"where: {str(exc).splitlines()[0]}")
 
     @app.exception_handler(HTTPException)
     async def http_error(_request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail))
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(StarletteHTTPException)
     async def starlette_error(_request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("path", "query", "body"))
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(Exception)
     async def unexpected(_request, exc: Exception):

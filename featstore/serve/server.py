@@ -18,13 +18,15 @@ def check_installed() -> None:
 
 
 def serve(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, read_only: bool = False,
-          log=print) -> None:
-    """Serve the store at `root` until interrupted (Ctrl-C)."""
+          allowed_hosts: tuple[str, ...] = (), log=print) -> None:
+    """Serve the store at `root` until interrupted (Ctrl-C), answering requests addressed to a loopback name, the
+    bound address or one of `allowed_hosts` (the names a proxy or another machine uses to reach it)."""
     Store.check_exists(Path(root))
     check_installed()
     import uvicorn
 
     from featstore.serve.app import create_app
+    from featstore.serve.guard import allowed_hosts as names
     from featstore.serve.state import ServerState
 
     state = ServerState(root, read_only=read_only)
@@ -32,7 +34,7 @@ def serve(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
     try:
         log(f"serving {root} (generation {state.snapshot.generation}) on http://{host}:{port}/  "
             f"API schema: /docs, /openapi.json; Ctrl-C stops")
-        uvicorn.run(create_app(state), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(state, names(host, allowed_hosts)), host=host, port=port, log_level="warning", access_log=False)
     finally:
         state.close()
 

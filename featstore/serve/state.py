@@ -24,8 +24,8 @@ class ServerState:
         _one_faiss_thread()
         self.root = Path(root)
         self.read_only = read_only
-        self._work = Path(tempfile.mkdtemp(prefix="featstore-serve-"))
-        cache_root = self._work if read_only else self.root
+        self.work = Path(tempfile.mkdtemp(prefix="featstore-serve-"))
+        cache_root = self.work if read_only else self.root
         self.thumbs = cache_root / "thumbs"
         self.maps = cache_root / "maps"
         self.backbones: dict = {}
@@ -33,7 +33,7 @@ class ServerState:
         self.lock = threading.Lock()
         self.pending: str | None = None        # why the newest commits are not served yet
         self._retired: list = []
-        snap, why = snapshots.try_take(self.root, self._work)
+        snap, why = snapshots.try_take(self.root, self.work)
         if snap is None:
             raise FeatstoreError(why)
         _warm(snap)
@@ -60,7 +60,7 @@ class ServerState:
         if snapshots.signature(self.root) == self.snapshot.signature:
             self.pending = None
             return False
-        snap, why = snapshots.try_take(self.root, self._work)
+        snap, why = snapshots.try_take(self.root, self.work)
         if snap is None:
             self.pending = why
             return False
@@ -96,7 +96,7 @@ class ServerState:
         self.snapshot.close()
         import shutil
 
-        shutil.rmtree(self._work, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _warm(snap) -> None:

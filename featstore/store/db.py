@@ -21,6 +21,8 @@ import numpy as np
 
 from featstore.errors import FeatstoreError, one_of
 from featstore.store.columns import arrow_table
+from featstore.store.filter_run import filter_connection, run_filter
+from featstore.store.where_guard import ItemFilter, check_where
 from featstore.store.vectors import VectorReads, vector_table
 from featstore.store.lock import LOCK_FILE, describe_holder, take_writer_lock
 from featstore.store.schema import ADDED_TABLES, FEATURE_FORMAT, SCHEMA, SCHEMA_VERSION, EmbeddingSet, Item
@@ -40,6 +42,7 @@ class Store(VectorReads):
         self.con = con
         self.writable = writable
         self._lock_fd = lock_fd
+        self._filter_con: duckdb.DuckDBPyConnection | None = None
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -78,6 +81,9 @@ class Store(VectorReads):
                                  "or point --store / FEATSTORE_STORE at one)")
 
     def close(self) -> None:
+        if self._filter_con is not None:
+            self._filter_con.close()
+            self._filter_con = None
         self.con.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -311,6 +317,23 @@ class Store(VectorReads):
                    WHERE i.status = 'ok'""" + (" AND i.hash IN (SELECT unnest($hashes::VARCHAR[]))"
                                                if only_hashes else "")
 
+    @property
+    def filter_con(self) -> duckdb.DuckDBPyConnection:
+        """The connection `--where` conditions run on (see filter_run.py), opened on first use."""
+        if self._filter_con is None:
+            if self.writable:
+                raise FeatstoreError("a --where filter runs on a store opened for reading")
+            self._filter_con = filter_connection(self.root / DB_FILE)
+        return self._filter_con
+
+    def passing_rows(self, where: ItemFilter | str, task: str | None, sql: str, params: dict | None = None,
+                     fetch=None):
+        """Run `sql`, in which {items} stands for the ok items passing `where` (the item view's columns), on the
+        filter connection within its bounds (see filter_run.py)."""
+        where = check_where(where)
+        items = f"(SELECT * FROM ({self.item_view()}) AS item WHERE {where.sql})"
+        return run_filter(self.filter_con, where, sql.format(items=items), {"task": task} | (params or {}), fetch)
+
     def split_of(self, task: str) -> dict[str, str]:
         """A task's stored held-out split: content hash -> 'train' | 'test' (empty before the first fit-head)."""
         return dict(self.con.execute(f"SELECT hash, split FROM {self.relation('splits')} WHERE task = ?",
@@ -358,7 +381,7 @@ class Store(VectorReads):
         return hashes, vectors, np.asarray([r[2] for r in rows], dtype=object)
 
     def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None,
-                      where: str | None = None) -> dict[int, dict]:
+                      where: ItemFilter | str | None = None) -> dict[int, dict]:
         """For result vec_ids: one item holding that content (the first by path; with `where`, the first that
         passes it), so its id, path and label all come from that one item; how many ok paths share the content;
         and for text the text itself."""
@@ -369,16 +392,20 @@ class Store(VectorReads):
                                        [ids]).fetchall())
         if not hashes:
             return {}
-        rows = self.con.execute(          # the item view read for these contents only, not for every item
-            f"""SELECT vec_id, item_id, path, copies, label, hash, text FROM (
+        sql = """SELECT vec_id, item_id, path, copies, label, hash, text FROM (
                   SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text, item._passes,
                          count(*) OVER (PARTITION BY e.vec_id) AS copies
                   FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
-                  JOIN (SELECT *, ({where or 'true'}) AS _passes FROM ({self.item_view(only_hashes=True)}) AS item)
-                    AS item ON item.hash = e.hash)
+                  JOIN (SELECT *, {passes} AS _passes FROM ({view}) AS item) AS item ON item.hash = e.hash)
                 WHERE _passes
-                QUALIFY row_number() OVER (PARTITION BY vec_id ORDER BY path) = 1""",
-            {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}).fetchall()
+                QUALIFY row_number() OVER (PARTITION BY vec_id ORDER BY path) = 1"""
+        params = {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}
+        view = self.item_view(only_hashes=True)      # the item view read for these contents only
+        if where is None:
+            rows = self.con.execute(sql.format(passes="true", view=view), params).fetchall()
+        else:
+            where = check_where(where)
+            rows = run_filter(self.filter_con, where, sql.format(passes=where.sql, view=view), params)
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 for r in rows}
 
@@ -389,14 +416,21 @@ class Store(VectorReads):
             raise FeatstoreError(f"no item with id {item_id} in {self.root}")
         return Item(*row)
 
-    def page_items(self, task: str | None, where: str | None, offset: int, limit: int) -> tuple[int, list[dict]]:
+    def page_items(self, task: str | None, where: ItemFilter | str | None, offset: int,
+                   limit: int) -> tuple[int, list[dict]]:
         """(how many ok items pass `where`, one page of them by item_id) from the item view (what --where reads)."""
-        sql = f"SELECT * FROM ({self.item_view()}) AS item WHERE ({where or 'true'})"
-        total = self.con.execute(f"SELECT count(*) FROM ({sql})", {"task": task}).fetchone()[0]
-        cur = self.con.execute(f"{sql} ORDER BY item_id LIMIT $limit OFFSET $offset",
-                               {"task": task, "limit": limit, "offset": offset})
-        cols = [d[0] for d in cur.description]
-        return total, [dict(zip(cols, r)) for r in cur.fetchall()]
+        page = "SELECT * FROM {items} AS item ORDER BY item_id LIMIT $limit OFFSET $offset"
+        params = {"limit": limit, "offset": offset}
+        if where is None:
+            items = f"({self.item_view()})"
+            total = self.con.execute(f"SELECT count(*) FROM {items}", {"task": task}).fetchone()[0]
+            cur = self.con.execute(page.format(items=items), {"task": task} | params)
+            cols, rows = [d[0] for d in cur.description], cur.fetchall()
+        else:
+            total = self.passing_rows(where, task, "SELECT count(*) FROM {items}")[0][0]
+            cols, rows = self.passing_rows(where, task, page, params,
+                                           fetch=lambda cur: ([d[0] for d in cur.description], cur.fetchall()))
+        return total, [dict(zip(cols, r)) for r in rows]
 
     def labels_of(self, path: str) -> dict[str, str]:
         """Every task's label for one path."""

@@ -22,6 +22,7 @@ import numpy as np
 from featstore.errors import FeatstoreError
 from featstore.store.catalog import Catalog
 from featstore.store.db import DB_FILE, Store
+from featstore.store.filter_run import filter_connection, filter_cursor
 from featstore.store.index import open_index
 
 
@@ -44,6 +45,7 @@ class Snapshot:
     root: Path                       # the store's own folder (thumbnails, item files are found from it)
     copy: Path                       # the folder holding the private copy
     con: duckdb.DuckDBPyConnection
+    filter_con: duckdb.DuckDBPyConnection       # where --where conditions run (see filter_run.py)
     generation: int
     signature: tuple
     taken_at: float
@@ -54,7 +56,9 @@ class Snapshot:
 
     def reader(self) -> Store:
         """A Store over the copy for one request (its own cursor; close it when done)."""
-        return SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo, self.catalog)
+        store = SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo, self.catalog)
+        store._filter_con = filter_cursor(self.filter_con)
+        return store
 
     def warm(self) -> None:
         """Read what searches keep in memory now, before the snapshot is served."""
@@ -62,6 +66,7 @@ class Snapshot:
             self.catalog.warm(store.con, store.sets(), store.tasks(), store.relation("texts"))
 
     def close(self) -> None:
+        self.filter_con.close()
         self.con.close()
         shutil.rmtree(self.copy, ignore_errors=True)
 
@@ -129,12 +134,14 @@ def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
             if (root / (DB_FILE + ".wal")).exists():
                 shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
         _add_lookup_indexes(copy / DB_FILE)
-        con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={"enable_external_access": False,
-                                                                    "threads": 1})
+        con = duckdb.connect(str(copy / DB_FILE), read_only=True, config={
+            "enable_external_access": False, "autoload_known_extensions": False,
+            "autoinstall_known_extensions": False, "lock_configuration": True, "threads": 1})
+        filter_con = filter_connection(copy / DB_FILE)
     except BaseException:
         shutil.rmtree(copy, ignore_errors=True)
         raise
-    return Snapshot(root, copy, con, generation, sig, time.time(), indexes)
+    return Snapshot(root, copy, con, filter_con, generation, sig, time.time(), indexes)
 
 
 def _add_lookup_indexes(db: Path) -> None:
