@@ -28,7 +28,8 @@ def _numbers(text: str) -> tuple:
 @click.option("--mean", default="127", help="With --model path.onnx: per-channel mean on 0..255 (one or three numbers).")
 @click.option("--std", default="128", help="With --model path.onnx: per-channel std on 0..255 (one or three numbers).")
 @click.option("--text-column", default="text", help="Text tables: the column holding the text.")
-@click.option("--label-column", default=None, help="Text tables: a column of labels (becomes the task's labels).")
+@click.option("--label-column", default=None, help="Text tables: a column of labels (becomes the task's labels) "
+                                                    "[default: `label`, if the table has one].")
 @click.option("--id-column", default=None, help="Text tables: a column of stable row ids [default: row number].")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Images per backbone call [default: 32 on the CPU, 128 on CUDA; 64 texts].")

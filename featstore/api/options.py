@@ -17,7 +17,7 @@ class EmbedOptions:
     mean: tuple | float = 127.0             # with model=path.onnx: per-channel mean on 0..255
     std: tuple | float = 128.0
     text_column: str = "text"               # text tables: the column holding the text ...
-    label_column: str | None = None         # ... a column of labels, and one of stable row ids
+    label_column: str | None = None         # ... a column of labels [None: `label`, if any], and one of row ids
     id_column: str | None = None
     batch_size: int | None = None           # [default: 32 on the CPU, 128 on CUDA; 64 texts]
     device: str = "auto"                    # auto | cpu | cuda

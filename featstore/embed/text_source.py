@@ -39,7 +39,7 @@ def is_text_source(path: str | Path) -> bool:
 
 def read_text_source(path: str | Path, text_column: str = "text", label_column: str | None = None,
                      id_column: str | None = None) -> tuple[list[TextRecord], list[str]]:
-    """(records, warnings) from any supported text source."""
+    """(records, warnings) from any supported text source. label_column None: a table's `label` column, if any."""
     path = Path(path)
     if path.is_dir():
         files, warnings = scan_folder(path, _is_txt)
@@ -54,7 +54,7 @@ def read_text_source(path: str | Path, text_column: str = "text", label_column: 
     elif suffix == ".parquet":
         rows = _parquet_rows(path)
     elif suffix in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(path)
+        rows = _jsonl_rows(path, text_column)
     else:
         raise FeatstoreError(f"{path}: not a text source (use a folder of .txt files, or {', '.join(TABLE_SUFFIXES)})")
     return _records(path, key, mtime, rows, text_column, label_column, id_column), []
@@ -98,19 +98,43 @@ def _checked(r: TextRecord) -> TextRecord:
 
 def _csv_rows(path: Path, delimiter: str):
     """Rows as dicts; undecodable bytes survive as surrogates so that only their row fails. A cell may be as long as
-    a file featstore reads (csv's default limit, 128 KB, would fail the whole table over one long text)."""
+    a file featstore reads (csv's default limit, 128 KB, would fail the whole table over one long text). A quote
+    left open runs to the end of the file: that last row fails, naming the line where the quote opens."""
     csv.field_size_limit(max_file_bytes())
+    ended = []
+
+    def lines(fh):
+        yield from fh
+        ended.append(True)          # a row read from here on was ended by the end of the file: an open quote
+
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            columns = reader.fieldnames or []
-            rows = [(i, row, None) for i, row in enumerate(reader, start=1)]
+            reader = csv.reader(lines(fh), delimiter=delimiter)
+            table = [(fields, reader.line_num, bool(ended)) for fields in reader if fields]
     except (OSError, csv.Error) as exc:
         raise FeatstoreError(f"{path}: cannot read CSV ({exc})") from None
+    if not table:
+        return [], []
+    (columns, line, open_quote), *body = table
+    if open_quote:
+        raise FeatstoreError(f"{path}: line {_quote_line(columns, line)}: unclosed quote in the header")
+    rows = []
+    for i, (fields, line, open_quote) in enumerate(body, start=1):
+        if open_quote:
+            rows.append((i, {}, f"line {_quote_line(fields, line)}: unclosed quote (it runs to the end of the file, "
+                                "so no row after it was read)"))
+        else:
+            rows.append((i, dict(zip(columns, fields)), None))
     return columns, rows
 
 
-def _jsonl_rows(path: Path):
+def _quote_line(fields: list[str], last_line: int) -> int:
+    """The line where a row's open quote starts: its last field holds everything after that quote."""
+    return last_line - fields[-1].count("\n") + fields[-1].endswith("\n")
+
+
+def _jsonl_rows(path: Path, text_column: str):
+    """Rows as dicts; a line that is not a JSON object, or has no `text_column` key, is a row with an error."""
     columns, rows = set(), []
     try:
         lines = path.read_bytes().splitlines()
@@ -130,7 +154,8 @@ def _jsonl_rows(path: Path):
             rows.append((i, {}, f"line {i}: invalid JSON ({str(exc).splitlines()[0]})"))
             continue
         columns.update(obj)
-        rows.append((i, {k: None if v is None else str(v) for k, v in obj.items()}, None))
+        error = None if text_column in obj else f"line {i}: no {text_column!r} key"
+        rows.append((i, {k: None if v is None else str(v) for k, v in obj.items()}, error))
     return sorted(columns), rows
 
 
@@ -149,6 +174,8 @@ def _parquet_rows(path: Path):
 
 def _records(path: Path, key: str, mtime: float, table, text_column, label_column, id_column) -> list[TextRecord]:
     columns, rows = table
+    if label_column is None and "label" in columns and text_column != "label":
+        label_column = "label"
     for name, col in (("--text-column", text_column), ("--label-column", label_column), ("--id-column", id_column)):
         if col is not None and rows and col not in columns:
             raise FeatstoreError(f"{path}: no column {col!r} for {name} (columns: {', '.join(map(str, columns))})")
