@@ -120,6 +120,8 @@ def select(task, n, strategy, seed, model, include_labelled, out_path, store_pat
     """Pick N items to label next, as a CSV of paths."""
     out = open_store(store_path).select(task, n=n, strategy=strategy, seed=seed, model=model,
                                         include_labelled=include_labelled, log=log)
+    if out["note"]:
+        log(out["note"])
     if json_to == "-":
         return emit_json(out)
     if json_to:

@@ -15,10 +15,11 @@ def index_group():
 
 @index_group.command("build")
 @click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-sq8"]), default="auto",
-              help="auto: exact flat up to 50,000 vectors, then IVF-Flat if it fits --memory, else IVF-SQ8.")
+              help="auto: the first of exact flat (up to 50,000 vectors), IVF-Flat and IVF-SQ8 that fits --memory.")
 @click.option("--recall", type=click.FloatRange(0.5, 1.0), default=0.95,
               help="Target recall@10 against exact search; the search parameter is tuned until it is reached.")
-@click.option("--memory", default="4GB", help="Memory budget for the index (auto's choice).")
+@click.option("--memory", default=None, help="Memory budget for the index, e.g. 512MB: auto picks a kind that fits "
+                                             "it, a --kind asked must fit it [default: 4GB for auto]")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
 @click.option("--wait", is_flag=True, help="If another process is writing the store, wait for it.")
 @store_option

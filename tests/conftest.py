@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# scikit-learn's array-API estimator checks (tests/test_fix_estimators.py) run only with this set, and scipy reads
+# it once, at its first import: so here, before any test module imports scipy
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 SAMPLE = Path(__file__).parent / "data" / "flowers"
 
 

@@ -203,14 +203,15 @@ class Featstore:
             return select(store, task, n, strategy, seed=seed, model=model, include_labelled=include_labelled,
                           log=log)
 
-    def build_index(self, kind: str = "auto", recall: float | None = None, memory: str | int = "4GB",
+    def build_index(self, kind: str = "auto", recall: float | None = None, memory: str | int | None = None,
                     model: str | None = None, wait: bool = False, log=lambda _msg: None) -> dict:
-        """Choose, build and tune the FAISS index of an embedding set; returns its stamp."""
+        """Choose, build and tune the FAISS index of an embedding set within a memory budget (None: 4GB for auto,
+        none for a kind asked); returns its stamp."""
         from featstore.store.index import DEFAULT_RECALL, read_stamp, rebuild
         from featstore.store.index_kinds import parse_bytes
 
         try:
-            budget = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+            budget = None if memory is None else parse_bytes(memory) if isinstance(memory, str) else int(memory)
         except ValueError as exc:
             raise FeatstoreError(f"--memory: {exc}") from None
         with self._writing(wait) as store:

@@ -6,7 +6,8 @@ Strategies (the pool: the set's items without a label in the task, or all with i
     the smallest margin between its two most likely classes (needs labelled items of two classes or more).
   * typical: density. The N items with the highest typicality (mean cosine to their K nearest in the kNN
     graph), skipping near-copies (cosine >= NEAR_COPY) of items already picked.
-The pool's vectors are read into memory (pool x dim float32).
+N beyond the pool returns the whole pool, in the strategy's order, with a note. The pool's vectors are read into
+memory (pool x dim float32).
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def typical(X: np.ndarray, typicality: np.ndarray, n: int) -> np.ndarray:
 
 def select(store: Store, task: str | None, n: int, strategy: str = "diverse", seed: int = 0,
            model: str | None = None, include_labelled: bool = False, log=lambda msg: None) -> dict:
+    """The n items (fewer, with a note, when fewer are eligible) to label next in `task`, by `strategy`."""
     if strategy not in STRATEGIES:
         raise one_of("strategy", strategy, STRATEGIES)
     if n < 1:
@@ -75,15 +77,19 @@ def select(store: Store, task: str | None, n: int, strategy: str = "diverse", se
     labelled_ids = {vec_of[h] for h in lab_hashes}
     live = store.live_ids(s)
     pool = live if include_labelled else np.array([v for v in live.tolist() if v not in labelled_ids], np.int64)
+    eligible = "items" + ("" if include_labelled else f" without a {task!r} label")
+    if not len(pool):
+        raise FeatstoreError(f"no {eligible} to choose from"
+                             + ("" if include_labelled else " (--include-labelled chooses among all)"))
+    note = None
     if n > len(pool):
-        raise FeatstoreError(f"-n {n}: the pool holds only {len(pool)} items"
-                             + ("" if include_labelled else f" without a {task!r} label (--include-labelled "
-                                                            "chooses among all)"))
+        note = f"-n {n}: only {len(pool)} {eligible} were eligible; all {len(pool)} are returned"
+    k = min(n, len(pool))
     X = StoreVectors(store, s).fetch(pool)
     if strategy == "diverse":
-        picks, scores = diverse(X, n, seed), None
+        picks, scores = diverse(X, k, seed), None
     elif strategy == "uncertain":
-        picks, scores = uncertain(X, X_lab, y_lab.astype(str), n)
+        picks, scores = uncertain(X, X_lab, y_lab.astype(str), k)
     else:
         knn_graph.graph(store, s, log=log)
         ids, _, cos = knn_graph.read_graph(store, s)
@@ -91,11 +97,11 @@ def select(store: Store, task: str | None, n: int, strategy: str = "diverse", se
         valid = np.isfinite(cos)
         mean = np.where(valid, cos, 0).sum(1) / np.maximum(valid.sum(1), 1)
         typ = np.array([mean[row[int(v)]] for v in pool])
-        picks = typical(X, typ, n)
+        picks = typical(X, typ, k)
         scores = typ[picks]
     info = store.describe_vecs(s, pool[picks].tolist(), task)
     items = [{"rank": r + 1, "item_id": info[int(v)]["item_id"], "path": info[int(v)]["path"],
               "label": info[int(v)]["label"], "score": None if scores is None else round(float(scores[r]), 6)}
              for r, v in enumerate(pool[picks].tolist())]
     return {"task": task, "model": s.model, "set_id": s.set_id, "strategy": strategy, "n": n, "seed": seed,
-            "pool": int(len(pool)), "include_labelled": include_labelled, "items": items}
+            "pool": int(len(pool)), "include_labelled": include_labelled, "note": note, "items": items}

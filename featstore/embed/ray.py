@@ -5,8 +5,10 @@
     actor:  (one ONNX Runtime session per actor, loaded once) a shard's files through embed.run_stages -- the
             local engine's decode, batch and run code -- into one staged Parquet file
 
-The backbone travels to the workers as bytes through Ray's object store (checked by SHA-256 on arrival), so
-workers need featstore installed but neither the weight packages nor torch. Staged files must be on storage the
+An actor opens the set's own ONNX file where it sees it unchanged (one machine, a shared file system); elsewhere
+the backbone travels as bytes through Ray's object store (checked by SHA-256 on arrival) into a temporary file,
+removed once the session has loaded it. So workers need featstore installed but neither the weight packages nor
+torch. Staged files must be on storage the
 driver and every worker see (a local folder for a one-machine Ray; a shared file system on a cluster). Killing
 the driver loses only the shards in flight: a rerun finds the staged files (never recomputed) and the ingested
 shards (never re-ingested), and redoes the rest.
@@ -17,6 +19,7 @@ import hashlib
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from featstore.embed.backbones import session_for
@@ -24,6 +27,7 @@ from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
 from featstore.embed.local import Clock, EmbedSummary, finish_run, plan, record_vanished, run_stages
 from featstore.errors import FeatstoreError
+from featstore.hashing import file_sha256
 from featstore.logs import quiet_stderr, verbose
 from featstore.embed.ingest import ingest, is_ingested
 from featstore.embed.shards import Shard, Staging, make_shards
@@ -35,21 +39,17 @@ from featstore.store.db import EmbeddingSet, Store
 class ShardEmbedder:
     """A Ray Data actor: one backbone session, many shards."""
 
-    def __init__(self, onnx_bytes: bytes, onnx_sha256: str, preprocess: dict, dim: int, staging: str,
+    def __init__(self, onnx_ref, onnx_sha256: str, onnx_path: str, preprocess: dict, dim: int, staging: str,
                  known: frozenset, device: str, threads: int | None, batch_size: int, workers: int | None):
         import ray
 
-        onnx_bytes, known = ray.get(onnx_bytes), ray.get(known)     # ObjectRefs: shipped once per actor
-        if hashlib.sha256(onnx_bytes).hexdigest() != onnx_sha256:
-            raise FeatstoreError("the backbone bytes arrived damaged (SHA-256 mismatch)")
-        fd, path = tempfile.mkstemp(suffix=".onnx", prefix="featstore-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(onnx_bytes)
+        known = ray.get(known)      # an ObjectRef: shipped once per actor
         threads = threads or os.cpu_count() or 1
         self.pre, self.dim, self.staging = Preprocess.from_dict(preprocess), dim, Staging(staging)
-        # the set's own graph arrives; on CUDA the actor fuses its pixel input here, as the local engine does
-        self.backbone = session_for(Path(path), device, self.pre, threads=threads)
-        self.backbone.session  # noqa: B018  (load once, in the actor's constructor)
+        # the set's own graph; on CUDA the actor fuses its pixel input here, as the local engine does
+        with graph_file(onnx_ref, onnx_sha256, onnx_path) as path:
+            self.backbone = session_for(path, device, self.pre, threads=threads)
+            self.backbone.session  # noqa: B018  (load once, in the actor's constructor, while the file is there)
         self.known, self.batch_size, self.workers = known, batch_size, workers or threads
 
     def __call__(self, batch):
@@ -64,6 +64,27 @@ class ShardEmbedder:
             out["embedded"].append(embedded)
             out["seconds"].append(time.perf_counter() - t0)
         return out
+
+
+@contextmanager
+def graph_file(onnx_ref, onnx_sha256: str, onnx_path: str):
+    """The set's ONNX file where this worker sees it unchanged (one machine, a shared file system: nothing is
+    written), else the bytes shipped through the object store (`onnx_ref`) in a temporary file, removed on exit."""
+    import ray
+
+    if os.path.isfile(onnx_path) and file_sha256(onnx_path) == onnx_sha256:
+        yield Path(onnx_path)
+        return
+    onnx_bytes = ray.get(onnx_ref)
+    if hashlib.sha256(onnx_bytes).hexdigest() != onnx_sha256:
+        raise FeatstoreError("the backbone bytes arrived damaged (SHA-256 mismatch)")
+    fd, path = tempfile.mkstemp(suffix=".onnx", prefix="featstore-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(onnx_bytes)
+        yield Path(path)
+    finally:
+        os.unlink(path)
 
 
 def embed_shard(shard: Shard, backbone: Backbone, pre: Preprocess, known: frozenset, dim: int, staging: Staging,
@@ -141,7 +162,8 @@ def embed_with_ray(store: Store, files: list[SourceFile], backbone: Backbone, es
         results = ds.map_batches(
             ShardEmbedder, batch_size=1, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1, num_gpus=gpus,
-            fn_constructor_kwargs={"onnx_bytes": ray.put(onnx_bytes), "onnx_sha256": eset.onnx_sha256,
+            fn_constructor_kwargs={"onnx_ref": ray.put(onnx_bytes), "onnx_sha256": eset.onnx_sha256,
+                                   "onnx_path": str(eset.onnx_path),
                                    "preprocess": eset.preprocess, "dim": eset.dim, "staging": str(staging),
                                    "known": ray.put(known), "device": backbone.device, "threads": threads,
                                    "batch_size": batch_size, "workers": threads})

@@ -1,4 +1,4 @@
-"""Source: list the image files under a folder (recursively, symlink loops guarded) with their labels."""
+"""Source: list the image files under a folder (recursively, following symlinks, loops guarded) with their labels."""
 from __future__ import annotations
 
 import os
@@ -53,23 +53,27 @@ def scan_folder(root: str | Path, wanted=None) -> tuple[list[SourceFile], list[s
     """All image files (or files whose name `wanted` accepts) under root, sorted by path; labels are first-level
     subfolder names.
 
-    Returns (files, warnings): a folder that cannot be listed or a symlink loop is a warning, not a failure.
+    Returns (files, warnings): a folder that cannot be listed or a symlink loop is a warning, not a failure. A
+    symlink to a folder is followed unless it leads to the folder itself or one of its ancestors (a loop); files
+    reached twice (a link to a sibling folder) are listed under each path, and stored as copies of one content.
     """
-    root = os.fspath(root)
+    root = os.path.normpath(os.fspath(root))     # so that a folder's parent is os.path.dirname of its path
     if not os.path.isdir(root):
         raise FeatstoreError(f"{root}: not a folder")
-    files, warnings, seen = [], [], set()
+    files, warnings = [], []
+    ancestors: dict[str, frozenset] = {}        # folder path -> (dev, inode) of it and the folders above it
 
     def onerror(exc: OSError) -> None:
         warnings.append(f"{display_path(exc.filename or '?')}: cannot list folder ({exc.strerror})")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
         st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:
+        above = ancestors.get(os.path.dirname(dirpath), frozenset())
+        if (st.st_dev, st.st_ino) in above:
             warnings.append(f"{display_path(dirpath)}: symlink loop, skipped")
             dirnames[:] = []
             continue
-        seen.add((st.st_dev, st.st_ino))
+        ancestors[dirpath] = above | {(st.st_dev, st.st_ino)}
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         label = None if rel == "." else rel.split(os.sep)[0]

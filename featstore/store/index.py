@@ -125,10 +125,13 @@ def _drifted(index, stamp: dict, new_vecs: np.ndarray, n_live: int) -> bool:
 def rebuild(store: Store, s: EmbeddingSet, kind: str = "flat", target: float = DEFAULT_RECALL,
             memory: int | None = None, log=lambda msg: None) -> faiss.Index:
     """Build the set's index from scratch (kind 'auto' picks by count, dimension and memory) and save it. The
-    vectors are read from DuckDB chunk by chunk (memory: the index, one chunk and the tuning samples)."""
+    vectors are read from DuckDB chunk by chunk (memory: the index, one chunk and the tuning samples). A `memory`
+    budget given must hold the index (of some kind, for 'auto')."""
     source = StoreVectors(store, s)
+    if memory is not None:
+        kinds.check_budget(kind, len(source.ids), s.dim, memory)
     if kind == "auto":
-        kind = kinds.choose(len(source.ids), s.dim, memory or 4 * 10**9)
+        kind = kinds.choose(len(source.ids), s.dim, kinds.DEFAULT_MEMORY if memory is None else memory)
         log(f"auto: {kind} for {len(source.ids)} vectors of dimension {s.dim}")
     index, record = kinds.build_tuned(kind, source, s.dim, target, log=log)
     _save(store, s, index, record, source.ids)

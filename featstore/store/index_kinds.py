@@ -1,8 +1,9 @@
 """Index kinds: exact flat, HNSW, IVF-Flat and IVF-SQ8 over L2-normalised vectors (inner product = cosine), the
 rule `auto` uses to pick one, and the tuning of the search parameter against exact search.
 
-Rule (`auto`): exact flat search while the set is small enough to scan fast (AUTO_FLAT_MAX vectors); beyond
-that IVF-Flat if the full-precision vectors fit the memory budget, else IVF-SQ8 (1 byte per dimension). HNSW is
+Rule (`auto`): the first of exact flat search (while the set is small enough to scan fast: AUTO_FLAT_MAX
+vectors), IVF-Flat and IVF-SQ8 (1 byte per dimension) whose index fits the memory budget (`index_bytes`
+estimates it); a budget given that none fits is an error naming the smallest that would do. HNSW is
 built when asked (`--kind hnsw`, M 32, efConstruction 160): it gives the best speed/recall, but building it on a
 2-core machine takes far longer than IVF. Product quantisation is never chosen (it loses too much recall).
 
@@ -23,6 +24,7 @@ import time
 import faiss
 import numpy as np
 
+from featstore.errors import FeatstoreError
 from featstore.logs import verbose
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8")
@@ -32,6 +34,7 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 160     # faiss's default 40 left recall stuck at 0.98 on 300k and 0.90 on 1M 1280-d vectors
 NPROBE_LADDER = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 EF_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048)
+DEFAULT_MEMORY = 4 * 10**9     # auto's budget when none is given
 
 
 def parse_bytes(text: str) -> int:
@@ -39,15 +42,51 @@ def parse_bytes(text: str) -> int:
     t = text.strip().upper().replace(" ", "")
     num = t.rstrip("KMGTIB")
     try:
-        return int(float(num) * units[t[len(num):]])
+        value = float(num) * units[t[len(num):]]
     except (ValueError, KeyError):
-        raise ValueError(f"not a size: {text!r} (use e.g. 4GB or 512MB)") from None
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"not a size: {text!r} (use e.g. 4GB or 512MB)")
+    return int(value)
 
 
-def choose(n: int, dim: int, memory: int) -> str:
-    if n <= AUTO_FLAT_MAX:
-        return "flat"
-    return "ivf" if n * dim * 4 * 1.1 <= memory else "ivf-sq8"
+def size_text(n: int, up: bool = True) -> str:
+    """A byte count as --memory takes it, to a tenth of its unit (e.g. 133.5KB): rounded up, or (up False) exact
+    in bytes where a tenth would round it."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= scale and (up or n % (scale // 10) == 0):
+            return f"{-(-n * 10 // scale) / 10:g}{unit}"
+    return f"{n}B"
+
+
+def index_bytes(kind: str, n: int, dim: int) -> int:
+    """About the memory an index of `kind` over n vectors takes: codes, ids, IVF centroids, HNSW links."""
+    if kind == "flat":
+        return n * (4 * dim + 16)
+    if kind == "hnsw":
+        return n * (4 * dim + 16 + 8 * HNSW_M)
+    return n * ((dim if kind == "ivf-sq8" else 4 * dim) + 8) + nlist_for(n) * 4 * dim
+
+
+def auto_kinds(n: int) -> tuple[str, ...]:
+    """The kinds `auto` picks among for n vectors, preferred first (IVF needs a training point per list)."""
+    return (("flat",) if n <= AUTO_FLAT_MAX else ()) + (("ivf", "ivf-sq8") if n >= nlist_for(n) else ())
+
+
+def choose(n: int, dim: int, memory: int = DEFAULT_MEMORY) -> str:
+    """auto's kind: the first that fits `memory`, else the smallest."""
+    options = auto_kinds(n)
+    return next((k for k in options if index_bytes(k, n, dim) <= memory),
+                min(options, key=lambda k: index_bytes(k, n, dim)))
+
+
+def check_budget(kind: str, n: int, dim: int, memory: int) -> None:
+    """A one-line error when `memory` holds no index of `kind` ('auto': of any kind it picks among)."""
+    need = min(auto_kinds(n) if kind == "auto" else (kind,), key=lambda k: index_bytes(k, n, dim))
+    if index_bytes(need, n, dim) > memory:
+        what, who = ("any index", f"the smallest ({need})") if kind == "auto" else (f"a --kind {kind} index", "it")
+        raise FeatstoreError(f"--memory {size_text(memory, up=False)} is too small for {what} of {n} vectors of "
+                             f"dimension {dim}: {who} needs about {size_text(index_bytes(need, n, dim))}")
 
 
 def nlist_for(n: int) -> int:
