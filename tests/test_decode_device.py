@@ -156,3 +156,28 @@ def test_slots_go_back_to_the_ring_and_a_stopped_run_does_not_hang(home, tmp_pat
     closer.start()
     closer.join(timeout=60)
     assert not closer.is_alive(), "the decode thread kept waiting for a slot"
+
+
+def test_a_cut_jpeg_goes_to_the_cpu_decoder_which_records_it_failed():
+    """The GPU's hardware decoder returns an image for a JPEG cut in half where Pillow records the file as
+    failed: such a file is never given to nvImageCodec, so both decode modes record it alike. Whole JPEGs (also
+    with an EXIF thumbnail, whose own end marker comes before the main scan, or with data after the end) are."""
+    import io
+
+    from PIL import Image
+
+    from featstore.embed.decode_device import whole_jpeg
+
+    photo = badfiles.real_jpeg()
+    assert whole_jpeg(photo) and whole_jpeg(photo + b"\x00" * 16) and whole_jpeg(photo + b"trailer after EOI")
+    assert not whole_jpeg(badfiles.truncated_jpeg()) and not whole_jpeg(photo[:-2])
+    thumb = io.BytesIO()
+    Image.open(io.BytesIO(photo)).resize((64, 64)).save(thumb, format="JPEG")
+    exif = Image.Exif()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(buf, format="JPEG", exif=exif.tobytes())
+    with_exif = buf.getvalue()
+    thumbed = with_exif[:2] + b"\xff\xe1" + (len(thumb.getvalue()) + 2 + 6).to_bytes(2, "big") + b"Exif\x00\x00" \
+        + thumb.getvalue() + with_exif[2:]
+    assert whole_jpeg(thumbed) and not whole_jpeg(thumbed[: len(thumbed) * 2 // 3])
+    assert not whole_jpeg(badfiles.truncated_jpeg()[:200])

@@ -111,7 +111,11 @@ class DeviceDecoder:
         self.on_cpu = 0             # images decoded by the CPU decoder instead
 
     def takes(self, data: bytes):
-        """The code stream nvImageCodec is given this file as, or None for the CPU decoder."""
+        """The code stream nvImageCodec is given this file as, or None for the CPU decoder (which also decides
+        about a JPEG that stops before its end: the GPU's hardware decoder returns an image for it where Pillow
+        records the file as failed, so it must not be given one)."""
+        if not whole_jpeg(data):
+            return None
         try:
             cs = self.nv.CodeStream(data)
             ok = (cs.codec_name == "jpeg" and cs.num_channels in (1, 3) and cs.width * cs.height <= MAX_PIXELS
@@ -146,6 +150,17 @@ class DeviceDecoder:
                 p.slot, p.pixels = self.ring.put_pixels(p.pixels), None
         for p in preps:
             p.data = None
+
+
+def whole_jpeg(data: bytes) -> bool:
+    """Whether a JPEG's data runs to its end marker (EOI) after its last scan (SOS); a thumbnail inside the EXIF
+    block has an end marker of its own, before the main image's scan, so a cut file is not taken for whole."""
+    if data[:2] != b"\xff\xd8":
+        return True                         # not a JPEG: nvImageCodec or the CPU decoder says what it is
+    if data.rstrip(b"\x00")[-2:] == b"\xff\xd9":
+        return True
+    scan = data.rfind(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan + 2) >= 0
 
 
 def device_decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, window: int, clock,
