@@ -44,8 +44,8 @@ def _numbers(text: str) -> tuple:
 @click.option("--decode", type=click.Choice(["auto", "threads", "processes", "device"]), default="auto",
               help="Local engine: decode in threads; in processes writing into shared memory; or on the device "
                    "(nvImageCodec, from the gpu extra: JPEGs decoded and resized on the GPU, other files on the "
-                   "cores) [auto: on a CUDA backbone with over 512 files, device where nvImageCodec is installed, "
-                   "else processes; threads otherwise].")
+                   "cores) [auto: the fastest stage measured on this run's files (2,000 or more; the device only "
+                   "on CUDA), remembered for this machine; else processes on a CUDA machine, threads otherwise].")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="ray: run the embed stages shard by shard on Ray Data (needs the ray extra), then ingest.")
 @click.option("--address", default=None, help="Ray engine: address of an existing Ray cluster [default: start a "
@@ -138,4 +138,6 @@ def where_time_went(s) -> str:
                    else "")
         line += (f"\nsettings: batch {cfg['batch_size']}, {workers}{cfg.get('intra_op_threads', '-')} ONNX Runtime "
                  f"threads, precision {s.precision}, device {s.device}")
+    if cfg.get("decode_note"):
+        line += f"\ndecode: {cfg.get('decode')}, {cfg['decode_note']}"
     return line

@@ -22,9 +22,11 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                                   dict(size=224, resize="exact", interpolation="bilinear"),
                                   dict(size=180, resize="exact"), dict(size=240, interpolation="nearest")])
 def test_the_resize_graph_reproduces_pillows_crop_and_resize(spec):
-    """Per photo, the graph's pixels against preprocess.crop_resize's: off by under half a level on average
-    (Pillow rounds between its passes; the graph does not), the same sample positions (a shifted box is off by
-    several levels), and no region for samples past the border (those go to the CPU decoder)."""
+    """20 photos of different sizes in one call of the graph, padded to one shape, against
+    preprocess.crop_resize's pixels, photo by photo: off by under half a level on average (Pillow rounds between
+    its passes, in an order that depends on its version; the graph rounds once), the same sample positions (a
+    shifted box is off by several levels), upscaling included. Pixels already at the model's size come through
+    the identity box unchanged."""
     import onnxruntime as ort
 
     from featstore.models.catalog import Preprocess
@@ -34,17 +36,60 @@ def test_the_resize_graph_reproduces_pillows_crop_and_resize(spec):
 
     p = Preprocess(**spec)
     session = ort.InferenceSession(resize_graph(p).SerializeToString(), providers=["CPUExecutionProvider"])
-    diffs, none = [], 0
-    for path in sample_images(20):
-        img = decode_image(path.read_bytes())
-        geo = geometry(*img.size, p)
-        if geo is None:
-            none += 1
-            assert p.resize == "exact" and min(img.size) < p.size       # upscaling with no margin only
-            continue
-        out = session.run(None, {"image": np.asarray(img), **geo})[0]
-        diffs.append(np.abs(out.astype(int) - crop_resize(img, p)).mean())
-    assert none < 50 and max(diffs) < (0.5 if p.interpolation != "nearest" else 0.01), max(diffs)
+    imgs = [decode_image(path.read_bytes()) for path in sample_images(4)]
+    ready = crop_resize(imgs[0], p)
+    arrays = [np.asarray(img) for img in imgs] + [ready]
+    height, width = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+    staged = np.full((len(arrays), height, width, 3), 77, np.uint8)          # padding never sampled
+    for k, a in enumerate(arrays):
+        staged[k, :a.shape[0], :a.shape[1]] = a
+    geos = [geometry(img.size[0], img.size[1], p) for img in imgs]
+    geos.append(geometry(p.size, p.size, Preprocess(size=p.size, resize="exact")))
+    boxes, extents = (np.stack(g) for g in zip(*geos))
+    out = session.run(None, {"images": staged, "boxes": boxes, "extents": extents})[0]
+    diffs = [np.abs(out[k].astype(int) - crop_resize(img, p)).mean() for k, img in enumerate(imgs)]
+    assert max(diffs) < (0.5 if p.interpolation != "nearest" else 0.01), max(diffs)
+    assert np.array_equal(out[-1], ready)
+    shifted = boxes.copy()
+    shifted[:, [0, 2]] += 1.0
+    moved = session.run(None, {"images": staged, "boxes": shifted, "extents": extents})[0]
+    assert min(np.abs(moved[k].astype(int) - crop_resize(img, p)).mean() for k, img in enumerate(imgs)) > 1.0
+
+
+def test_one_resize_call_per_chunk(home, tmp_path, monkeypatch):
+    """Device decode crops and resizes a chunk of files in one ONNX Runtime call (not one per image), CPU-decoded
+    files of the chunk included; a chunk whose padded staging would pass STAGING_PIXELS is split, and the slots
+    still follow the files."""
+    from featstore.embed import decode_device, device_batch
+    from featstore.embed.local import Clock
+    from featstore.embed.source import scan_folder
+    from featstore.models.catalog import resolve
+
+    folder = tmp_path / "photos"
+    photos = sample_images(20)
+    for p in photos:
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / p.parent.name / p.name).write_bytes(p.read_bytes())
+    (folder / "roses" / "as.png").write_bytes(badfiles.png(badfiles.Image.open(photos[0])))    # CPU-decoded
+    files = scan_folder(folder)[0]
+    pre = resolve(None).preprocess
+
+    def run(window: int) -> tuple[int, list]:
+        decoder = decode_device.open_decoder(pre, "cpu", window, 8)
+        got = []
+        for prep in decode_device.device_decoded(files, pre, set(), 2, window, Clock(), decoder):
+            got.append((prep.file.path, device_batch.to_host(decoder.ring.value)[prep.slot].copy()))
+            decoder.ring.give([prep.slot])
+        return decoder.ring.resize_calls, got
+
+    calls, got = run(64)
+    chunks = -(-len(files) // decode_device.CHUNK)
+    assert len(files) == 101 and calls == chunks == 2
+    monkeypatch.setattr(device_batch, "STAGING_PIXELS", 4 * 320 * 320)
+    split_calls, split = run(64)
+    assert split_calls > chunks
+    assert [p for p, _ in split] == [p for p, _ in got]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, split))
 
 
 def embed(root: Path, folder: Path, decode: str) -> dict:
@@ -181,3 +226,44 @@ def test_a_cut_jpeg_goes_to_the_cpu_decoder_which_records_it_failed():
         + thumb.getvalue() + with_exif[2:]
     assert whole_jpeg(thumbed) and not whole_jpeg(thumbed[: len(thumbed) * 2 // 3])
     assert not whole_jpeg(badfiles.truncated_jpeg()[:200])
+
+
+def test_auto_measures_the_decode_stages_and_remembers_the_fastest(home, tmp_path, monkeypatch):
+    """--decode auto on a run big enough to measure: each stage that can run here decodes the same sample of the
+    run's files alone, the fastest runs the embed, the rates and the reason are in the run's record, and the
+    choice is remembered in the featstore home: a later run (a small one included) uses it without measuring. A
+    run too small to measure, with nothing remembered, takes the static rule and says so."""
+    import featstore
+    from featstore.embed import decode_choice
+
+    monkeypatch.setattr(decode_choice, "MEASURE_FROM", 50)
+    monkeypatch.setattr(decode_choice, "PROBE_FILES", 40)
+    remembered = home / decode_choice.CHOICES_FILE
+    remembered.unlink(missing_ok=True)
+    measured = []
+    real = decode_choice.measure
+    monkeypatch.setattr(decode_choice, "measure", lambda mode, *a: measured.append(mode) or real(mode, *a))
+
+    try:
+        small = tmp_path / "small"
+        for p in sample_images(2):
+            (small / p.parent.name).mkdir(parents=True, exist_ok=True)
+            (small / p.parent.name / p.name).write_bytes(p.read_bytes())
+        featstore.open(tmp_path / "s0").embed(small, workers=2, progress=False)
+        config = json.loads(query(tmp_path / "s0", "SELECT config FROM runs")[0][0])
+        assert config["decode"] == "threads" and "too few to measure" in config["decode_note"] and not measured
+
+        featstore.open(tmp_path / "s1").embed(SAMPLE, workers=2, progress=False)
+        config = json.loads(query(tmp_path / "s1", "SELECT config FROM runs")[0][0])
+        rates = config["decode_rates"]
+        assert sorted(measured) == sorted(rates) == ["processes", "threads"]        # no CUDA here: no device stage
+        assert all(r > 0 for r in rates.values()) and config["decode"] == max(rates, key=rates.get)
+        assert "fastest measured" in config["decode_note"]
+        assert json.loads(remembered.read_text())
+
+        featstore.open(tmp_path / "s2").embed(SAMPLE, workers=2, progress=False)
+        again = json.loads(query(tmp_path / "s2", "SELECT config FROM runs")[0][0])
+        assert len(measured) == 2 and again["decode"] == config["decode"]
+        assert "fastest measured on this machine" in again["decode_note"] and again["decode_rates"] == rates
+    finally:
+        remembered.unlink(missing_ok=True)        # later tests in this session decide afresh

@@ -1,5 +1,5 @@
-"""The two CUDA runtime calls device decode needs (a stream of its own, and waiting for it), through ctypes on the
-libcudart that the CUDA pip packages bring: no CUDA Python binding is a dependency."""
+"""The CUDA runtime calls device decode needs (a stream of its own, a pitched copy on it, and waiting for it), through
+ctypes on the libcudart that the CUDA pip packages bring: no CUDA Python binding is a dependency."""
 from __future__ import annotations
 
 import ctypes
@@ -15,6 +15,16 @@ class CudaRuntime:
         s = ctypes.c_void_p()
         self._check(self.lib.cudaStreamCreateWithFlags(ctypes.byref(s), 1), "cudaStreamCreateWithFlags")   # non-blocking
         return s.value
+
+    def copy_2d(self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, height: int,
+                stream: int) -> None:
+        """Queue a copy of `height` rows of `width` bytes on `stream`, wherever the two buffers are (unified
+        addressing: device or host)."""
+        size_t = ctypes.c_size_t
+        self._check(self.lib.cudaMemcpy2DAsync(ctypes.c_void_p(dst), size_t(dst_pitch), ctypes.c_void_p(src),
+                                               size_t(src_pitch), size_t(width), size_t(height),
+                                               ctypes.c_int(4), ctypes.c_void_p(stream)),     # cudaMemcpyDefault
+                    "cudaMemcpy2DAsync")
 
     def synchronize(self, stream: int) -> None:
         self._check(self.lib.cudaStreamSynchronize(ctypes.c_void_p(stream)), "cudaStreamSynchronize")

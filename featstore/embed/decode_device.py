@@ -2,14 +2,15 @@
 
 nvImageCodec (NVIDIA's codec library; nvJPEG and the GPU's hardware JPEG decoder underneath) decodes the files a
 chunk at a time in one batched call, in a thread of its own, ahead of the backbone, and that thread also crops and
-resizes each image on the device into a slot of the batch buffer (device_batch.py), so that the embed loop's
-thread only runs the backbone. No pixel crosses to the host. Reading and hashing stay on the cores (a thread
-pool), as does everything nvImageCodec is not given or fails on: files that are not JPEG, CMYK and 12-bit JPEGs,
-images over the pixel limit, geometries the resize graph has no exact region for, and broken files. Those go
-through the CPU decoder (decode.py) with the same failure records, and their pixels are copied into a slot.
+resizes the whole chunk on the device into consecutive slots of the batch buffer in one call (device_batch.py), so
+that the embed loop's thread only runs the backbone, and decoding chunk n+1 overlaps the backbone on chunk n. No
+pixel crosses to the host. Reading and hashing stay on the cores (a thread pool), as does everything nvImageCodec
+is not given or fails on: files that are not JPEG, CMYK and 12-bit JPEGs, images over the pixel limit, JPEGs cut
+short, and broken files. Those go through the CPU decoder (decode.py) with the same failure records, and their
+pixels join the chunk's resize call (resampled by the identity).
 
-Order on the device: the decodes run on a CUDA stream of their own, synchronised once per chunk before the
-chunk's images are resized, so the resize (on ONNX Runtime's stream) only ever reads finished pixels.
+Order on the device: the decodes and the staging copies run on a CUDA stream of their own, synchronised once per
+chunk before the chunk is resized, so the resize (on ONNX Runtime's stream) only ever reads finished pixels.
 
 Without CUDA the stage runs all the same on nvImageCodec's CPU backend and ONNX Runtime's CPU provider (host
 buffers instead of device ones): that is how the test suite exercises it on machines without a GPU.
@@ -28,15 +29,19 @@ from featstore.embed.device_batch import SlotRing, to_host
 from featstore.embed.source import SourceFile
 from featstore.models.catalog import Preprocess
 from featstore.models.images import MAX_PIXELS
-from featstore.models.resize_graph import geometry, supported
+from featstore.models.resize_graph import supported
 
-CHUNK = 64                 # files per batched nvImageCodec call
+CHUNK = 64                 # files per batched nvImageCodec call, and slots per region of the ring
+
+
+def ring_regions(window: int, batch_size: int) -> int:
+    """Regions the ring needs so the decode thread never waits on itself: the chunks decoded ahead (the window,
+    rounded up to chunks), the chunk being decoded, and those the batch being filled spans."""
+    return chunks_ahead(window) + 1 + -(-batch_size // CHUNK) + 1
 
 
 def ring_slots(window: int, batch_size: int) -> int:
-    """Slots the ring needs so the decode thread never waits on itself: the chunks decoded ahead (the window,
-    rounded up to chunks), the chunk being decoded, and the batch being filled."""
-    return (chunks_ahead(window) + 1) * CHUNK + batch_size
+    return ring_regions(window, batch_size) * CHUNK
 
 
 def chunks_ahead(window: int) -> int:
@@ -45,7 +50,7 @@ def chunks_ahead(window: int) -> int:
 
 def open_decoder(pre: Preprocess, device: str, window: int, batch_size: int) -> "DeviceDecoder":
     """The decoder of a run decoding `window` files ahead into batches of `batch_size`, with its ring of slots."""
-    return DeviceDecoder(device, SlotRing(ring_slots(window, batch_size), pre, device))
+    return DeviceDecoder(device, SlotRing(ring_regions(window, batch_size), pre, device, CHUNK))
 
 
 def unavailable(pre: Preprocess) -> str | None:
@@ -75,7 +80,7 @@ def self_test(pre: Preprocess, device: str) -> str | None:
     Image.fromarray(ramp).save(buf, format="JPEG", quality=95)
     data = buf.getvalue()
     try:
-        decoder = DeviceDecoder(device, SlotRing(1, pre, device))
+        decoder = DeviceDecoder(device, SlotRing(1, pre, device, CHUNK))
         prep = Prepared(file=None, data=data)           # type: ignore[arg-type]
         with ThreadPoolExecutor(max_workers=1) as pool:
             decoder.decode([prep], pre, pool)
@@ -125,29 +130,30 @@ class DeviceDecoder:
         return cs if ok else None
 
     def decode(self, preps: list[Prepared], pre: Preprocess, fallback: ThreadPoolExecutor) -> None:
-        """Decode the readable, not yet stored files of `preps` into ring slots (`slot`, `width`, `height`): on
-        the device where nvImageCodec takes them, else on the CPU in the `fallback` pool."""
+        """Decode the readable, not yet stored files of `preps` (a chunk) and resize them all into ring slots in
+        one call (`slot`, `width`, `height`): decoded on the device where nvImageCodec takes them, else on the CPU
+        in the `fallback` pool."""
         todo = [(p, self.takes(p.data)) for p in preps if p.data is not None]
         streams = [(p, cs) for p, cs in todo if cs is not None]
         cpu = [p for p, cs in todo if cs is None]
+        decoded = []
         if streams:
             images = self.decoder.decode([cs for _, cs in streams], params=self.params,
                                          cuda_stream=self.stream or 0)
-            if self.stream:
-                cuda().synchronize(self.stream)
             for (p, _), img in zip(streams, images):
-                geo = None if img is None else geometry(img.shape[1], img.shape[0], pre)
-                if geo is None:
+                if img is None:
                     cpu.append(p)
                 else:
                     p.height, p.width = img.shape[:2]
-                    p.slot = self.ring.put_image(img, geo)
-        self.on_device += len(todo) - len(cpu)
+                    decoded.append((p, img))
+        self.on_device += len(decoded)
         self.on_cpu += len(cpu)
         for p, done in [(p, fallback.submit(_timed, pixels_into, p, p.data, pre)) for p in cpu]:
             p.seconds += done.result()
-            if p.pixels is not None:
-                p.slot, p.pixels = self.ring.put_pixels(p.pixels), None
+        sources = decoded + [(p, p.pixels) for p in cpu if p.pixels is not None]
+        slots = self.ring.resize_into([src for _, src in sources], self.stream)
+        for (p, _), slot in zip(sources, slots):
+            p.slot, p.pixels = slot, None
         for p in preps:
             p.data = None
 

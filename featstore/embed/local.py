@@ -24,8 +24,9 @@ import numpy as np
 
 from featstore.embed.run import DEFAULT_BATCH, Backbone
 from featstore.models.catalog import Preprocess
+from featstore.embed import decode_choice
 from featstore.embed.decode import Prepared, decoded, read_pixels
-from featstore.errors import DecodeError, FeatstoreError
+from featstore.errors import DecodeError
 from featstore.store.index import is_current, refresh
 from featstore.embed.source import SourceFile
 from featstore.paths import display_path
@@ -190,33 +191,13 @@ def run_stages(todo: list[SourceFile], backbone: Backbone, pre: Preprocess, know
     return {}
 
 
-def decode_mode(asked: str, backbone: Backbone, pre: Preprocess, files: int, batch_size: int,
-                workers: int) -> tuple[str, str | None]:
-    """The decode stage a run uses, and why not the one asked for when it differs. 'auto': on CUDA with enough
-    to do, on the device (nvImageCodec) where it is installed and passes its start check (one generated JPEG
-    through it, against the CPU decoder), else in processes; threads otherwise. 'device' asked where it cannot
-    run is an error naming what is missing."""
-    from featstore.embed import decode_device
-
-    if asked in ("threads", "processes"):
-        return asked, None
-    if asked != "device" and (backbone.device != "cuda" or files <= 4 * batch_size):
-        return "threads", None
-    cannot = decode_device.unavailable(pre) or decode_device.self_test(pre, backbone.device)
-    if asked == "device" and cannot:
-        raise FeatstoreError(f"--decode device: {cannot}")
-    if cannot:
-        return ("processes" if workers > 2 else "threads"), f"decoding on the cores: {cannot}"
-    return "device", None
-
-
 def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset: EmbeddingSet, pre: Preprocess,
                 batch_size: int | None = None, workers: int | None = None, decode: str = "auto",
                 retry_failed: bool = False, progress: bool = True, source: str = "",
                 scope: Scope | None = None) -> EmbedSummary:
     """Embed every file not yet in the set; record failures; mark what vanished from `scope` (the folder listed)
     removed; refresh the set's index; record the run.
-    decode: 'threads', 'processes', 'device' or 'auto' (see decode_mode)."""
+    decode: 'threads', 'processes', 'device' or 'auto' (see decode_choice.py)."""
     from tqdm import tqdm
 
     started, wall0 = time.time(), time.perf_counter()
@@ -228,7 +209,7 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
     todo = plan(store, embedded, files, summary, retry_failed)
     batch_size = batch_size or DEFAULT_BATCH[backbone.device]
     workers = workers or os.cpu_count() or 1
-    decode, why = decode_mode(decode, backbone, pre, len(todo), batch_size, workers)
+    decode, why, rates = decode_choice.choose(decode, backbone, pre, todo, batch_size, workers)
     clock = Clock()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or not todo, dynamic_ncols=True, smoothing=0.1)
     with BatchWriter(store, eset) as writer:
@@ -241,6 +222,8 @@ def embed_files(store: Store, files: list[SourceFile], backbone: Backbone, eset:
               "decode": decode, "precision": eset.precision} | backbone.config() | decoding
     if why:
         config["decode_note"] = why
+    if rates:
+        config["decode_rates"] = rates
     return finish_run(store, eset, summary, config, source, started, wall0, writer)
 
 

@@ -1,22 +1,20 @@
-"""Crop and resize as an ONNX graph: the preprocessing step for images decoded on the GPU, run where they already are.
+"""Crop and resize as an ONNX graph, a chunk of images per call: the preprocessing step for images decoded on the GPU,
+run where they already are.
 
-The graph takes one decoded image (H, W, 3) uint8 and the geometry of featstore's one preprocessing rule
-(`preprocess.crop_resize`) as small inputs, and returns the model's (size, size, 3) uint8 input. Whatever the
-resize mode, each output pixel samples a box of the source image (the centre crop's box; the resized image's
-window mapped back), and Pillow's resampling of that box is reproduced: Slice (whole pixels around the box, one
-of margin) -> Resize in "tf_crop_and_resize" mode with the box as its region of interest (the same sample
-positions as Pillow's, fractional box included), cubic with a = -0.5, linear or nearest, antialiased and with
-weights renormalised inside the image as Pillow does -> Round, Clip, Cast. It runs on the backbone's provider,
-so on CUDA the pixels never leave the device.
+The graph takes a chunk of decoded images padded to one shape, (N, H, W, 3) uint8, with each image's size and the
+box of it that featstore's one preprocessing rule (`preprocess.crop_resize`) samples, and returns the model's
+inputs, (N, size, size, 3) uint8. It reproduces Pillow's resampling as two matrix products per image: for each
+axis, the weights Pillow gives each source pixel for each output pixel (its `precompute_coeffs`: the filter
+stretched by the scale when downscaling, taps clipped to the image and renormalised) are built inside the graph
+from the box, then the image is resampled across and down by two batched MatMuls. Padding has zero weight, so one
+call serves images of any sizes. It runs on the backbone's provider, so on CUDA the pixels never leave the device.
 
-Pillow computes in fixed point with an 8-bit rounding between its two passes, this graph in float: pixels differ
-by a fraction of a level on average, so device decode is checked by features (cosine), not by pixel equality.
-An image whose samples would reach past its border (upscaling with no margin around the box: "exact" on a small
-image) has no exact region here, and `geometry` returns None for it: the caller decodes that one on the CPU.
+Pillow computes in fixed point and rounds to whole levels between its two passes, in an order that depends on its
+version and the image's shape (12.3 began resizing some shapes vertically first); this graph clips between the
+passes as Pillow does but keeps them in float and rounds once, so it is within a fraction of a level of Pillow's pixels on average whichever order a
+Pillow takes. Device decode is therefore checked by features (cosine), not by pixel equality.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -24,54 +22,147 @@ from featstore.errors import FeatstoreError
 from featstore.models.catalog import Preprocess
 from featstore.models.preprocess import centre_box, resize_then_crop
 
-_MODES = {"bicubic": "cubic", "bilinear": "linear", "nearest": "nearest"}
+SUPPORT = {"bicubic": 2.0, "bilinear": 1.0, "nearest": 0.0}      # Pillow's filter radii
+INPUTS = ("images", "boxes", "extents")
 
 
 def supported(p: Preprocess) -> str | None:
     """None when the graph reproduces this preprocessing; else why not (the caller decodes on the CPU)."""
-    if p.interpolation not in _MODES:
-        return f"{p.interpolation} resampling has no ONNX Resize mode"
+    if p.interpolation not in SUPPORT:
+        return f"{p.interpolation} resampling is not reproduced on the device"
     return None
 
 
 def resize_graph(p: Preprocess):
-    """The ONNX model (opset 18) for preprocessing `p`; see the module's docstring."""
+    """The ONNX model (opset 18) for preprocessing `p`: inputs `images` (N, H, W, 3) uint8, `boxes` (N, 4)
+    float32 (row start, row length, column start, column length, in source pixels: `source_boxes`), `extents`
+    (N, 2) float32 (each image's height and width inside the padding); output `pixels` (N, size, size, 3)."""
     from onnx import TensorProto, helper, numpy_helper
 
     why = supported(p)
     if why:
         raise FeatstoreError(f"device decode: {why}")
-    mode = _MODES[p.interpolation]
-    resize = {"mode": mode, "coordinate_transformation_mode": "tf_crop_and_resize"}
-    if mode == "cubic":
-        resize["cubic_coeff_a"] = -0.5
-    if mode != "nearest":
-        resize.update(antialias=1, exclude_outside=1)
-    else:
-        resize["nearest_mode"] = "round_prefer_ceil"
-    inputs = [helper.make_tensor_value_info("image", TensorProto.UINT8, ["height", "width", 3]),
-              helper.make_tensor_value_info("crop_starts", TensorProto.INT64, [2]),
-              helper.make_tensor_value_info("crop_ends", TensorProto.INT64, [2]),
-              helper.make_tensor_value_info("roi", TensorProto.FLOAT, [8])]
-    # (1, 3, H, W) for the Resize: the layout every provider's Resize (antialiased cubic included) takes
-    nodes = [helper.make_node("Slice", ["image", "crop_starts", "crop_ends", "axes"], ["cropped"]),
-             helper.make_node("Cast", ["cropped"], ["cropped_float"], to=TensorProto.FLOAT),
-             helper.make_node("Transpose", ["cropped_float"], ["chw"], perm=[2, 0, 1]),
-             helper.make_node("Unsqueeze", ["chw", "batch_axis"], ["nchw"]),
-             helper.make_node("Resize", ["nchw", "roi", "", "sizes"], ["resized"], **resize),
-             helper.make_node("Squeeze", ["resized", "batch_axis"], ["resized_chw"]),
-             helper.make_node("Transpose", ["resized_chw"], ["resized_hwc"], perm=[1, 2, 0]),
-             helper.make_node("Round", ["resized_hwc"], ["rounded"]),
-             helper.make_node("Clip", ["rounded", "lo", "hi"], ["clipped"]),
-             helper.make_node("Cast", ["clipped"], ["pixels"], to=TensorProto.UINT8)]
-    inits = [numpy_helper.from_array(np.array([0, 1], np.int64), "axes"),
-             numpy_helper.from_array(np.array([0], np.int64), "batch_axis"),
-             numpy_helper.from_array(np.array([1, 3, p.size, p.size], np.int64), "sizes"),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(255, np.float32), "hi")]
-    out = helper.make_tensor_value_info("pixels", TensorProto.UINT8, [p.size, p.size, 3])
-    graph = helper.make_graph(nodes, "featstore_crop_resize", inputs, [out], initializer=inits)
+    g = _Graph(p)
+    g.node("Cast", ["images"], to=TensorProto.FLOAT, out="x")                         # (N, H, W, 3)
+    g.node("Transpose", ["x"], perm=[0, 3, 1, 2], out="nchw")                          # (N, 3, H, W)
+    g.node("Shape", ["images"], out="shape")
+    for axis, name in ((1, "rows"), (2, "cols")):
+        g.node("Slice", ["shape", g.const([axis]), g.const([axis + 1])], out=f"{name}_len")
+        g.node("Slice", ["boxes", g.const([2 * axis - 2]), g.const([2 * axis]), g.const([1])], out=f"{name}_box")
+        g.node("Slice", ["extents", g.const([axis - 1]), g.const([axis]), g.const([1])], out=f"{name}_extent")
+        g.weights(name)                                                                 # (N, size, L)
+    g.node("Transpose", ["cols_w"], perm=[0, 2, 1], out="cols_wt")                     # (N, W, size)
+    g.node("Unsqueeze", ["cols_wt", g.const([1])], out="cols_wt4")                     # (N, 1, W, size)
+    g.node("MatMul", ["nchw", "cols_wt4"], out="across")                               # (N, 3, H, size)
+    g.node("Clip", ["across", g.const(0.0, np.float32), g.const(255.0, np.float32)], out="across_clipped")
+    g.node("Unsqueeze", ["rows_w", g.const([1])], out="rows_w4")                       # (N, 1, size, H)
+    g.node("MatMul", ["rows_w4", "across_clipped"], out="down")                        # (N, 3, size, size)
+    g.levels("down", "down_levels")
+    g.node("Transpose", ["down_levels"], perm=[0, 2, 3, 1], out="nhwc")
+    g.node("Cast", ["nhwc"], to=TensorProto.UINT8, out="pixels")
+    inputs = [helper.make_tensor_value_info("images", TensorProto.UINT8, ["n", "height", "width", 3]),
+              helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["n", 4]),
+              helper.make_tensor_value_info("extents", TensorProto.FLOAT, ["n", 2])]
+    out = helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["n", p.size, p.size, 3])
+    inits = [numpy_helper.from_array(v, k) for k, v in g.consts.items()]
+    graph = helper.make_graph(g.nodes, "featstore_crop_resize_chunk", inputs, [out], initializer=inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+
+
+class _Graph:
+    """Nodes and constants of the resize graph, with the weight construction of one axis."""
+
+    def __init__(self, p: Preprocess):
+        self.p, self.nodes, self.consts = p, [], {}
+
+    def const(self, value, dtype=np.int64) -> str:
+        arr = np.asarray(value, dtype)
+        name = f"c{len(self.consts)}"
+        self.consts[name] = arr
+        return name
+
+    def node(self, op: str, inputs: list[str], out: str, **attrs) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def levels(self, x: str, out: str) -> None:
+        """Round to whole levels and clip to 0..255."""
+        self.node("Round", [x], out=f"{x}_round")
+        self.node("Clip", [f"{x}_round", self.const(0.0, np.float32), self.const(255.0, np.float32)], out=out)
+
+    def weights(self, name: str) -> None:
+        """`{name}_w` (N, size, L): Pillow's weight of source pixel x (0 <= x < L, the padded length) for output
+        pixel i, for the box (`{name}_box`: start, length) of an image `{name}_extent` pixels long."""
+        from onnx import TensorProto
+
+        p, f32 = self.p, np.float32
+        n = lambda op, ins, out, **kw: self.node(op, ins, out=f"{name}_{out}", **kw)     # noqa: E731
+        v = lambda suffix: f"{name}_{suffix}"                                            # noqa: E731
+        n("Squeeze", [f"{name}_len", self.const([0])], "len0")
+        n("Cast", [v("len0")], "lenf", to=TensorProto.FLOAT)
+        n("Range", [self.const(0.0, f32), v("lenf"), self.const(1.0, f32)], "x")         # (L,)
+        n("Slice", [v("box"), self.const([0]), self.const([1]), self.const([1])], "start")    # (N, 1)
+        n("Slice", [v("box"), self.const([1]), self.const([2]), self.const([1])], "length")
+        n("Div", [v("length"), self.const(float(p.size), f32)], "step")                 # source pixels per output
+        i = self.const((np.arange(p.size) + 0.5)[None, :], f32)                           # (1, size)
+        n("Mul", [i, v("step")], "offset")
+        n("Add", [v("start"), v("offset")], "centre")                                   # (N, size)
+        n("Unsqueeze", [v("centre"), self.const([2])], "c3")                            # (N, size, 1)
+        if p.interpolation == "nearest":        # Pillow's affine nearest: the pixel under the sample position
+            n("Floor", [v("c3")], "fl")
+            n("Sub", [v("extent"), self.const(1.0, f32)], "last")
+            n("Unsqueeze", [v("last"), self.const([2])], "last3")
+            n("Min", [v("fl"), v("last3")], "pick")
+            n("Equal", [v("x"), v("pick")], "hit")
+            n("Cast", [v("hit")], "w", to=TensorProto.FLOAT)
+            return
+        n("Max", [v("step"), self.const(1.0, f32)], "scale")                            # (N, 1): stretch if down
+        n("Unsqueeze", [v("scale"), self.const([2])], "scale3")
+        n("Mul", [v("scale3"), self.const(SUPPORT[p.interpolation], f32)], "support")
+        # taps: floor(centre -/+ support + 0.5), clipped to the image (Pillow's xmin, xmax)
+        n("Sub", [v("c3"), v("support")], "lo0")
+        n("Add", [v("lo0"), self.const(0.5, f32)], "lo1")
+        n("Floor", [v("lo1")], "lo")
+        n("Add", [v("c3"), v("support")], "hi0")
+        n("Add", [v("hi0"), self.const(0.5, f32)], "hi1")
+        n("Floor", [v("hi1")], "hi2")
+        n("Unsqueeze", [v("extent"), self.const([2])], "extent3")
+        n("Min", [v("hi2"), v("extent3")], "hi")
+        n("GreaterOrEqual", [v("x"), v("lo")], "above")
+        n("Less", [v("x"), v("hi")], "below")
+        n("And", [v("above"), v("below")], "inside")
+        # the filter at (x - centre + 0.5) / scale
+        n("Sub", [v("x"), v("c3")], "d0")
+        n("Add", [v("d0"), self.const(0.5, f32)], "d1")
+        n("Div", [v("d1"), v("scale3")], "d2")
+        n("Abs", [v("d2")], "t")
+        if p.interpolation == "bilinear":
+            n("Sub", [self.const(1.0, f32), v("t")], "tri")
+            n("Relu", [v("tri")], "k")
+        else:                                   # bicubic, a = -0.5: two polynomials, zero from |t| = 2
+            a = -0.5
+            n("Mul", [v("t"), self.const(a + 2, f32)], "p1a")
+            n("Sub", [v("p1a"), self.const(a + 3, f32)], "p1b")
+            n("Mul", [v("p1b"), v("t")], "p1c")
+            n("Mul", [v("p1c"), v("t")], "p1d")
+            n("Add", [v("p1d"), self.const(1.0, f32)], "near")                          # |t| < 1
+            n("Mul", [v("t"), self.const(a, f32)], "p2a")
+            n("Sub", [v("p2a"), self.const(5 * a, f32)], "p2b")
+            n("Mul", [v("p2b"), v("t")], "p2c")
+            n("Add", [v("p2c"), self.const(8 * a, f32)], "p2d")
+            n("Mul", [v("p2d"), v("t")], "p2e")
+            n("Sub", [v("p2e"), self.const(4 * a, f32)], "far")                         # 1 <= |t| < 2
+            n("Less", [v("t"), self.const(1.0, f32)], "is_near")
+            n("Less", [v("t"), self.const(2.0, f32)], "is_in")
+            n("Where", [v("is_in"), v("far"), self.const(0.0, f32)], "far_or_0")
+            n("Where", [v("is_near"), v("near"), v("far_or_0")], "k")
+        n("Where", [v("inside"), v("k"), self.const(0.0, f32)], "raw")
+        n("ReduceSum", [v("raw"), self.const([2])], "sum", keepdims=1)
+        n("Equal", [v("sum"), self.const(0.0, f32)], "zero")
+        n("Where", [v("zero"), self.const(1.0, f32), v("sum")], "norm")
+        n("Div", [v("raw"), v("norm")], "w")
 
 
 def source_boxes(width: int, height: int, p: Preprocess) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -86,31 +177,8 @@ def source_boxes(width: int, height: int, p: Preprocess) -> tuple[tuple[float, f
     return (top, side), (left, side)
 
 
-def geometry(width: int, height: int, p: Preprocess) -> dict[str, np.ndarray] | None:
-    """The graph's inputs besides the image for an image of width x height, or None when its samples would
-    reach past the image's border (see the module's docstring)."""
-    starts, ends, roi_lo, roi_hi = [], [], [], []
-    for (box_start, box_len), length in zip(source_boxes(width, height, p), (height, width)):
-        lo = max(0, math.floor(box_start) - 1)
-        hi = min(length, math.ceil(box_start + box_len) + 1)
-        if hi - lo == p.size:            # ONNX Runtime copies an axis whose size is unchanged, ignoring the region
-            if hi < length:
-                hi += 1
-            elif lo > 0:
-                lo -= 1
-            elif box_start != 0 or box_len != length:
-                return None
-        if hi - lo < 2:
-            return None
-        step = box_len / p.size                                # source pixels per output pixel
-        first = box_start - lo + 0.5 * step - 0.5               # Pillow's first and last sample, crop coordinates
-        last = first + (p.size - 1) * step
-        if first < 0 or last > hi - lo - 1:
-            return None
-        span = hi - lo - 1                                     # tf_crop_and_resize: x = roi_lo*span + i*(roi_hi-roi_lo)*span/(n-1)
-        starts.append(lo)
-        ends.append(hi)
-        roi_lo.append(first / span)
-        roi_hi.append((first + (p.size - 1) * step) / span if p.size > 1 else first / span)
-    return {"crop_starts": np.array(starts, np.int64), "crop_ends": np.array(ends, np.int64),
-            "roi": np.array([0, 0, *roi_lo, 1, 1, *roi_hi], np.float32)}
+def geometry(width: int, height: int, p: Preprocess) -> tuple[np.ndarray, np.ndarray]:
+    """One image's rows of the graph's `boxes` and `extents` inputs."""
+    (row_start, row_len), (col_start, col_len) = source_boxes(width, height, p)
+    return (np.array([row_start, row_len, col_start, col_len], np.float32),
+            np.array([height, width], np.float32))
