@@ -1,7 +1,7 @@
 """Benchmark: embedding throughput, end to end, against the tutorial loop and against the inference ceiling.
 
     python benchmarks/throughput.py [FOLDER] [--big 100] [--many 0] [--memory-images 20000] [--threads N]
-                                    [--device cpu|cuda] [--out DIR] [--writer-only]
+                                    [--device cpu|cuda] [--out DIR] [--writer-only] [--decode-ratios-only]
 
 In one run, same machine, same weights (EfficientNet-Lite0), same thread count, on two inputs: FOLDER (default
 ../shared/datasets/flowers, small JPEGs) and a large-photo set generated from it (--big images, each upscaled to
@@ -16,9 +16,13 @@ accuracy on the fp32 and int8 sets of FOLDER; the peak resident memory of `feats
 --memory-images generated images (unique bytes each), sampled as it runs, to show it stays flat; and the writer
 alone (writer.py: 20,000 random 1280-d vectors with their item rows through featstore's writer thread into a
 fresh store, against the previous write path in the same run). --writer-only runs just that row (under a minute)
-and prints `writer alone: N vectors/s (today's path: M vectors/s)` as its last line.
+and prints `writer alone: N vectors/s (today's path: M vectors/s)` as its last line. On FOLDER, CPU and CUDA
+alike: decode alone in worker processes against threads (`--decode processes` vs `threads`, no inference, runs
+alternated, medians): 1 process vs 1 thread and --threads processes vs --threads threads, and the pool's one-off
+start in a fresh process; --decode-ratios-only runs just that (about a minute) and prints it as JSON.
 Targets: fp32 >= 4x tutorial on FOLDER; >= 85% of the ceiling on FOLDER and >= 60% on the 12 MP set;
-int8 >= 1.6x fp32 with accuracy within 1 point; peak RSS <= 1.5 GB on 20,000 images. Writes throughput.json/.md.
+int8 >= 1.6x fp32 with accuracy within 1 point; peak RSS <= 1.5 GB on 20,000 images; decode alone, 1 worker
+process >= 95% of 1 thread and --threads processes >= 85% of as many threads. Writes throughput.json/.md.
 
 --device cuda (a GPU machine with featstore[gpu]): the same rows on the GPU, plus decode alone (featstore's decode
 stage with no inference behind it: on the cores, and on the device with nvImageCodec) and featstore CUDA fp32 end
@@ -304,6 +308,54 @@ def decode_alone(folder: Path, spec, workers: int, mode: str, device: str = "cud
             "seconds": seconds, "images_per_second": n / seconds} | extra
 
 
+def decode_ratios(folder: Path, spec, cores: int, repeats: int = 3) -> dict:
+    """The process pool against the thread pool, decode alone (no inference), same files, same run: one worker
+    process vs one thread, and `cores` worker processes vs `cores` threads (the window of a CUDA run). The runs
+    alternate and each ratio is the median of `repeats` pairs; the forkserver is started by an untimed run first
+    (a one-off of each embed run, reported on its own as `cold_start_seconds`: time to the first image)."""
+    import statistics
+
+    from featstore.embed import decode, decode_pool
+    from featstore.embed.local import Clock
+    from featstore.embed.run import DEFAULT_BATCH
+    from featstore.embed.source import scan_folder
+
+    files = scan_folder(folder)[0]
+    window = 2 * DEFAULT_BATCH["cuda"]
+
+    def rate(stage, workers):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in stage(files, spec.preprocess, set(), workers, window, Clock()))
+        return n / (time.perf_counter() - t0)
+    cold = _cold_start(folder)
+    rate(decode_pool.decoded, cores)          # untimed: the forkserver started, the page cache warm
+    rates = {k: [] for k in ("threads_1", "processes_1", f"threads_{cores}", f"processes_{cores}")}
+    for _ in range(repeats):
+        for key in rates:
+            mode, workers = key.split("_")
+            rates[key].append(rate(decode_pool.decoded if mode == "processes" else decode.decoded, int(workers)))
+    one = [p / t for p, t in zip(rates["processes_1"], rates["threads_1"])]
+    many = [p / t for p, t in zip(rates[f"processes_{cores}"], rates[f"threads_{cores}"])]
+    return {"images": len(files), "cores": cores, "repeats": repeats, "cold_start_seconds": cold,
+            "images_per_second": {k: statistics.median(v) for k, v in rates.items()},
+            "one_process_vs_one_thread": statistics.median(one),
+            "processes_vs_threads": statistics.median(many),
+            "threads_scaling": statistics.median(t / (cores * o) for t, o in
+                                                 zip(rates[f"threads_{cores}"], rates["threads_1"]))}
+
+
+def _cold_start(folder: Path) -> float:
+    """Seconds from a fresh process's first call of the process stage (featstore imported) to its first image:
+    the forkserver's start and the workers' (paid once per embed run)."""
+    code = ("import sys, time; from featstore.embed import decode_pool; from featstore.embed.local import Clock; "
+            "from featstore.embed.source import scan_folder; from featstore.models.catalog import resolve; "
+            "files = scan_folder(sys.argv[1])[0][:1]; t0 = time.perf_counter(); "
+            "next(decode_pool.decoded(files, resolve(None).preprocess, set(), 1, 8, Clock())); "
+            "print(time.perf_counter() - t0)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def accuracy(store_dir: Path) -> float:
     from featstore.heads.fit import evaluate_head, load_task
     from featstore.store.db import Store
@@ -366,7 +418,16 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--writer-only", action="store_true", help="only the writer-alone row (under a minute)")
+    ap.add_argument("--decode-ratios-only", action="store_true",
+                    help="only decode alone, worker processes vs threads, on FOLDER (about a minute)")
     args = ap.parse_args()
+    if args.decode_ratios_only:
+        from featstore.models.catalog import resolve
+
+        log(f"decode processes vs threads ({cpu_flags()}, {os.cpu_count()} cores, {args.threads} used) ...")
+        dr = decode_ratios(Path(args.folder), resolve(None), args.threads, repeats=5)
+        print(json.dumps({"cpu": cpu_flags(), "cores": os.cpu_count()} | dr, indent=2))
+        return
     if args.writer_only:
         log(f"writer alone ({cpu_flags()}) ...")
         w = writer.writer_alone()
@@ -437,6 +498,8 @@ def main() -> None:
                                                                         / ceil["fp32"])
             if name == "flowers":
                 entry["accuracy"] = {p: accuracy(work / f"{name}-{p}") for p in ("fp32", low)}
+                log(f"[{name}] decode processes vs threads ...")
+                entry["decode_ratios"] = decode_ratios(inp, spec, args.threads)
             result["inputs"][name] = entry
         log("writer alone ...")
         result["writer"] = writer.writer_alone()
@@ -468,6 +531,9 @@ def targets(r: dict) -> dict:
         if r["device"] == "cuda":
             best = max([e["ratios"]["fp32_of_ceiling"]] + [e["ratios"].get("device_decode_fp32_of_ceiling", 0)])
             out[f"cuda_end_to_end_ge_50pct_of_ceiling_on_{name}"] = best >= 0.5
+    dr = fl["decode_ratios"]
+    out["decode_one_process_ge_95pct_of_one_thread"] = dr["one_process_vs_one_thread"] >= 0.95
+    out[f"decode_{dr['cores']}_processes_ge_85pct_of_{dr['cores']}_threads"] = dr["processes_vs_threads"] >= 0.85
     out["writer_ge_20000_vectors_per_s"] = r["writer"]["vectors_per_second"] >= 20000
     out["writer_ge_4x_previous_path"] = r["writer"]["ratio"] >= 4
     return out
@@ -515,6 +581,14 @@ def write(r: dict, out: Path) -> None:
                 da = e[key]
                 md.append(f"{da['row']}: {da['images_per_second']:.1f} images/s "
                           f"({da['images_per_second'] / c['fp32']:.0%} of the fp32 ceiling)")
+        if "decode_ratios" in e:
+            dr = e["decode_ratios"]
+            rates = ", ".join(f"{k.replace('_', ' ')} {v:.0f}/s" for k, v in dr["images_per_second"].items())
+            md.append(f"decode alone, worker processes vs threads ({dr['images']} images, median of {dr['repeats']} "
+                      f"alternated runs): 1 process {dr['one_process_vs_one_thread']:.0%} of 1 thread, "
+                      f"{dr['cores']} processes {dr['processes_vs_threads']:.0%} of {dr['cores']} threads ({rates}; "
+                      f"{dr['cores']} threads = {dr['threads_scaling']:.0%} of {dr['cores']} x 1 thread); the pool's "
+                      f"one-off start, first image after {dr['cold_start_seconds']:.2f} s")
         st = e["rows"][1]["stages"]
         md += ["featstore fp32 stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()), ""]
     w = r["writer"]

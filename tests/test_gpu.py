@@ -4,7 +4,7 @@ Run there with `pytest tests/test_gpu.py`. What it proves: the CUDA provider is 
 (not a silent CPU fallback); its features agree with the CPU's; IO binding with short batches padded into the
 reused device buffer gives the same features as plain runs; the fp16 graph stays close to fp32; `embed --device
 cuda` and `--device auto` go through the CLI to a store whose run record names the CUDA provider, and the rest of
-the workflow (fit-head, search) works on it; with faiss-gpu, the GPU index finds what the CPU index finds; with
+the workflow (fit-head, search) works on it; with faiss-gpu-cuvs, the GPU index finds what the CPU index finds; with
 nvImageCodec, decode on the device stores what CPU decode stores.
 """
 import json
@@ -130,7 +130,7 @@ def test_faiss_gpu_finds_what_the_cpu_finds():
     from featstore.store.index_kinds import Vectors, build_tuned, gpu_count, on_gpu, set_param
 
     if gpu_count() == 0:
-        pytest.skip("faiss has no GPU here (faiss-gpu not installed)")
+        pytest.skip("faiss has no GPU here (faiss-cpu installed, not the gpu extra's faiss-gpu-cuvs)")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 128))[rng.integers(0, 50, 20000)] + 0.6 * rng.normal(size=(20000, 128))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

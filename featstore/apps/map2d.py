@@ -87,7 +87,8 @@ def _pca(x: np.ndarray, dims: int, rng, seed: int) -> np.ndarray:
 def _tsne(z: np.ndarray, rng, seed: int) -> np.ndarray:
     """t-SNE of a seeded sample of z; the other rows at the distance-weighted mean of their PLACE_K nearest
     sampled rows."""
-    import faiss
+    from featstore import runtimes
+    faiss = runtimes.faiss()
     from sklearn.manifold import TSNE
 
     n = len(z)

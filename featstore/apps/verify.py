@@ -1,13 +1,15 @@
 """Verify: vectors are finite, FAISS agrees with DuckDB, and (optionally) files on disk still match the store."""
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
+from featstore import runtimes
 from featstore.hashing import content_hash
 from featstore.store.index import is_current, paths
 from featstore.paths import fs_path
 from featstore.store.db import Store
+
+faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
 CHUNK = 50_000
 

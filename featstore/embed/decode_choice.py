@@ -108,7 +108,8 @@ def _rates_text(rates: dict) -> str:
 def _key(device: str, pre: Preprocess, workers: int, todo: list[SourceFile]) -> str:
     """What the choice depends on: the device, the cores used, the preprocessing, the libraries, and the size
     class of the files (a photo of 12 MP decodes at another pace than one of 0.1 MP)."""
-    import onnxruntime
+    from featstore import runtimes
+    onnxruntime = runtimes.onnxruntime()
 
     sizes = []
     for f in todo[:64]:

@@ -18,7 +18,8 @@ class KNNHead(ProgramClassifier):
         self.ks = ks
 
     def _fit(self, X, yi, n_classes):
-        import faiss
+        from featstore import runtimes
+        faiss = runtimes.faiss()
 
         t0 = time.perf_counter()
         refs = np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12), np.float32)

@@ -110,7 +110,8 @@ def _softmax(x, s):
 
 
 def _knn(x, s):
-    import faiss
+    from featstore import runtimes
+    faiss = runtimes.faiss()
 
     refs, onehot, k = s.arrays["refs"], s.arrays["onehot"], int(s.attrs["k"])
     index = faiss.IndexFlatIP(refs.shape[1])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore import runtimes
 from featstore.models.catalog import ModelSpec
 from featstore.errors import FeatstoreError
 from featstore.hashing import file_sha256
@@ -66,6 +67,7 @@ def int8_graph(spec: ModelSpec, fp32_path: Path, store_root: Path, calibrate, re
 
 
 def quantize(fp32_path: Path, target: Path, batch: np.ndarray) -> None:
+    runtimes.onnxruntime()      # one line naming the extras if ONNX Runtime is missing
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -118,6 +120,7 @@ def fp16_graph(fp32_path: Path, log=print) -> Path:
     if target.is_file():
         return target
     import onnx
+    runtimes.onnxruntime()
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     log(f"converting {fp32_path.name} to fp16 (once) ...")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.runtimes import both_builds, onnxruntime
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -20,7 +21,7 @@ def _preload_cuda_libraries() -> None:
     import contextlib
     import io
 
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     if hasattr(ort, "preload_dlls"):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
@@ -28,7 +29,7 @@ def _preload_cuda_libraries() -> None:
 
 
 def providers(device: str) -> list[str]:
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     available = ort.get_available_providers()
     if device == "cpu":
@@ -37,8 +38,12 @@ def providers(device: str) -> list[str]:
         _preload_cuda_libraries()
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
+            if both_builds("onnxruntime", "onnxruntime-gpu"):
+                raise FeatstoreError("--device cuda: this onnxruntime has no CUDA provider: onnxruntime and "
+                                     "onnxruntime-gpu are both installed (the cpu and the gpu extra); run pip "
+                                     "uninstall -y onnxruntime onnxruntime-gpu, then install featstore[gpu] alone")
             raise FeatstoreError("--device cuda: this onnxruntime has no CUDA provider "
-                                 f"(available: {', '.join(available)}); install featstore[gpu]")
+                                 f"(available: {', '.join(available)}); install featstore[gpu] (not featstore[cpu])")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "auto":
         return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
@@ -57,7 +62,7 @@ def expected_device(device: str) -> str:
 
 def session_options(threads: int, spin: bool = False):
     """Full graph optimisation, `threads` intra-op threads in sequential mode, no spin-waiting unless asked."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,7 +76,7 @@ def session_options(threads: int, spin: bool = False):
 
 def open_session(onnx_path: str | Path, device: str = "cpu", threads: int = 1, spin: bool = False):
     """An InferenceSession on the providers for `device`; a graph ONNX Runtime cannot load is one clear error."""
-    import onnxruntime as ort
+    ort = onnxruntime()
 
     try:
         return ort.InferenceSession(str(onnx_path), sess_options=session_options(threads, spin),

@@ -26,12 +26,14 @@ from __future__ import annotations
 import json
 import time
 
-import faiss
 import numpy as np
 
+from featstore import runtimes
 from featstore.store import index_kinds as kinds
 from featstore.store.db import EmbeddingSet, Store
 from featstore.store.index import StoreVectors, normalise_rows, open_index, read_stamp, rebuild
+
+faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
 K = 10
 EXACT_MAX = 200_000          # live vectors up to which the graph is exact (a flat index: ~1 GB at 1280-d)

@@ -114,7 +114,8 @@ def _one_faiss_thread() -> None:
     """FAISS runs one thread per query in this thread: requests run side by side, and OpenMP's thread count is
     a per-thread setting (a request thread would otherwise start its own team on every core)."""
     if not getattr(_threads, "faiss_one", False):
-        import faiss
+        from featstore import runtimes
+        faiss = runtimes.faiss()
 
         faiss.omp_set_num_threads(1)
         _threads.faiss_one = True

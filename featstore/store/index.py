@@ -11,11 +11,13 @@ import json
 import os
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from featstore import runtimes
 from featstore.store import index_kinds as kinds
 from featstore.store.db import EmbeddingSet, Store
+
+faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:

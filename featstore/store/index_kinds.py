@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 import time
 
-import faiss
 import numpy as np
 
+from featstore import runtimes
 from featstore.errors import FeatstoreError
 from featstore.logs import verbose
+
+faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8")
 AUTO_FLAT_MAX = 50_000
@@ -169,16 +171,18 @@ def quantisation_error(index: faiss.Index, vectors: np.ndarray) -> float:
 
 
 def gpu_count() -> int:
-    """GPUs faiss can use: 0 with faiss-cpu (which has no GPU functions) or without a GPU."""
+    """GPUs faiss can use: 0 with faiss-cpu (the cpu extra; no GPU functions) or without a GPU."""
     return faiss.get_num_gpus() if hasattr(faiss, "index_cpu_to_all_gpus") else 0
 
 
 def on_gpu(index: faiss.Index, kind: str) -> faiss.Index:
-    """The index cloned to every GPU when faiss-gpu sees one (flat and IVF kinds, through their IDMap wrapper,
-    which FAISS's GPU cloner supports; HNSW stays on the CPU). IVF training also uses the GPU (see train).
+    """The index cloned to every GPU when faiss has GPU support and sees one (the gpu extra's faiss-gpu-cuvs, built
+    for CUDA 13 like onnxruntime-gpu; flat and IVF kinds, through their IDMap wrapper, which FAISS's GPU cloner
+    supports; HNSW stays on the CPU). FAISS's own GPU indexes: cuVS is opt-in (GpuClonerOptions.use_cuvs) and not
+    asked for. IVF training also uses the GPU (see train).
 
-    With faiss-cpu, or no GPU, the index comes back unchanged. Not yet run on a GPU: the one GPU machine lent so
-    far had no CUDA 12 libraries for faiss-gpu; tests/test_gpu.py checks this path where faiss sees a GPU."""
+    With faiss-cpu, or no GPU, the index comes back unchanged. Not yet run on a GPU; tests/test_gpu.py checks this
+    path where faiss sees a GPU."""
     if kind == "hnsw" or not gpu_count():
         return index
     return faiss.index_cpu_to_all_gpus(index)
