@@ -35,19 +35,6 @@ def test_where_on_path_and_fewer_passing_than_k(run, store):
     assert all("daisy" in r["path"] for r in out["results"])
 
 
-def test_postfilter_path_matches_exact_subset(store, monkeypatch):
-    from featstore.search import query as search_mod
-    from featstore.store.db import Store
-
-    rose = str(sorted((SAMPLE / "roses").glob("*.jpg"))[0])
-    with Store.open(store) as st:
-        exact = search_mod.search(st, like=rose, k=6, where="label IN ('roses', 'daisy')")
-        monkeypatch.setattr(search_mod, "EXACT_SUBSET", 0)
-        via_faiss = search_mod.search(st, like=rose, k=6, where="label IN ('roses', 'daisy')")
-    assert [r["item_id"] for r in exact["results"]] == [r["item_id"] for r in via_faiss["results"]]
-    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(exact["results"], via_faiss["results"]))
-
-
 def test_bad_where_is_one_line(run, store):
     r = run("search", "--id", "1", "--where", "colour = 'red'", "--store", store, ok=False)
     assert r.exit_code != 0 and "where:" in r.output and "'colour' is not an item column" in r.output, r.output

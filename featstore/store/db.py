@@ -62,7 +62,12 @@ class Store(VectorReads):
                 raise FeatstoreError(f"{root}: cannot write the store ({exc.strerror or exc})") from None
         try:
             con = _connect(db, read_only=not write, root=root, row_group_rows=cls.row_group_rows)
-            store = cls(root, con, write, lock_fd)
+            if write or cls is not Store:
+                store = cls(root, con, write, lock_fd)
+            else:                      # nothing changes while a reader has the file open: reads are kept
+                from featstore.store.cached import CachedStore
+
+                store = CachedStore(root, con, False, None)
             store._check_schema()
             return store
         except BaseException:
@@ -316,6 +321,10 @@ class Store(VectorReads):
                    LEFT JOIN {self.relation("texts")} t ON t.hash = i.hash
                    WHERE i.status = 'ok'""" + (" AND i.hash IN (SELECT unnest($hashes::VARCHAR[]))"
                                                if only_hashes else "")
+
+    def passing(self, key: tuple, read) -> np.ndarray:
+        """The vec_ids passing a condition, by `read` (a CachedStore keeps recent ones by `key`)."""
+        return read()
 
     @property
     def filter_con(self) -> duckdb.DuckDBPyConnection:

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.store.cached import CachedStore
 from featstore.store.catalog import Catalog
 from featstore.store.db import DB_FILE, Store
 from featstore.store.filter_run import filter_connection, filter_cursor
-from featstore.store.index import open_index
+from featstore.store.index import open_index, read_stamp
 
 
 def signature(root: Path) -> tuple:
@@ -49,76 +49,26 @@ class Snapshot:
     generation: int
     signature: tuple
     taken_at: float
-    indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once
+    indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once (and ("cpu", set_id))
 
     memo: dict = field(default_factory=dict)        # answers that cannot change in a copy (sets, tasks, tables)
     catalog: Catalog = field(default_factory=Catalog)      # items, hashes and labels searches read, in memory
 
     def reader(self) -> Store:
         """A Store over the copy for one request (its own cursor; close it when done)."""
-        store = SnapshotStore(self.copy, self.con.cursor(), False, None, self.memo, self.catalog)
+        store = CachedStore(self.copy, self.con.cursor(), False, None, self.memo, self.catalog)
         store._filter_con = filter_cursor(self.filter_con)
         return store
 
     def warm(self) -> None:
         """Read what searches keep in memory now, before the snapshot is served."""
         with contextlib.closing(self.reader()) as store:
-            self.catalog.warm(store.con, store.sets(), store.tasks(), store.relation("texts"))
+            store.warm()
 
     def close(self) -> None:
         self.filter_con.close()
         self.con.close()
         shutil.rmtree(self.copy, ignore_errors=True)
-
-
-class SnapshotStore(Store):
-    """A Store over a snapshot's copy: the copy never changes, so its embedding sets, tasks and table checks are
-    read once per snapshot, not once per request, and items, labels and vec_id <-> hash maps are answered from
-    the snapshot's Catalog (a search with a --where still runs its condition in DuckDB)."""
-
-    def __init__(self, root, con, writable, lock_fd, memo: dict, catalog: Catalog):
-        super().__init__(root, con, writable, lock_fd)
-        self._memo = memo
-        self._catalog = catalog
-
-    def _once(self, key, read):
-        if key not in self._memo:
-            self._memo[key] = read()
-        return self._memo[key]
-
-    def sets(self):
-        return list(self._once("sets", super().sets))
-
-    def tasks(self):
-        return dict(self._once("tasks", super().tasks))
-
-    def relation(self, table: str) -> str:
-        return self._once(("relation", table), lambda: super(SnapshotStore, self).relation(table))
-
-    def item(self, item_id: int):
-        item = self._catalog.item(self.con, int(item_id))
-        if item is None:
-            raise FeatstoreError(f"no item with id {item_id} in {self.root}")
-        return item
-
-    def vec_ids_for_hashes(self, s, hashes):
-        known = self._catalog.hash_vec_ids(self.con, s)
-        return {h: known[h] for h in hashes if h in known}
-
-    def vectors_for_hashes(self, s, hashes):
-        ids = self.vec_ids_for_hashes(s, hashes)
-        if len(ids) != 1:
-            got, vectors = self.vectors_for_ids(s, list(ids.values()))
-            by_id = dict(zip(got.tolist(), vectors))
-            return {h: by_id[i] for h, i in ids.items() if i in by_id}
-        (h, vec_id), = ids.items()          # a query's one vector: a lookup on the primary key
-        rows = self.con.execute(f"SELECT vector FROM {s.table} WHERE vec_id = ?", [vec_id]).fetchnumpy()["vector"]
-        return {h: np.asarray(rows[0], dtype=np.float32)} if len(rows) else {}
-
-    def describe_vecs(self, s, vec_ids, task, where=None):
-        if where:
-            return super().describe_vecs(s, vec_ids, task, where)
-        return self._catalog.describe(self.con, s, vec_ids, task, self.relation("texts"))
 
 
 def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
@@ -130,6 +80,8 @@ def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
         with Store.open(root) as store:            # read-only: while it is open no writer can commit
             generation = store.generation()
             indexes = {s.set_id: open_index(store, s) for s in store.sets()}
+            for s in store.sets():      # what filtered searches use: the CPU index and its kind (search/query.py)
+                indexes[("cpu", s.set_id)] = indexes[s.set_id], (read_stamp(store, s) or {}).get("kind", "flat")
             shutil.copy2(root / DB_FILE, copy / DB_FILE)
             if (root / (DB_FILE + ".wal")).exists():
                 shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
