@@ -79,17 +79,21 @@ def _print_report(out: dict, show: int) -> None:
         click.echo(table([[i + 1, f"{r['score']:.3f}", r["given"], r["suggested"], r["item_id"], r["path"]]
                           for i, r in enumerate(issues[:show])],
                          ["rank", "score", "given", "suggested", "id", "path"], "rrllrl"))
+        _more(len(issues), show, "label issues")
     click.echo("\noutliers: the most unique items (1 - mean cosine to their nearest)")
     if show:
         click.echo(table([[i + 1, f"{r['score']:.3f}", r["label"] or "-", r["item_id"], r["path"]]
                           for i, r in enumerate(out["outliers"][:show])],
                          ["rank", "uniqueness", "label", "id", "path"], "rrlrl"))
+        _more(len(out["outliers"]), show, f"of the top {len(out['outliers'])} outliers",
+              "lists them; --limit N ranks more")
     nd = out["near_duplicates"]
     click.echo(f"\nnear-duplicates: {len(nd['groups'])} groups at cosine >= {nd['threshold']}, "
                f"{len(nd['exact'])} groups of exact copies")
     for i, grp in enumerate(nd["groups"][:show]):
         click.echo(f"  {i + 1}. {grp['size']} items, max {grp['max_similarity']:.4f}: "
                    + "  ".join(it["path"] for it in grp["items"][:3]) + (" ..." if grp["size"] > 3 else ""))
+    _more(len(nd["groups"]), show, "near-duplicate groups")
     leak = out["leakage"]
     acc = ("-" if leak["accuracy"] is None else pct(leak["accuracy"]))
     acc_wo = ("-" if leak["accuracy_without_leaked"] is None else pct(leak["accuracy_without_leaked"]))
@@ -98,8 +102,15 @@ def _print_report(out: dict, show: int) -> None:
                f"held-out accuracy {acc}, {acc_wo} without them")
     for p in leak["pairs"][:show]:
         click.echo(f"  {p['similarity']:.4f}  train {p['train']}  held-out {p['test']}")
+    _more(len(leak["pairs"]), show, "leakage pairs")
     if out.get("sheet"):
         click.echo(f"\ncontact sheet: {out['sheet']['sheet']} ({out['sheet']['tiles']} thumbnails)")
+
+
+def _more(total: int, shown: int, what: str, listed: str = "lists all") -> None:
+    """The line saying how many rows of a finding were not printed, and how to see them."""
+    if total > shown:
+        click.echo(f"... {total - shown} more {what} (--show N, --json or --csv {listed})")
 
 
 @click.command("select")

@@ -19,12 +19,14 @@ def _shots(value):
 
 @click.command("fit-head")
 @click.option("--task", default=None, help="Task whose labels to learn [default: the store's only task].")
-@click.option("--head", "kind", default="logreg",
-              help="Head kind: logreg, svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), 'all' "
+@click.option("--kind", default=None,
+              help="Head kind: logreg (default), svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), 'all' "
                    "for a leaderboard, or 'zero-shot' (from --prompts; no labels used to fit).")
+@click.option("--head", "old_kind", default=None, hidden=True, help="The former spelling of --kind.")
 @click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
-@click.option("--name", default=None, help="Name to store the head under [default: the task; with --head all, "
+@click.option("--name", default=None, help="Name to store the head under [default: the task; with --kind all, "
                                            "TASK-KIND]")
+@click.option("--force", is_flag=True, help="Replace a stored head of the same name (refused without it).")
 @click.option("--C", "C", type=float, default=None,
               help="logreg only: a fixed inverse regularisation strength instead of choosing it by CV.")
 @click.option("--target", type=click.Choice(["auto", "class", "numeric"]), default="auto",
@@ -34,19 +36,20 @@ def _shots(value):
                                             "e.g. 1,2,5,10,20.")
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="With --shots: draws per point [default: 5].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the held-out confusion matrix (with --head all: the best head's; or the few-shot "
+              help="Write the held-out confusion matrix (with --kind all: the best head's; or the few-shot "
                    "curve) as a PNG.")
 @click.option("--prompts", default=None,
-              help="With --head zero-shot: prompt templates, comma-separated, each with {label} (averaged per "
+              help="With --kind zero-shot: prompt templates, comma-separated, each with {label} (averaged per "
                    "class) [default: 'a photo of a {label}.' for images, '{label}' for text].")
 @store_option
 @json_option
-def fit_head(task, kind, model, name, C, target, shots, seeds, plot, prompts, store_path, as_json):
+def fit_head(task, kind, old_kind, model, name, force, C, target, shots, seeds, plot, prompts, store_path, as_json):
     """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
     held-out split."""
+    kind = _kind(kind, old_kind)
     shot_list = _shots(shots)
     out = open_store(store_path).fit_head(task, head=kind, model=model, name=name, C=C, target=target,
-                                          shots=shot_list, seeds=seeds, plot=plot, prompts=prompts,
+                                          shots=shot_list, seeds=seeds, plot=plot, prompts=prompts, force=force,
                                           log=(lambda _msg: None) if as_json else log)
     if as_json:
         return emit_json(out)
@@ -58,6 +61,16 @@ def fit_head(task, kind, model, name, C, target, shots, seeds, plot, prompts, st
         _print_head(out)
     if plot:
         click.echo(f"plot written to {plot}")
+
+
+def _kind(kind, old_kind):
+    """The head kind from --kind, or from its former spelling --head (with a note on stderr)."""
+    if old_kind is None:
+        return kind or "logreg"
+    if kind is not None:
+        raise click.UsageError("give the head kind once, as --kind (--head is its former spelling)")
+    click.echo(f"note: fit-head --head is now --kind (--kind {old_kind})", err=True)
+    return old_kind
 
 
 def _print_head(out):
@@ -140,15 +153,31 @@ def heads_table(rows: list[dict]) -> str:
                  ["head", "kind", "task", "embedding set", "held-out", "trained on", "chosen", "created"], "llllrrll")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @store_option
 @json_option
-def heads(store_path, as_json):
-    """The heads stored in the store."""
+@click.pass_context
+def heads(ctx, store_path, as_json):
+    """The heads stored in the store (`heads remove NAME` deletes one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = open_store(store_path).heads()
     if as_json:
         return emit_json(rows)
     click.echo(heads_table(rows) if rows else "no heads yet (featstore fit-head --task TASK)")
+
+
+@heads.command("remove")
+@click.argument("name")
+@store_option
+@json_option
+@click.pass_context
+def remove_head(ctx, name, store_path, as_json):
+    """Delete a stored head (its fused ONNX exports, if any, are files of yours and stay)."""
+    out = open_store(store_path or ctx.parent.params.get("store_path")).remove_head(name)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"removed head {out['name']!r} ({out['kind']}, task {out['task']!r})")
 
 
 @click.command()
@@ -163,7 +192,8 @@ def label(task, csv_path, store_path, as_json):
     if as_json:
         return emit_json(out)
     click.echo(f"task {task!r}: {out['labelled_paths']} paths labelled from {out['rows']} rows "
-               f"({out['distinct_labels']} distinct labels)")
+               f"({out['distinct_labels']} distinct labels): {out['new']} new, {out['changed']} changed, "
+               f"{out['unchanged']} unchanged")
     for row in out["unmatched"][:10]:
         click.echo(f"not in the store: line {row['line']}: {row['key']}")
     if len(out["unmatched"]) > 10:

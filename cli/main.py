@@ -34,7 +34,10 @@ class FeatstoreGroup(click.Group):
 @click.group(cls=FeatstoreGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="featstore")
 @click.option("--verbose", "-v", is_flag=True, help="Also show the libraries' own log lines (faiss, Ray).")
-def cli(verbose):
+@click.option("--store", "store_path", type=click.Path(), default=None,
+              help="Store folder for the command that follows (as its own --store) [default: $FEATSTORE_STORE or "
+                   "./.featstore]")
+def cli(verbose, store_path):
     """Embed datasets once with frozen pretrained backbones; fit heads and search on the cached features."""
     from featstore.logs import set_verbose
 
@@ -78,20 +81,37 @@ def _models_table(rows: list[dict], long_: bool) -> None:
 @click.option("--pooling", type=click.Choice(["cls", "mean", "pooler"]), default=None,
               help="Which output is the vector [default: by model type; a sentence-transformers folder's own].")
 @click.option("--modality", type=click.Choice(["image", "text"]), default=None,
-              help="Image or text model [default: from the model type and the folder's files].")
+              help="Image or text model [default: from the model type; a different one is refused].")
+@click.option("--force", is_flag=True, help="Replace an imported model of the same name.")
 @json_option
-def models_add(source, name, pooling, modality, as_json):
+def models_add(source, name, pooling, modality, force, as_json):
     """Import a Hugging Face model: SOURCE is a local folder (save_pretrained or a hub snapshot) or hf:ORG/NAME
     (the HF cache; the hub only when the network is there). It is exported to ONNX, checked against torch on
-    real photos or sentences, and added to the catalogue (a dual encoder such as CLIP as NAME and NAME-text)."""
+    real photos or sentences, and added to the catalogue (a dual encoder such as CLIP as NAME and NAME-text).
+    The supported model types are listed in docs/backbones.md."""
     import featstore
 
-    rows = featstore.add_model(source, name=name, pooling=pooling, modality=modality,
+    rows = featstore.add_model(source, name=name, pooling=pooling, modality=modality, force=force,
                                log=(lambda _m: None) if as_json else _log)
     if as_json:
         return emit_json(rows)
     _models_table(rows, True)
     click.echo(f"added {', '.join(r['name'] for r in rows)}: use --model NAME with embed, search and fit-head")
+
+
+@models.command("remove")
+@click.argument("name")
+@json_option
+def models_remove(name, as_json):
+    """Remove an imported model (a dual encoder: both towers): its catalogue entry and exported ONNX files.
+    Stores embedded with it keep their vectors."""
+    import featstore
+
+    out = featstore.remove_model(name)
+    if as_json:
+        return emit_json(out)
+    click.echo(f"removed {', '.join(out['removed'])} ({len(out['files'])} files); stores embedded with it keep "
+               "their vectors")
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
@@ -133,14 +153,17 @@ def search(like, item_id, queries, as_csv, text, where, k, model, task, store_pa
 
 def _print_neighbours(out: dict) -> None:
     passing = f"; {out['passing']} items pass --where" if out["passing"] is not None else ""
-    click.echo(f"{len(out['results'])} nearest to {out['query']} ({out['model']}, cosine similarity{passing})")
-    rows = [[r["rank"], f"{r['score']:.4f}", r["label"] or "-", r["item_id"], r["path"]] for r in out["results"]]
-    headers = ["rank", "score", out["task"] or "label", "id", "path"]
+    query = repr(out["query"]) if out.get("query_kind") == "text" else out["query"]
+    click.echo(f"{len(out['results'])} nearest to {query} ({out['model']}, cosine similarity{passing})")
+    labelled = out["task"] is not None or any(r["label"] for r in out["results"])   # no task chosen: no label column
+    rows = [[r["rank"], f"{r['score']:.4f}"] + ([r["label"] or "-"] if labelled else []) + [r["item_id"], r["path"]]
+            for r in out["results"]]
+    headers = ["rank", "score"] + ([out["task"] or "label"] if labelled else []) + ["id", "path"]
     if any(r.get("text") for r in out["results"]):
         for row, r in zip(rows, out["results"]):
             row.append(_snippet(r.get("text")))
         headers.append("text")
-    click.echo(table(rows, headers, "rrlrll"))
+    click.echo(table(rows, headers, "rr" + ("l" if labelled else "") + "rll"))
 
 
 def _snippet(text: str | None, width: int = 70) -> str:
@@ -154,13 +177,16 @@ def _snippet(text: str | None, width: int = 70) -> str:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--add", is_flag=True, help="Also store the new files (unlabelled), so a later predict or search "
+                                          "uses their vectors [default: the store is left as it was].")
 @store_option
 @json_option
-def predict(head_name, files, as_csv, no_progress, store_path, as_json):
-    """Label and probability for each file (new files are embedded once and kept in the store). A file that cannot
-    be used (missing, unreadable, corrupt) is a row with status failed and the reason; exit code 1 when no file
-    could be predicted."""
-    out = _open(store_path).predict(head_name, list(files), progress=not (no_progress or as_json or as_csv))
+def predict(head_name, files, as_csv, no_progress, add, store_path, as_json):
+    """Label and probability for each file; the store is not changed unless --add. A file that cannot be used
+    (missing, unreadable, corrupt) is a row with status failed and the reason; exit code 1 when no file could be
+    predicted."""
+    out = _open(store_path).predict(head_name, list(files), progress=not (no_progress or as_json or as_csv),
+                                    add=add)
     rows = out["predictions"]
     _print_predictions(out, rows, as_json, as_csv)
     if not any(r["status"] == "ok" for r in rows):
@@ -191,9 +217,11 @@ def _print_predictions(out, rows, as_json, as_csv) -> None:
 
 # ---- stats --------------------------------------------------------------------------------------------------
 @cli.command()
+@click.option("--verbose", "-v", "list_all", is_flag=True,
+              help="List every duplicate group and failed item (without it: counts and a few examples).")
 @store_option
 @json_option
-def stats(store_path, as_json):
+def stats(list_all, store_path, as_json):
     """What the store holds: items by status, duplicates, embedding sets, tasks, heads."""
     out = _open(store_path).stats()
     if as_json:
@@ -202,14 +230,11 @@ def stats(store_path, as_json):
     click.echo("items: " + (", ".join(f"{n} {k}" for k, n in out["items"].items()) or "none")
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
-    for group in out["duplicates"][:10]:
-        click.echo(f"same content at {len(group['paths'])} paths: " + ", ".join(map(one_line, group["paths"])))
-    if len(out["duplicates"]) > 10:
-        click.echo(f"... {len(out['duplicates']) - 10} more duplicate groups (--json lists all)")
-    for f in out["failed"][:10]:
+    _print_duplicates(out["duplicates"], None if list_all else 3)
+    for f in out["failed"] if list_all else out["failed"][:10]:
         click.echo(f"failed: {one_line(f['path'])}: {one_line(f['error'])}")
-    if len(out["failed"]) > 10:
-        click.echo(f"... {len(out['failed']) - 10} more failed items (--json lists all)")
+    if len(out["failed"]) > 10 and not list_all:
+        click.echo(f"... {len(out['failed']) - 10} more failed items (stats --verbose lists all)")
     click.echo("")
     click.echo(table([[s["set_id"], s["model"], s["dim"], s["precision"], s["provider"], s["vectors"],
                        s["live_vectors"], f"{s['bytes'] / 1e6:.1f} MB",
@@ -228,6 +253,19 @@ def stats(store_path, as_json):
                           for r in out["last_runs"]],
                          ["run", "started", "set", "precision", "device", "batch", "threads", "embedded", "s",
                           "items/s"], "rlllllrrrr"))
+
+
+def _print_duplicates(groups: list[dict], show: int | None) -> None:
+    """Contents stored at several paths: a count, then `show` groups as examples (None: every group)."""
+    if not groups:
+        return
+    extra = sum(len(g["paths"]) - 1 for g in groups)
+    click.echo(f"duplicates: {len(groups)} contents stored at more than one path ({extra} extra paths)"
+               + (", e.g.:" if show is not None and len(groups) > show else ":"))
+    for group in groups[:show]:
+        click.echo(f"  same content at {len(group['paths'])} paths: " + ", ".join(map(one_line, group["paths"])))
+    if show is not None and len(groups) > show:
+        click.echo(f"  ... {len(groups) - show} more (stats --verbose lists all, --json too)")
 
 
 def _index_text(stamp: dict | None) -> str:

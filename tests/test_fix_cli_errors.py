@@ -19,9 +19,12 @@ CREATES_A_STORE = {"embed"}      # the commands that may make a store where ther
 
 
 def leaf_commands(group: click.Group = cli, prefix: tuple = ()):
-    """(name words, command) for every command under the group, subgroups walked."""
+    """(name words, command) for every command under the group, subgroups walked (a group that runs by itself,
+    like `heads`, counts as a command too)."""
     for name, cmd in sorted(group.commands.items()):
         if isinstance(cmd, click.Group):
+            if cmd.invoke_without_command:
+                yield prefix + (name,), cmd
             yield from leaf_commands(cmd, prefix + (name,))
         else:
             yield prefix + (name,), cmd
@@ -75,7 +78,7 @@ def invoke(args, **kw):
 def test_every_store_command_is_enumerated():
     names = {" ".join(w) for w in STORE_COMMANDS}
     assert {"embed", "fit-head", "predict", "export", "search", "stats", "heads", "duplicates", "verify", "gc",
-            "label", "index build"} <= names
+            "label", "index build", "heads remove"} <= names
 
 
 @pytest.mark.parametrize("how", ["--store", "FEATSTORE_STORE"])
@@ -161,7 +164,7 @@ def test_predict_reports_unusable_files_per_file(run, head_store, tmp_path):
     missing, corrupt, dangling = tmp_path / "missing.jpg", tmp_path / "corrupt.jpg", tmp_path / "dangling.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     dangling.symlink_to(tmp_path / "gone.jpg")
-    r = run("predict", "--head", "flowers", *good[:1], missing, corrupt, dangling, *good[1:], "--json",
+    r = run("predict", "--head", "flowers", *good[:1], missing, corrupt, dangling, *good[1:], "--json", "--add",
             "--store", head_store)
     rows = json.loads(r.stdout)["predictions"]
     assert [row["path"] for row in rows] == [str(p) for p in (good[0], missing, corrupt, dangling, good[1])]
@@ -170,7 +173,7 @@ def test_predict_reports_unusable_files_per_file(run, head_store, tmp_path):
     assert all(rows[i]["label"] in classes and 0 < rows[i]["probability"] <= 1 for i in (0, 4))
     assert rows[1]["error"] == "no such file" and rows[2]["error"].startswith("cannot decode image")
     assert rows[3]["error"].startswith("cannot stat file")
-    # a path that does not exist is not recorded in the store; the two photos are kept, as predict documents
+    # a path that does not exist is not recorded in the store; the two photos are kept, as predict --add does
     stored = {p for (p,) in query(head_store, "SELECT path FROM items")}
     assert str(missing) not in stored and {str(good[0]), str(good[1])} <= stored
 

@@ -114,11 +114,11 @@ def _stored_heads(store) -> set[str]:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--head", "all", "--shots", "1,2"], "--head all does not combine with --shots"),
+    (["--kind", "all", "--shots", "1,2"], "--kind all does not combine with --shots"),
     (["--shots", "1,2", "--C", "1"], "--C does not combine with --shots"),
     (["--shots", "1,2", "--name", "x"], "--name does not combine with --shots"),
     (["--seeds", "3"], "--seeds applies to --shots only"),
-    (["--head", "all", "--plot", "no/such/folder/cm.png"], "does not exist"),
+    (["--kind", "all", "--plot", "no/such/folder/cm.png"], "does not exist"),
 ])
 def test_option_combinations_are_refused_before_any_fit(run, store, args, message):
     before = _stored_heads(store)

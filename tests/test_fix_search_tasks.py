@@ -101,8 +101,8 @@ def two_tasks(tmp_path_factory, home):
 SEVERAL = "Error: several tasks in this store (colour, flowers): pass --task"
 
 
-@pytest.mark.parametrize("args", [["search", "--id", "1"], ["search", "--id", "1", "--where", "label = 'roses'"],
-                                  ["fit-head"], ["duplicates"]])
+@pytest.mark.parametrize("args", [["search", "--id", "1", "--where", "label = 'roses'"], ["fit-head"],
+                                  ["duplicates"]])
 def test_several_tasks_need_task(run, two_tasks, args):
     r = run(*args, "--store", two_tasks, ok=False)
     assert r.exit_code == 1 and r.output.strip() == SEVERAL, r.output

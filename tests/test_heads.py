@@ -115,7 +115,7 @@ def test_split_is_stored_and_never_moves(run, store, small_folder, tmp_path):
     assert again["metrics"]["n_test"] == first["metrics"]["n_test"] == 20
     # new labelled items: old assignments stay, the new ones are topped up per class
     _embed_mirrored(run, store, small_folder, tmp_path)
-    third = _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))
+    third = _json(run("fit-head", "--task", "flowers", "--force", "--store", store, "--json"))
     after = dict(query(store, "SELECT hash, split FROM splits WHERE task = 'flowers'"))
     assert all(after[h] == s for h, s in split.items())
     assert len(after) == 140 and third["metrics"]["n_test"] == 5 * round(0.2 * 28)   # 6 per class
@@ -130,12 +130,12 @@ def test_leaderboard_fits_and_stores_every_head(run, store):
     assert all(r["fit_seconds"] > 0 and r["predictions_per_second"] > 0 for r in out["rows"])
     listed = {h["name"]: h for h in _json(run("heads", "--store", store, "--json"))}
     assert {f"lb-{k}" for k in kinds} <= set(listed)
-    human = run("fit-head", "--task", "flowers", "--head", "all", "--name", "lb", "--store", store).output
+    human = run("fit-head", "--task", "flowers", "--head", "all", "--name", "lb", "--force", "--store", store).output
     assert "predictions/s" in human and "lb-knn" in human
 
 
 def test_fit_head_says_how_each_hyperparameter_was_chosen(run, store):
-    said = {args: run("fit-head", "--task", "flowers", "--name", "how", *args, "--store", store).output
+    said = {args: run("fit-head", "--task", "flowers", "--name", "how", "--force", *args, "--store", store).output
             for args in (("--C", "1"), ("--head", "knn"), ("--head", "ridge"))}
     assert "C fixed at 1 (given, not searched)" in said[("--C", "1")]
     assert "k chosen on the training part by leave-one-out" in said[("--head", "knn")]
@@ -168,7 +168,7 @@ def test_few_shot_curve_and_plots(run, store, tmp_path):
 
 def test_fit_head_errors_are_one_line(run, store):
     for args, message in ((["--head", "forest"], "unknown head kind for a classification task 'forest'"),
-                          (["--head", "knn", "--C", "1"], "--C applies to --head logreg only"),
+                          (["--head", "knn", "--C", "1"], "--C applies to --kind logreg only"),
                           (["--target", "numeric"], "labels that are not numbers")):
         r = run("fit-head", "--task", "flowers", "--store", store, *args, ok=False)
         assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output, r.output
@@ -223,9 +223,11 @@ def test_fused_export_runs_with_onnxruntime_alone(run, store, tmp_path, kind):
     assert out["max_abs_diff"] <= 1e-4 and out["checked_on"] == "5 real photos"
     photo = sorted(PARITY.glob("*.jpg"))[2]
     expected = _json(run("predict", "--head", f"fx-{kind}", photo, "--store", store, "--json"))["predictions"][0]
-    # the docs' example (docs/heads.md), run as a user would: a fresh interpreter that imports no featstore
+    # the docs' example (docs/heads.md), run as a user would: a fresh interpreter that loads no torch, store or
+    # scikit-learn (featstore.preprocess needs numpy and Pillow only)
     code = _readme_example().replace('"flowers.onnx"', repr(str(model))).replace('"photo.jpg"', repr(str(photo)))
-    code = "import sys\n" + code + "\nassert not [m for m in sys.modules if m.startswith('featstore')]\n" \
+    code = "import sys\n" + code + "\nassert not [m for m in sys.modules if m.split('.')[0] in " \
+        "('torch', 'duckdb', 'faiss', 'sklearn', 'onnx')]\n" \
         "print(json.dumps({'label': classes[int(probs.argmax())], 'p': probs.tolist()}))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 0, p.stderr

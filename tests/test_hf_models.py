@@ -361,7 +361,7 @@ def test_zero_shot_with_the_catalogue_text_model_on_news(cli_run, texts, tmp_pat
 
 def test_zero_shot_options_are_checked(imported, cli_run, clip_store):
     r = cli_run("fit-head", "--head", "logreg", "--prompts", "a {label}", "--store", clip_store, ok=False)
-    assert r.exit_code == 1 and "--prompts applies to --head zero-shot only" in r.output
+    assert r.exit_code == 1 and "--prompts applies to --kind zero-shot only" in r.output
     r = cli_run("fit-head", "--head", "zero-shot", "--prompts", "no placeholder", "--store", clip_store, ok=False)
     assert r.exit_code == 1 and "must contain {label}" in r.output
 

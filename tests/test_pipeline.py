@@ -63,7 +63,7 @@ def test_fit_head_human_output(run, sample_store):
 
 def test_predict_new_files(run, sample_store):
     store, _, _ = sample_store
-    out = json.loads(run("predict", "--head", "flowers", *sorted(PARITY.glob("*.jpg")), "--store", store,
+    out = json.loads(run("predict", "--head", "flowers", *sorted(PARITY.glob("*.jpg")), "--add", "--store", store,
                          "--json").stdout)
     preds = out["predictions"]
     assert out["embedded_now"] == 5 and len(preds) == 5
@@ -72,7 +72,7 @@ def test_predict_new_files(run, sample_store):
     assert all(0.2 < p["probability"] <= 1 and abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in preds)
     again = json.loads(run("predict", "--head", "flowers", *sorted(PARITY.glob("*.jpg")), "--store", store,
                            "--json").stdout)
-    assert again["embedded_now"] == 0                  # embedded once, kept
+    assert again["embedded_now"] == 0                  # embedded once, kept (--add)
     assert [p["label"] for p in again["predictions"]] == [p["label"] for p in preds]
     csv_out = run("predict", "--head", "flowers", sorted(PARITY.glob("*.jpg"))[0], "--store", store, "--csv").output
     assert csv_out.splitlines()[0] == "path,label,probability,value,status,error"
@@ -374,7 +374,7 @@ def test_backbone_at_another_input_size_end_to_end(run, small_folder, tmp_path):
                          "--store", store, "--json").stdout)
     assert fit["model"] == "efficientnet-lite0@288" and fit["set_id"] == out["set_id"]
     photos = sorted(PARITY.glob("*.jpg"))
-    pred = json.loads(run("predict", "--head", "at288", *photos, "--store", store, "--json").stdout)
+    pred = json.loads(run("predict", "--head", "at288", *photos, "--add", "--store", store, "--json").stdout)
     assert pred["embedded_now"] == len(photos)
     spec = resolve("efficientnet-lite0@288")
     backbone = Backbone(ensure_exported(spec), device="cpu")

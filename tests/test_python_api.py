@@ -59,7 +59,7 @@ def test_options_are_checked(tmp_path):
     fs = featstore.open(tmp_path / "store")
     with pytest.raises(TypeError, match="unknown option"):
         fs.embed(SAMPLE, batchsize=8)
-    with pytest.raises(featstore.FeatstoreError, match="--C applies to --head logreg only"):
+    with pytest.raises(featstore.FeatstoreError, match="--C applies to --kind logreg only"):
         fs.fit_head("flowers", head="svm", C=1.0)
     with pytest.raises(featstore.FeatstoreError, match="no such file"):
         fs.embed(tmp_path / "missing")

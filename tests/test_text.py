@@ -96,7 +96,7 @@ def test_search_by_meaning(bbc, run):
 
 def test_predict_text_files_with_a_text_head(bbc, run, tmp_path):
     _, store, _ = bbc
-    run("fit-head", "--task", "bbc", "--store", store)
+    run("fit-head", "--task", "bbc", "--force", "--store", store)
     (tmp_path / "a.txt").write_text("The chancellor set out the budget and tax plans to parliament.")
     (tmp_path / "b.txt").write_text("The new phone has a faster chip, a better camera and a bigger screen.")
     (tmp_path / "empty.txt").write_text("   \n")

@@ -66,7 +66,7 @@ def test_fit_head_compares_int8_with_fp32(run, two_precisions):
     assert check["precision"] == "int8" and check["same_items"]
     assert abs(check["delta_points"] - 100 * (check["value"] - check["fp32_value"])) < 1e-9
     assert check["value"] > 0.6 and check["fp32_value"] > 0.6
-    r = run("fit-head", "--task", "flowers", "--model", "efficientnet-lite0:int8", "--store", store)
+    r = run("fit-head", "--task", "flowers", "--model", "efficientnet-lite0:int8", "--force", "--store", store)
     assert "precision int8 vs fp32, same head kind and held-out split" in r.output
 
 

@@ -11,6 +11,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from featstore.api.options import EmbedOptions, FitOptions, SearchOptions
+from featstore.api.results import AuditResult, FitResult, SearchResult, SearchResults
 from featstore.errors import FeatstoreError
 
 
@@ -40,14 +41,24 @@ def backbones() -> list[dict]:
 
 
 def add_model(source: str, name: str | None = None, pooling: str | None = None, modality: str | None = None,
-              log=print) -> list[dict]:
+              force: bool = False, log=print) -> list[dict]:
     """Import a Hugging Face model (a local folder, or 'hf:ORG/NAME' from the HF cache or the hub): export it to
     ONNX with a parity check and write its catalogue entries (two for a dual encoder such as CLIP: NAME and
-    NAME-text). Returns their rows as `backbones()` lists them."""
+    NAME-text); an imported entry of the same name is replaced only with force=True. Returns their rows as
+    `backbones()` lists them."""
     from featstore.models.hf_import import add_model as import_model
 
-    names = [s.name for s in import_model(source, name=name, pooling=pooling, modality=modality, log=log)]
+    names = [s.name for s in import_model(source, name=name, pooling=pooling, modality=modality, force=force,
+                                          log=log)]
     return [r for r in backbones() if r["name"] in names]
+
+
+def remove_model(name: str) -> dict:
+    """Remove an imported model (a dual encoder: both towers): its catalogue entry and exported ONNX files; stores
+    embedded with it keep their vectors. Returns {"removed": names, "files": paths deleted}."""
+    from featstore.models.hf_import import remove_model as remove_import
+
+    return remove_import(name)
 
 
 def _options(cls, options, overrides: dict):
@@ -64,6 +75,9 @@ class Featstore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._kept = None          # (file signature, memo, Catalog) of the store as searches last read it
+        self._backbones: dict = {}  # the ONNX Runtime sessions that embedded queries, by set
+
 
     def __repr__(self) -> str:
         return f"featstore.open({str(self.root)!r})"
@@ -74,6 +88,20 @@ class Featstore:
 
         with Store.open(self.root) as store:
             yield store
+
+    @contextlib.contextmanager
+    def _searching(self):
+        """A reader that keeps what searches read (sets, tasks, passing sets, indexes, and once searches repeat,
+        the item catalog: see store/cached.py) across calls while the store's file is unchanged. The store is
+        still opened per call, so no writer is blocked between calls."""
+        from featstore.store.catalog import Catalog
+        from featstore.store.snapshot import signature
+
+        with self._reading() as store:
+            sig = signature(self.root)
+            if self._kept is None or self._kept[0] != sig:
+                self._kept = (sig, {}, Catalog())
+            yield store.keep(self._kept[1], self._kept[2])
 
     @contextlib.contextmanager
     def _writing(self, wait: bool = False):
@@ -99,14 +127,15 @@ class Featstore:
 
     # ---- heads ---------------------------------------------------------------------------------------------
     def fit_head(self, task: str | None = None, options: FitOptions | None = None, log=lambda _msg: None,
-                 **opts) -> dict:
+                 **opts) -> FitResult:
         """Fit a head on the cached features of `task` (None: the store's only task; head='all': a leaderboard;
-        shots=[...]: a few-shot curve; head='zero-shot': from class-name prompts, no labels used), evaluated on the task's stored held-out split and stored under its name."""
+        shots=[...]: a few-shot curve; head='zero-shot': from class-name prompts, no labels used), evaluated on the
+        task's stored held-out split and stored under its name. A FitResult: the report dict, with to_pandas."""
         from featstore.heads import fit as fitting
         from featstore.store.labels import task_for
 
         o = _options(FitOptions, options, opts)
-        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot, o.prompts)
+        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot, o.prompts, o.force)
         with self._writing() as store:
             task = task_for(store, task, required=True)
             if o.shots:
@@ -117,30 +146,38 @@ class Featstore:
                     raise FeatstoreError("--plot draws a confusion matrix (classification) or a --shots curve; "
                                          f"task {task!r} has a numeric target")
                 if o.head == "zero-shot":
-                    out = fitting.fit_zero_shot(store, task, o.prompts, model=o.model, name=o.name, data=data)
+                    out = fitting.fit_zero_shot(store, task, o.prompts, model=o.model, name=o.name, data=data,
+                                                force=o.force)
                 elif o.head == "all":
                     out = fitting.leaderboard(store, task, model=o.model, name=o.name, target=o.target, data=data,
-                                              log=log)
+                                              log=log, force=o.force)
                 else:
                     params = {"C": o.C} if o.C is not None else {}
                     out = fitting.fit_head(store, task, o.head, model=o.model, name=o.name, target=o.target,
-                                           data=data, **params)
+                                           data=data, force=o.force, **params)
         if o.plot:
             fitting.plot_result(out, o.plot, curve=bool(o.shots))
-        return out
+        return FitResult(out)
 
     def heads(self) -> list[dict]:
         """The stored heads: name, kind, task, embedding set, held-out score, what was chosen."""
         return self.stats()["heads"]
 
-    def predict(self, head: str, files, progress: bool = False) -> dict:
-        """Label and probability per file (new files are embedded once and kept); a file that cannot be used comes
-        back with status 'failed' and the reason."""
+    def remove_head(self, name: str) -> dict:
+        """Delete a stored head; returns its name, kind, task and embedding set."""
+        from featstore.heads.storage import remove_head
+
+        with self._writing() as store:
+            return remove_head(store, name)
+
+    def predict(self, head: str, files, progress: bool = False, add: bool = False) -> dict:
+        """Label and probability per file; the store is left as it was unless `add` (then new files are embedded
+        once and kept). A file that cannot be used comes back with status 'failed' and the reason."""
         from featstore.apps.predict import predict
 
         files = [str(files)] if isinstance(files, (str, os.PathLike)) else [str(f) for f in files]
-        with self._writing() as store:
-            return predict(store, head, files, progress=progress)
+        with (self._writing() if add else self._reading()) as store:
+            return predict(store, head, files, progress=progress, add=add)
 
     def export(self, head: str, output: str | os.PathLike) -> dict:
         """One ONNX file: image tensor in, class probabilities out (backbone and head fused, checked)."""
@@ -153,14 +190,20 @@ class Featstore:
     def search(self, like=None, text: str | None = None, ids=None, queries=None,
                options: SearchOptions | None = None, **opts):
         """Nearest stored items by cosine similarity. One query (a file `like`, a `text`, or one stored id in
-        `ids`) gives one result dict; a batch (`like` a folder, several `ids`, a `queries` CSV) a list of them."""
+        `ids`) gives one SearchResult (its dict, with to_pandas); a batch (`like` a folder, several `ids`, a
+        `queries` CSV) a SearchResults list of them."""
         from featstore.search.query import search_many
 
         o = _options(SearchOptions, options, opts)
         batch, single = build_queries(like=like, ids=ids, text=text, queries=queries)
-        with self._reading() as store:
-            outs = search_many(store, batch, k=o.k, model=o.model, task=o.task, where=o.where)
-        return outs[0] if single else outs
+        with self._searching() as store:
+            outs = search_many(store, batch, k=o.k, model=o.model, task=o.task, where=o.where,
+                               backbones=self._backbones, indexes=self._indexes())
+        return SearchResult(outs[0]) if single else SearchResults(SearchResult(o) for o in outs)
+
+    def _indexes(self) -> dict:
+        """The FAISS indexes searches opened, kept with the reads (see _searching)."""
+        return self._kept[1].setdefault("indexes", {})
 
     def duplicates(self, threshold: float = 0.97, task: str | None = None, model: str | None = None) -> dict:
         """Exact copies, near-duplicate groups, and with `task` the pairs straddling its held-out split."""
@@ -178,9 +221,10 @@ class Featstore:
             return {"set_id": store.pick_set(model).set_id} | graph(store, store.pick_set(model), k, log=log)
 
     def audit(self, task: str | None = None, model: str | None = None, k: int = 10, threshold: float = 0.97,
-              limit: int = 50, sheet: str | os.PathLike | None = None, log=lambda _msg: None) -> dict:
+              limit: int = 50, sheet: str | os.PathLike | None = None, log=lambda _msg: None) -> AuditResult:
         """Label issues, outliers, near-duplicates and split leakage of a task (see docs/audit.md); with `sheet`,
-        also a PNG contact sheet of the top-ranked items of each finding."""
+        also a PNG contact sheet of the top-ranked items of each finding. An AuditResult: the report dict, with
+        to_pandas (one row per finding)."""
         from featstore.apps.audit import audit
 
         if sheet is not None and not Path(sheet).resolve().parent.is_dir():
@@ -191,7 +235,7 @@ class Featstore:
             from featstore.apps.contact_sheet import contact_sheet
 
             out["sheet"] = contact_sheet(out, sheet)
-        return out
+        return AuditResult(out)
 
     def select(self, task: str | None = None, n: int = 10, strategy: str = "diverse", seed: int = 0,
                model: str | None = None, include_labelled: bool = False, log=lambda _msg: None) -> dict:
@@ -252,18 +296,58 @@ class Featstore:
         flat = table.column("vector").combine_chunks().flatten().to_numpy()
         return np.ascontiguousarray(flat.reshape(len(ids), dim), dtype=np.float32), ids
 
+    def Xy(self, task: str | None = None, split: str | None = None, model: str | None = None,   # noqa: N802
+           target: str = "auto"):
+        """(X float32 (n, dim), y (n,)): the labelled items of `task` as fit_head reads them, one row per distinct
+        content; y class names (str), or floats for a numeric target. split 'train' | 'test': only that part of
+        the task's stored held-out split (drawn by the first fit_head)."""
+        import numpy as np
+
+        from featstore.heads.fit import load_task
+        from featstore.store.labels import task_for
+
+        if split not in (None, "train", "test"):
+            raise FeatstoreError(f"split must be 'train', 'test' or None, got {split!r}")
+        with self._reading() as store:
+            task = task_for(store, task, required=True)
+            stored = store.split_of(task)
+            data = load_task(store, task, model, target)
+        X = np.ascontiguousarray(data.X, dtype=np.float32)
+        if split is None:
+            return X, data.y
+        if not stored:
+            raise FeatstoreError(f"task {task!r} has no stored held-out split yet: fit a head first "
+                                 f"(fs.fit_head({task!r})), which draws and stores it")
+        unassigned = sum(h not in stored for h in data.hashes)
+        if unassigned:
+            raise FeatstoreError(f"{unassigned} labelled items of task {task!r} are not in its stored split yet "
+                                 "(labelled since the last fit): fit a head to assign them")
+        keep = data.test if split == "test" else ~data.test
+        return X[keep], data.y[keep]
+
+    def head(self, name: str):
+        """The stored head `name` as a fitted scikit-learn estimator (predict; predict_proba and classes_ for a
+        classifier) on the vectors of its embedding set, with the outputs of `predict`."""
+        from featstore.api.stored_head import as_estimator
+        from featstore.heads.storage import load_head
+
+        with self._reading() as store:
+            return as_estimator(*load_head(store, name))
+
     def items(self, task: str | None = None):
         """The stored items (ok status) as a pandas DataFrame: item_id, path, hash, size, mtime, width, height,
         updated_at, label and split of `task` (default: the store's only task; with several, name one), text."""
         return self._table(None, task, vectors=False).to_pandas()
 
     def to_pandas(self, model: str | None = None, task: str | None = None):
-        """Items, labels of `task` and vectors of the embedding set joined: one row per item, `vector` a numpy
-        array per row (items without a vector in the set are left out)."""
-        import numpy as np
+        """Items, labels of `task` and vectors of the embedding set joined: one row per item, `vector` a float32
+        array per row, all views of one (n, dim) block; `featstore.vectors_of(frame)` gives the 2-D array of any
+        selection of rows (items without a vector in the set are left out)."""
+        from featstore.api.frames import vector_rows
 
-        frame = self._table(model, task, vectors=True).to_pandas()
-        frame["vector"] = [np.asarray(v, dtype=np.float32) for v in frame["vector"]]
+        table = self._table(model, task, vectors=True)
+        frame = table.drop_columns(["vector"]).to_pandas()
+        frame["vector"] = vector_rows(table.column("vector"))
         return frame
 
     def to_arrow(self, model: str | None = None, task: str | None = None):

@@ -42,6 +42,7 @@ class FitOptions:
                                             # tower, or a text set's own model), no labels used to fit
     model: str | None = None                # embedding set: model name or set id [default: the newest for the task]
     name: str | None = None                 # stored under [default: the task; with head='all', TASK-KIND]
+    force: bool = False                     # replace stored heads of the same name (refused without it)
     C: float | None = None                  # logreg only: a fixed C instead of choosing it by CV
     target: str = "auto"                    # auto | class | numeric
     shots: list[int] | None = None

@@ -1,4 +1,5 @@
-"""Predict: a stored head applied to files, embedding (and storing) only those not embedded yet."""
+"""Predict: a stored head applied to files. Contents the head's set holds use their stored vector; the rest are
+embedded for the call only, or (add) embedded and stored like `embed` does."""
 from __future__ import annotations
 
 import os
@@ -15,19 +16,39 @@ from featstore.paths import display_path
 from featstore.store.db import Store
 from featstore.embed.text_source import read_text_source
 
+BATCH = 32          # inputs per backbone run when predicting without storing
 
-def predict(store: Store, head_name: str, paths: list[str], progress: bool = True) -> dict:
-    """Label and probability per file (or text); inputs that cannot be used come back with status 'failed'."""
+
+def predict(store: Store, head_name: str, paths: list[str], progress: bool = True, add: bool = False) -> dict:
+    """Label and probability per file (or text); inputs that cannot be used come back with status 'failed'. The
+    store is not written unless `add`: then the new inputs are embedded and stored (unlabelled)."""
     head, record = load_head(store, head_name)
     s = store.get_set(record["set_id"])
     if s is None:
         raise FeatstoreError(f"head {head_name!r} was fitted on embedding set {record['set_id']}, "
                              "which is no longer in this store")
     backbone, pre = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "cpu")
-    keys, unusable, inputs = [], {}, []      # unusable: key -> why (never handed to the backbone, nor stored)
+    keys, unusable, inputs = _expand(paths, s.modality)
+    if not keys:
+        raise FeatstoreError("nothing to predict")
+    if add:
+        vectors, errors, embedded = _vectors_stored(store, s, backbone, pre, inputs, progress)
+    else:
+        vectors, errors, embedded = _vectors_unstored(store, s, backbone, pre, inputs)
+    ok = [k for k in keys if k in vectors and k not in unusable]
+    outputs = dict(zip(ok, head.run(np.stack([vectors[k] for k in ok])))) if ok else {}
+    rows = [prediction_row(head, k, outputs.get(k), None if k in outputs else
+                           unusable.get(k) or errors.get(k) or "not embedded") for k in keys]
+    return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
+            "model": s.model, "embedded_now": embedded, "predictions": rows}
+
+
+def _expand(paths: list[str], modality: str) -> tuple[list[str], dict, list]:
+    """(every input's key in order, key -> why a path is unusable, the inputs to embed) for the paths given."""
+    keys, unusable, inputs = [], {}, []      # unusable: never handed to the backbone, nor stored
     for path in paths:
         try:
-            got = _inputs(path, s.modality)
+            got = _inputs(path, modality)
         except (FeatstoreError, OSError) as exc:
             key = display_path(os.path.abspath(path))
             keys.append(key)
@@ -35,25 +56,71 @@ def predict(store: Store, head_name: str, paths: list[str], progress: bool = Tru
             continue
         inputs += got
         keys += [g.key for g in got]
+    return keys, unusable, inputs
+
+
+def _vectors_stored(store: Store, s, backbone, pre, inputs: list, progress: bool) -> tuple[dict, dict, int]:
+    """(key -> vector, key -> why it failed, how many contents were embedded): the inputs embedded and stored."""
     run = embed_texts if s.modality == "text" else embed_files
     summary = run(store, inputs, backbone, s, pre, progress=progress) if inputs else None
-    if not keys:
-        raise FeatstoreError("nothing to predict")
     items = store.items_by_path()
-    hashes = [items[k].hash for k in keys if k in items and items[k].status == "ok"]
-    vectors = store.vectors_for_hashes(s, hashes)
-    ok = [k for k in keys if k not in unusable and k in items and items[k].hash in vectors]
-    outputs = head.run(np.stack([vectors[items[k].hash] for k in ok])) if ok else []
-    by_key = dict(zip(ok, outputs))
-    rows = []
-    for key in keys:
-        item = items.get(key)
-        error = None if key in by_key and key not in unusable else \
-            unusable.get(key) or (item.error if item else None) or "not embedded"
-        rows.append(prediction_row(head, key, None if error else by_key[key], error))
-    return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
-            "model": s.model, "embedded_now": summary.embedded if summary else 0,
-            "predictions": rows}
+    ok = {g.key: items[g.key].hash for g in inputs if g.key in items and items[g.key].status == "ok"}
+    stored = store.vectors_for_hashes(s, list(set(ok.values())))
+    errors = {g.key: items[g.key].error for g in inputs if g.key in items and items[g.key].error}
+    return {k: stored[h] for k, h in ok.items() if h in stored}, errors, summary.embedded if summary else 0
+
+
+def _vectors_unstored(store: Store, s, backbone, pre, inputs: list) -> tuple[dict, dict, int]:
+    """(key -> vector, key -> why it failed, how many contents the backbone ran on) without writing the store: a
+    content the set holds uses its stored vector, the others are embedded BATCH at a time."""
+    hashes, errors, vectors, pending, embedded = {}, {}, {}, {}, 0    # pending: hash -> pixels or text to embed
+    for g in inputs:
+        h, error = _queue(store, s, pre, g, vectors, pending)
+        if error is None:
+            hashes[g.key] = h
+        else:
+            errors[g.key] = error
+        if len(pending) >= BATCH:
+            embedded += _flush(backbone, pre, s.modality, pending, vectors)
+    embedded += _flush(backbone, pre, s.modality, pending, vectors)
+    return {k: vectors[h] for k, h in hashes.items()}, errors, embedded
+
+
+def _queue(store: Store, s, pre, g, vectors: dict, pending: dict) -> tuple[str | None, str | None]:
+    """One input's content hash, its vector read into `vectors` or its pixels (text) put in `pending`; or why it
+    cannot be used."""
+    from featstore.embed.decode import pixels_into, read_hashed
+    from featstore.hashing import content_hash
+
+    if g.error:
+        return None, g.error
+    prep = None if s.modality == "text" else read_hashed(g.path)
+    if prep is not None and prep.error:
+        return None, prep.error
+    h = prep.hash if prep is not None else content_hash(g.text.encode("utf-8"))
+    if h not in vectors and h not in pending:
+        vectors.update(store.vectors_for_hashes(s, [h]))
+    if h in vectors or h in pending:
+        return h, None
+    if prep is not None:
+        pixels_into(prep, prep.data, pre)
+        if prep.error:
+            return None, prep.error
+    pending[h] = g.text if prep is None else prep.pixels
+    return h, None
+
+
+def _flush(backbone, pre, modality: str, pending: dict, vectors: dict) -> int:
+    """Embed the pending pixels (or texts) into `vectors`; returns how many."""
+    if not pending:
+        return 0
+    chunk = list(pending.values())
+    got = backbone.run_feeds(pre.encode(chunk).feeds) if modality == "text" else \
+        backbone.run_pixels(np.stack(chunk), pre)
+    vectors.update(zip(pending, got))
+    n = len(pending)
+    pending.clear()
+    return n
 
 
 def _inputs(path: str, modality: str) -> list:

@@ -14,7 +14,7 @@ from featstore.store.db import EmbeddingSet, Store
 from . import CLASSIFIERS, REGRESSORS
 from .evaluate import (SEED, TEST_FRACTION, assign_split, classification_metrics, main_metric,
                        predictions_per_second, regression_metrics, strata_for)
-from .storage import save_head
+from .storage import check_free, save_head
 
 NUMERIC_MIN_DISTINCT = 10   # target=auto: labels that all parse as numbers, with more distinct values, are numeric
 
@@ -113,11 +113,14 @@ def evaluate_head(data: TaskData, kind: str, **params) -> tuple[object, dict]:
 
 
 def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = None, name: str | None = None,
-             target: str = "auto", data: TaskData | None = None, **params) -> dict:
-    """Fit one head kind for a task, evaluate it on the stored split, store it under `name` (default: the task)."""
+             target: str = "auto", data: TaskData | None = None, force: bool = False, **params) -> dict:
+    """Fit one head kind for a task, evaluate it on the stored split, store it under `name` (default: the task;
+    a name a stored head has is refused unless `force`)."""
     t0 = time.perf_counter()
     data = data or load_task(store, task, model, target)
     load_seconds = time.perf_counter() - t0
+    make_head(data.task_type, kind, **params)           # an unknown kind is said before a name in use
+    check_free(store, [name or task], force)
     est, report = evaluate_head(data, kind, **params)
     report["load_seconds"] = load_seconds
     name = name or task
@@ -132,18 +135,23 @@ def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = 
 
 
 def fit_zero_shot(store: Store, task: str, prompts=None, model: str | None = None, name: str | None = None,
-                  data: TaskData | None = None) -> dict:
+                  data: TaskData | None = None, force: bool = False) -> dict:
     """A zero-shot head (zero_shot.py) from the class names of `task`, scored on its stored held-out split and
-    stored like every head under `name` (default: the task)."""
+    stored like every head under `name` (default: the task; a name a stored head has is refused unless `force`)."""
     from featstore.embed.backbones import backbone_for_set, partner_backbone
 
     from .zero_shot import LOGIT_SCALE, class_embeddings, parse_templates, zero_shot_program
 
-    data = data or load_task(store, task, model, "class")
+    from featstore.search.query import set_for_query
+
+    eset = set_for_query(store, model, "text", task)          # the set `search --text` would rank
+    if data is None or data.eset.set_id != eset.set_id:
+        data = load_task(store, task, eset.set_id, "class")
     if data.task_type != "classification":
-        raise FeatstoreError(f"--head zero-shot needs class labels; task {task!r} has a numeric target")
+        raise FeatstoreError(f"--kind zero-shot needs class labels; task {task!r} has a numeric target")
     s = data.eset
     templates = parse_templates(prompts, s.modality)
+    check_free(store, [name or task], force)
     t0 = time.perf_counter()
     text_backbone, tokenizer = backbone_for_set(s) if s.modality == "text" else partner_backbone(s, log=lambda _m: None)
     classes = sorted(set(data.y.tolist()))
@@ -201,13 +209,15 @@ def precision_check(store: Store, data: TaskData, kind: str, report: dict, **par
 
 
 def leaderboard(store: Store, task: str, model: str | None = None, name: str | None = None,
-                target: str = "auto", log=lambda msg: None, data: TaskData | None = None) -> dict:
-    """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first."""
+                target: str = "auto", log=lambda msg: None, data: TaskData | None = None, force: bool = False) -> dict:
+    """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first. Names
+    stored heads have are refused, all before any fitting, unless `force`."""
     data = data or load_task(store, task, model, target)
+    check_free(store, [f"{name or task}-{kind}" for kind in kinds_for(data.task_type)], force)
     rows = []
     for kind in kinds_for(data.task_type):
         log(f"fitting {kind} ...")
-        out = fit_head(store, task, kind, name=f"{name or task}-{kind}", data=data)
+        out = fit_head(store, task, kind, name=f"{name or task}-{kind}", data=data, force=True)
         metric, value = main_metric(out["metrics"])
         rows.append({"head": out["name"], "kind": kind, "metric": metric, "value": value,
                      "fit_seconds": out["metrics"]["fit_seconds"],
@@ -262,20 +272,20 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=None) -> None:
+def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=None, force: bool = False) -> None:
     """Every option combination of a fit checked before any work (a leaderboard takes about a minute)."""
     from pathlib import Path
 
     if prompts is not None and kind != "zero-shot":
-        raise FeatstoreError("--prompts applies to --head zero-shot only")
+        raise FeatstoreError("--prompts applies to --kind zero-shot only")
     if kind == "zero-shot" and (shots or target == "numeric"):
-        raise FeatstoreError("--head zero-shot builds one classifier from class names; no --shots or "
+        raise FeatstoreError("--kind zero-shot builds one classifier from class names; no --shots or "
                              "--target numeric")
     if C is not None and kind != "logreg":
-        raise FeatstoreError("--C applies to --head logreg only")
+        raise FeatstoreError("--C applies to --kind logreg only")
     if shots:
-        for option, given in (("--head all", kind == "all"), ("--C", C is not None), ("--name", name is not None),
-                              ("--target numeric", target == "numeric")):
+        for option, given in (("--kind all", kind == "all"), ("--C", C is not None), ("--name", name is not None),
+                              ("--target numeric", target == "numeric"), ("--force", force)):
             if given:
                 raise FeatstoreError(f"{option} does not combine with --shots (a learning curve of one head kind "
                                      "on class labels; nothing is stored)")

@@ -29,6 +29,28 @@ def save_head(store: Store, name: str, kind: str, task: str, set_id: str, progra
                                [a.ravel().astype(np.float64) for a in arrays.values()]])
 
 
+def check_free(store: Store, names: list[str], force: bool = False) -> None:
+    """Refuse to store a head under a name a stored head already has, unless `force` (checked before fitting)."""
+    stored = set(head_names(store))
+    taken = [n for n in names if n in stored]
+    if taken and not force:
+        what = f"a head named {taken[0]!r} exists" if len(taken) == 1 else \
+            f"heads named {', '.join(map(repr, taken))} exist"
+        raise FeatstoreError(f"{what}: pass --force to replace {'it' if len(taken) == 1 else 'them'}, "
+                             "or --name to store under another name")
+
+
+def remove_head(store: Store, name: str) -> dict:
+    """Delete a stored head (its record and arrays); returns what it was."""
+    record = next((r for r in head_records(store) if r["name"] == name), None)
+    if record is None:
+        raise one_of("head", name, head_names(store))
+    with store.transaction():
+        store.con.execute("DELETE FROM head_arrays WHERE head = ?", [name])
+        store.con.execute("DELETE FROM heads WHERE name = ?", [name])
+    return {"name": name, "kind": record["kind"], "task": record["task"], "set_id": record["set_id"]}
+
+
 def head_names(store: Store) -> list[str]:
     return [r[0] for r in store.con.execute("SELECT name FROM heads ORDER BY name").fetchall()]
 

@@ -223,7 +223,7 @@ def spec_file(spec: ModelSpec, relative: str) -> Path:
     path = Path(spec.source["path"]) / relative
     if not path.is_file():
         raise FeatstoreError(f"model {spec.name!r}: file {path} is missing (the imported folder moved or changed; "
-                             "run `featstore models add` again)")
+                             "import it again: featstore models add FOLDER --name NAME --force)")
     return path
 
 

@@ -6,6 +6,10 @@ Vision models become one image entry; text encoders one text entry; a dual encod
 one space: NAME (image tower) and NAME-text (text tower), each naming the other as its `partner`. The entries use
 builder "transformers": the torch module is built from the folder at export time only; embedding afterwards runs
 the ONNX file with ONNX Runtime, and text is tokenized with the folder's tokenizer.json by `tokenizers`.
+
+Only the model types hf_support.py lists are imported; anything else is refused with one line saying why and naming
+them. The folder's files are checked before torch or transformers is imported.
+`remove_model` deletes an imported entry and its exports.
 """
 from __future__ import annotations
 
@@ -16,50 +20,44 @@ from dataclasses import replace
 from pathlib import Path
 
 from featstore.errors import FeatstoreError, one_of
-from featstore.models.catalog import ModelSpec, builtin_models, imported_dir
+from featstore.models.catalog import ModelSpec, builtin_models, imported_dir, imported_models
+from featstore.models.hf_support import POOLER_POOLED, ROBERTA_LIKE, check_folder, model_kind
+from featstore.models.hf_support import weights as _weights
 
-DUAL = {"clip", "siglip", "siglip2"}
-CLS_POOLED = {"vit", "dinov2", "dinov2_with_registers", "deit", "beit", "data2vec-vision", "vit_msn", "dinov3_vit"}
-POOLER_POOLED = {"convnext", "convnextv2", "resnet", "swin", "swinv2", "efficientnet", "regnet", "bit",
-                 "mobilenet_v2", "clip_vision_model", "siglip_vision_model", "dinov3_convnext"}
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "mpnet"}     # position ids start after the padding index
 POOLINGS = ("cls", "mean", "pooler")
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def add_model(source: str, name: str | None = None, pooling: str | None = None, modality: str | None = None,
-              log=print) -> list[ModelSpec]:
+              force: bool = False, log=print) -> list[ModelSpec]:
     """Import, export (parity-checked on real photos or sentences) and write the catalogue entries."""
     if pooling is not None and pooling not in POOLINGS:
         raise one_of("pooling", pooling, POOLINGS)
     if modality is not None and modality not in ("image", "text"):
         raise one_of("modality", modality, ["image", "text"])
     if name is not None:
-        _name(name)                          # a bad or taken name refused before anything is read
+        _name(name)                          # a bad or built-in name refused before anything is read
     folder, origin = locate(source, log)
     config = _json(folder / "config.json", "config.json (not a transformers model folder?)")
     model_type = config.get("model_type", "")
+    kind = model_kind(config, origin, modality, pooling)
     base = _name(name or origin.removeprefix("hf:").rstrip("/").split("/")[-1])
+    _check_free([base, f"{base}-text"] if kind == "dual" else [base], force)
+    check_folder(folder, kind)               # what the folder lacks, said before torch is imported
     common = {"builder": "transformers", "path": str(folder), "origin": origin, "model_type": model_type,
               "architecture": (config.get("architectures") or [""])[0], **_weights(folder)}
     licence = _licence(folder)
-    if model_type in DUAL:
-        if modality is not None or pooling is not None:
-            raise FeatstoreError(f"{origin} is a dual encoder ({model_type}): both towers are imported, pooled by "
-                                 "its own projections (no --modality or --pooling)")
+    if kind == "dual":
         vision = config.get("vision_config", {})
         specs = [_image_spec(base, folder, origin, licence, {**common, "partner": f"{base}-text"}, "projection",
                              vision.get("image_size")),
                  _text_spec(f"{base}-text", folder, origin, licence, {**common, "partner": base}, "projection",
                             config.get("text_config", {}), model_type)]
+    elif kind == "image":
+        specs = [_image_spec(base, folder, origin, licence, common, pooling or _image_pooling(model_type),
+                             config.get("image_size"))]
     else:
-        kind = modality or _modality(model_type, folder)
-        if kind == "image":
-            specs = [_image_spec(base, folder, origin, licence, common, pooling or _image_pooling(model_type),
-                                 config.get("image_size"))]
-        else:
-            specs = [_text_spec(base, folder, origin, licence, common, pooling or _st_pooling(folder), config,
-                                model_type)]
+        specs = [_text_spec(base, folder, origin, licence, common, pooling or _st_pooling(folder), config,
+                            model_type)]
     specs = [_with_dim(s) for s in specs]
     from featstore.models.export import ensure_exported
 
@@ -69,6 +67,18 @@ def add_model(source: str, name: str | None = None, pooling: str | None = None, 
     for spec in specs:
         (imported_dir() / f"{spec.name}.toml").write_text(to_toml(spec), encoding="utf-8")
     return specs
+
+
+def _check_free(names: list[str], force: bool) -> None:
+    """Refuse a name a built-in or (without force) an imported entry already has."""
+    for n in names:
+        if n in builtin_models():
+            raise FeatstoreError(f"{n!r} is a built-in backbone; give the import another --name")
+    taken = [n for n in names if n in imported_models()] if not force else []
+    if taken:
+        origin = imported_models()[taken[0]].source.get("origin", "?")
+        raise FeatstoreError(f"a model named {taken[0]!r} exists already (imported from {origin}); pass --force to "
+                             "replace it, or give this one another --name")
 
 
 def locate(source: str, log=print) -> tuple[Path, str]:
@@ -179,15 +189,6 @@ def _with_dim(spec: ModelSpec) -> ModelSpec:
     return replace(spec, dim=int(dim), output={**spec.output, "dim": int(dim)})
 
 
-def _modality(model_type: str, folder: Path) -> str:
-    if model_type in CLS_POOLED | POOLER_POOLED or (folder / "preprocessor_config.json").is_file():
-        return "image"
-    if (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file() \
-            or (folder / "tokenizer_config.json").is_file():
-        return "text"
-    raise FeatstoreError(f"{folder}: neither an image processor nor a tokenizer found; say --modality image|text")
-
-
 def _image_pooling(model_type: str) -> str:
     return "pooler" if model_type in POOLER_POOLED else "cls"
 
@@ -202,15 +203,6 @@ def _st_pooling(folder: Path) -> str:
                     return mode
             return next((k for k, v in d.items() if k.startswith("pooling_mode") and v), "mean")
     return "mean"
-
-
-def _weights(folder: Path) -> dict:
-    files = sorted(p.name for p in folder.iterdir() if p.name.endswith(WEIGHT_SUFFIXES) and p.is_file())
-    safetensors = [f for f in files if f.endswith(".safetensors")]
-    files = safetensors or files
-    if not files:
-        raise FeatstoreError(f"{folder}: no weights (*.safetensors or *.bin) in the folder")
-    return {"weights_file": files[0], "weights_files": files}
 
 
 def _licence(folder: Path) -> str:
@@ -258,3 +250,33 @@ def _value(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     return json.dumps(str(v))            # a JSON string is a TOML basic string
+
+
+def remove_model(name: str) -> dict:
+    """Delete an imported entry (a dual encoder: both towers), its converted tokenizer and its exported ONNX files;
+    stores embedded with it keep their vectors. Returns {"removed": names, "files": paths deleted}."""
+    if name in builtin_models():
+        raise FeatstoreError(f"{name!r} is a built-in backbone; only models imported with `featstore models add` "
+                             "can be removed")
+    imported = imported_models()
+    if name not in imported:
+        raise one_of("imported model", name, imported)
+    partner = imported[name].source.get("partner")
+    names = [name] + ([partner] if partner in imported else [])
+    files = []
+    for n in names:                         # the entry itself last: a failure midway leaves it to remove again
+        for path in [*_exports_of(n), imported_dir() / f"{n}.tokenizer.json", imported_dir() / f"{n}.toml"]:
+            if path.is_file():
+                path.unlink()
+                files.append(str(path))
+    return {"removed": names, "files": files}
+
+
+def _exports_of(name: str) -> list[Path]:
+    """The ONNX files exported for entry `name` in the featstore home (NAME and NAME@SIZE, their fp16 and
+    pixel-input versions)."""
+    from featstore.home import exports_dir
+
+    own = re.compile(re.escape(name) + r"(@\d+)?-[0-9a-f]{16}(-fp16)?(-[0-9a-f]{16})?(-gather)?\.onnx")
+    folders = [exports_dir(), exports_dir() / "pixel-input"]
+    return [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if own.fullmatch(p.name)]

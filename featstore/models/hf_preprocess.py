@@ -8,6 +8,7 @@ rule (also used by ResNet). Anything else is refused with one line, never approx
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from featstore.errors import FeatstoreError
@@ -15,13 +16,38 @@ from featstore.errors import FeatstoreError
 RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
+def image_processor_file(folder: Path) -> Path | None:
+    """The file holding the folder's image processor settings, wherever transformers saved it: its own
+    preprocessor_config.json (an image processor's save_pretrained; any processor's before transformers 5), or
+    inside processor_config.json (a processor's save_pretrained since transformers 5); None when neither."""
+    own = folder / "preprocessor_config.json"
+    if own.is_file():
+        return own
+    joint = folder / "processor_config.json"
+    if not joint.is_file():
+        return None
+    try:
+        settings = json.loads(joint.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FeatstoreError(f"{joint}: not valid JSON ({exc})") from None
+    return joint if isinstance(settings, dict) and isinstance(settings.get("image_processor"), dict) else None
+
+
+def require_image_processor(folder: Path) -> Path:
+    """image_processor_file, or one line saying it is missing (checked before transformers is imported)."""
+    found = image_processor_file(folder)
+    if found is None:
+        raise FeatstoreError(f"{folder}: no image processor settings (neither preprocessor_config.json nor an "
+                             "image_processor in processor_config.json), so the model's preprocessing is unknown; "
+                             "save its processor into the folder too: processor.save_pretrained(folder)")
+    return found
+
+
 def load_processor(folder: Path):
     """The folder's image processor, PIL backend (export time only: imports transformers)."""
+    require_image_processor(folder)
     from transformers import AutoImageProcessor
 
-    if not (folder / "preprocessor_config.json").is_file():
-        raise FeatstoreError(f"{folder}: no preprocessor_config.json, so the model's preprocessing is unknown "
-                             "(save the model's image processor into the folder too: processor.save_pretrained)")
     try:
         return AutoImageProcessor.from_pretrained(str(folder), backend="pil")
     except (OSError, ValueError, KeyError) as exc:

@@ -9,13 +9,14 @@ import numpy as np
 from featstore.embed.local import embed_query
 from featstore.embed.text import embed_query_text
 from featstore.errors import FeatstoreError
-from featstore.store.index import normalise_rows, open_index, read_stamp, search as index_search
+from featstore.search.filtered import filtered_topk
+from featstore.store.index import open_index, read_stamp, search as index_search
 from featstore.store.index_kinds import on_gpu
 from featstore.hashing import content_hash
 from featstore.embed.backbones import backbone_for_set, partner_backbone, partner_spec
 from featstore.paths import display_path
 from featstore.store.db import Store
-from featstore.store.labels import task_for
+from featstore.store.labels import several_tasks_note, shown_task
 from featstore.store.vanished import REMOVED
 from featstore.store.where_guard import ItemFilter, check_where
 from featstore.user_csv import read_user_csv
@@ -31,57 +32,35 @@ def _set_holding(store: Store, content: str | None, model: str | None):
     return store.pick_set(None)
 
 
-EXACT_SUBSET = 50_000      # --where: passing vectors scored exactly in numpy per chunk (and always up to this many)
-SUBSET_FRACTION = 0.05     # --where passing more than this share of the set (and > EXACT_SUBSET): post-filter the index
+@dataclass
+class Passing:
+    """The contents of a set whose items pass a condition: their vec_ids (sorted) and, for each, the first passing
+    item by path (id, path, label), which a result of that content stands for."""
+
+    vec_ids: np.ndarray
+    item_ids: np.ndarray
+    paths: np.ndarray
+    labels: np.ndarray
+
+    def standing(self, vec_id: int) -> dict:
+        i = int(np.searchsorted(self.vec_ids, vec_id))
+        return {"item_id": int(self.item_ids[i]), "path": self.paths[i], "label": self.labels[i]}
 
 
-def filtered_vec_ids(store: Store, s, where: ItemFilter, task: str | None) -> np.ndarray:
-    """vec_ids of the set whose items pass a checked condition, evaluated in DuckDB over one row per ok item:
-    item_id, path, hash, size, mtime, width, height, updated_at, label and split (of the task shown), text."""
-    rows = store.passing_rows(where, task, f"SELECT vec_id FROM {s.table} WHERE hash IN (SELECT hash FROM {{items}})",
-                              fetch=lambda cur: cur.fetchnumpy())
-    return np.asarray(rows["vec_id"], dtype=np.int64)
+def filtered_vec_ids(store: Store, s, where: ItemFilter, task: str | None) -> Passing:
+    """What of the set passes a checked condition, evaluated in DuckDB over one row per ok item: item_id, path,
+    hash, size, mtime, width, height, updated_at, label and split (of the task shown), text. Read once per
+    condition while the store is unchanged (store.passing)."""
+    def read() -> Passing:
+        rows = store.passing_rows(where, task, f"""
+            SELECT e.vec_id, item.item_id, item.path, item.label FROM {{items}} AS item
+            JOIN {s.table} e ON e.hash = item.hash
+            QUALIFY row_number() OVER (PARTITION BY e.vec_id ORDER BY item.path) = 1 ORDER BY e.vec_id""",
+                                  fetch=lambda cur: cur.fetchnumpy())
+        return Passing(np.asarray(rows["vec_id"], np.int64), np.asarray(rows["item_id"], np.int64),
+                       np.asarray(rows["path"], object), np.asarray(rows["label"], object))
 
-
-def postfilter_topk(index, q: np.ndarray, k: int, passing: np.ndarray, fraction: float):
-    """Top-k passing items by searching the index for k / fraction x 4 neighbours, doubling until k pass (or
-    everything was searched). `passing` is a boolean mask indexed by vec_id."""
-    want = min(int(np.ceil(k / max(fraction, 1e-9) * 4)), index.ntotal)
-    while True:
-        scores, ids = index.search(q, max(want, 1))
-        keep = [[(sc, i) for sc, i in zip(srow, irow) if 0 <= i < len(passing) and passing[i]][:k]
-                for srow, irow in zip(scores.tolist(), ids.tolist())]
-        if all(len(r) == k for r in keep) or want >= index.ntotal:
-            break
-        want = min(want * 2, index.ntotal)
-    width = max((len(r) for r in keep), default=0)
-    out_s = np.full((len(q), width), -np.inf, np.float32)
-    out_i = np.full((len(q), width), -1, np.int64)
-    for row, r in enumerate(keep):
-        for col, (sc, i) in enumerate(r):
-            out_s[row, col], out_i[row, col] = sc, i
-    return out_s, out_i
-
-
-def _filtered_search(store: Store, s, vec: np.ndarray, ids: np.ndarray, fraction: float, k: int):
-    """Top-k among the given vec_ids only. A selective filter (at most SUBSET_FRACTION of the live vectors, or
-    at most EXACT_SUBSET of them) scores exactly the passing vectors, read EXACT_SUBSET at a time; a broad one
-    searches the index and drops what fails, asking for more neighbours until k pass."""
-    if len(ids) == 0:
-        return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
-    q = normalise_rows(vec[None])[0]
-    if fraction > SUBSET_FRACTION and len(ids) > EXACT_SUBSET:
-        passing = np.zeros(int(ids.max()) + 1, bool)
-        passing[ids] = True
-        return postfilter_topk(open_index(store, s), q[None], k, passing, fraction)
-    best_scores, best_ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
-    for start in range(0, len(ids), EXACT_SUBSET):
-        keys, vecs = store.vectors_for_ids(s, ids[start:start + EXACT_SUBSET])
-        scores = normalise_rows(vecs) @ q
-        best_scores, best_ids = np.concatenate([best_scores, scores]), np.concatenate([best_ids, keys])
-        top = np.argsort(-best_scores, kind="stable")[:k]
-        best_scores, best_ids = best_scores[top], best_ids[top]
-    return best_scores[None], best_ids[None]
+    return store.passing((s.set_id, where.sql, task), read)
 
 
 @dataclass
@@ -111,7 +90,8 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
     where = None if where is None else check_where(where)
-    task = task_for(store, task)
+    task = shown_task(store, task, where)        # a task only where labels are read: shown, or --where reads them
+    unlabelled = several_tasks_note(store, task)
     backbones = {} if backbones is None else backbones
     indexes = {} if indexes is None else indexes
     subsets = {}
@@ -122,16 +102,19 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
         passing = None
         if where:
             if s.set_id not in subsets:
-                passing = filtered_vec_ids(store, s, where, task)
-                subsets[s.set_id] = passing, len(passing) / max(store.live_count(s), 1)
-            passing, fraction = subsets[s.set_id]
-            scores, ids = _filtered_search(store, s, vec, passing, fraction, k + extra)
+                subsets[s.set_id] = filtered_vec_ids(store, s, where, task), store.live_count(s)
+            passing, live = subsets[s.set_id]
+            index, kind = _cpu_index(store, s, indexes)         # FAISS's selectors run on the CPU index
+            scores, ids = filtered_topk(index, kind, vec[None], k + extra, passing.vec_ids, live,
+                                        lambda wanted: store.vectors_for_ids(s, wanted))
         else:
             if s.set_id not in indexes:
                 indexes[s.set_id] = on_gpu(open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat"))
             scores, ids = index_search(indexes[s.set_id], vec[None], k + extra)
         found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
-        info = store.describe_vecs(s, [i for i, _ in found], task, where)
+        info = store.describe_vecs(s, [i for i, _ in found], task)
+        if passing is not None:        # each result stands for its first passing item, not its first item
+            info = {vid: d | passing.standing(vid) for vid, d in info.items()}
         results = []
         for vid, score in found:
             if vid not in info or info[vid]["hash"] == exclude:
@@ -139,11 +122,19 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
             results.append({"rank": len(results) + 1, "score": round(score, 6), **info[vid]})
             if len(results) == k:
                 break
-        out.append({"query": name, "model": s.model, "set_id": s.set_id, "task": task, "k": k,
-                    "where": None if where is None else where.text,
-                    "passing": None if passing is None else int(len(passing)), "results": results,
-                    "note": None if passing is None or len(passing) else no_match_note(where, task)})
+        out.append({"query": name, "query_kind": query.kind, "model": s.model, "set_id": s.set_id, "task": task,
+                    "k": k, "where": None if where is None else where.text,
+                    "passing": None if passing is None else int(len(passing.item_ids)), "results": results,
+                    "note": unlabelled if passing is None or len(passing.vec_ids) else no_match_note(where, task)})
     return out
+
+
+def _cpu_index(store: Store, s, indexes: dict):
+    """(the set's index on the CPU, its kind), kept in `indexes` beside the (perhaps GPU) one plain searches use."""
+    key = ("cpu", s.set_id)
+    if key not in indexes:
+        indexes[key] = open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat")
+    return indexes[key]
 
 
 def no_match_note(where, task: str | None) -> str:
@@ -152,17 +143,20 @@ def no_match_note(where, task: str | None) -> str:
     return f"--where {str(where)!r} matched no items; label and split were read against {against}"
 
 
-def set_for_query(store: Store, model: str | None, modality: str):
-    """The set a text or image query ranks: the one asked for (of either modality: a dual encoder's other tower
-    embeds the query), else the newest of the query's modality, else the newest whose model has a tower for it."""
+def set_for_query(store: Store, model: str | None, modality: str, task: str | None = None):
+    """The set a text or image query ranks (search; a zero-shot head's class prompts, with the task whose items
+    it must hold): the one asked for (of either modality: a dual encoder's other tower embeds the query), else
+    the newest of the query's modality, else the newest whose model has a tower for it."""
     if model is not None:
         return store.pick_set(model)
-    sets = store.sets()
-    if not any(s.modality == modality for s in sets):
-        crossing = [s for s in sets if _tower_for(s) == modality]
-        if crossing:
-            return crossing[-1]
-    return store.pick_set(None, modality=modality)
+    sets = [s for s in store.sets() if task is None or store.labelled_count(s, task)]
+    own = [s for s in sets if s.modality == modality]
+    crossing = [s for s in sets if _tower_for(s) == modality]
+    if own or crossing:
+        return (own or crossing)[-1]
+    if task is not None:
+        return store.set_for_task(task, None)         # none can: the newest with the task (its use says why)
+    return store.pick_set(None, modality=modality)     # nothing embedded with that modality: says so
 
 
 def _tower_for(s) -> str | None:
@@ -186,7 +180,7 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
         if not text.strip():
             raise FeatstoreError("--text: the query is empty")
         s = set_for_query(store, model, "text")
-        return s, embed_query_text(text, *backbone(s, "text")), None, repr(text)
+        return s, embed_query_text(text, *backbone(s, "text")), None, text
     if query.kind == "id":
         item = store.item(int(query.value))
         if item.status == REMOVED:      # out of search both ways: not a result, not a query

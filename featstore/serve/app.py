@@ -27,7 +27,7 @@ from featstore.serve.guard import LOOPBACK, RequestGuard, for_the_page
 from featstore.serve.state import ServerState
 from featstore.serve.uploads import MAX_FILES, UploadError, save_upload
 from featstore.store.filter_run import FilterTimeout
-from featstore.store.labels import task_for
+from featstore.store.labels import shown_task, task_for
 from featstore.store.where_guard import check_where
 
 STATIC = Path(__file__).parent / "static"
@@ -72,7 +72,7 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
             raise FeatstoreError(f"offset >= 0 and 1 <= limit <= {MAX_PAGE}")
         where = check_where(where) if where else None
         with state.reading() as (store, _):
-            task = task_for(store, task)
+            task = shown_task(store, task, where)       # several tasks, none asked for: labels only if where reads them
             total, rows = store.page_items(task, where, offset, limit)
         return {"task": task, "where": where and where.text, "total": total, "offset": offset, "limit": limit,
                 "items": [_item_json(r) for r in rows]}

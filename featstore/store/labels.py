@@ -7,6 +7,7 @@ from pathlib import Path
 from featstore.errors import FeatstoreError, one_of
 from featstore.paths import display_path
 from featstore.store.db import Store
+from featstore.store.where_guard import check_where
 from featstore.user_csv import read_user_csv
 
 
@@ -24,6 +25,29 @@ def task_for(store: Store, task: str | None, required: bool = False) -> str | No
         raise FeatstoreError("no labelled task in this store yet: embed a folder of class subfolders, or run "
                              "`featstore label --task T --csv labels.csv`")
     return tasks[0] if tasks else None
+
+
+def shown_task(store: Store, task: str | None, where=None) -> str | None:
+    """The task whose labels results show: as task_for, except that with several tasks and none asked for the
+    results go without labels (None), unless the condition `where` reads label or split."""
+    if task is None and len(store.tasks()) > 1 and not reads_labels(where):
+        return None
+    return task_for(store, task)
+
+
+def reads_labels(where) -> bool:
+    """Whether a condition (text, or checked by the filter guard) reads the label or split column."""
+    if where is None:
+        return False
+    return bool(check_where(where).columns & {"label", "split"})
+
+
+def several_tasks_note(store: Store, task: str | None) -> str | None:
+    """A note when results carry no labels because the store has several tasks and none was asked for."""
+    tasks = sorted(store.tasks())
+    if task is not None or len(tasks) < 2:
+        return None
+    return f"labels not shown: this store has several tasks ({', '.join(tasks)}); --task T shows one's labels"
 
 
 def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
@@ -52,9 +76,18 @@ def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
             unmatched.append({"line": line, "key": value, "reason": "not in the store"})
         for p in paths:
             labels[p] = lab
+    counts = _label_changes(store, task, labels)
     store.set_labels(task, labels)
     return {"task": task, "csv": str(csv_path), "key": key, "rows": len(rows), "labelled_paths": len(labels),
-            "distinct_labels": len(set(labels.values())), "unmatched": unmatched}
+            "distinct_labels": len(set(labels.values())), **counts, "unmatched": unmatched}
+
+
+def _label_changes(store: Store, task: str, labels: dict[str, str]) -> dict[str, int]:
+    """How many of these path labels are new to the task, change a stored label, or repeat it."""
+    before = dict(store.con.execute("SELECT path, label FROM labels WHERE task = ? AND path IN (SELECT unnest(?))",
+                                    [task, list(labels)]).fetchall())
+    changed = sum(p in before and before[p] != lab for p, lab in labels.items())
+    return {"new": len(labels) - len(before), "changed": changed, "unchanged": len(before) - changed}
 
 
 def _match_path(value: str, csv_dir: Path, items: dict) -> list[str]:

@@ -66,6 +66,7 @@ class ItemFilter:
 
     text: str
     sql: str
+    columns: frozenset = frozenset()        # the item columns it reads
 
     def __str__(self) -> str:
         return self.text
@@ -87,13 +88,12 @@ def check_where(where: "str | ItemFilter") -> ItemFilter:
     tree = _parse(_PREFIX + "(" + where + "\n)")
     _check_select(tree, where)
     node = tree["where_clause"]
-    count = _walk(node, 0, [0])
-    if count > MAX_NODES:
-        raise FeatstoreError(f"where: more than {MAX_NODES} parts")
+    columns: set = set()
+    _walk(node, 0, [0], columns)
     sql = _render(tree)
     if _strip(_parse(sql)) != _strip(tree):        # the rendering must be the tree that was checked
         raise FeatstoreError("where: the condition cannot be rendered back as checked; simplify it")
-    return ItemFilter(where, "(" + sql[len(_PREFIX):] + ")")
+    return ItemFilter(where, "(" + sql[len(_PREFIX):] + ")", frozenset(columns))
 
 
 def allowed_text() -> str:
@@ -158,8 +158,8 @@ def _strip(node):
     return node
 
 
-def _walk(node: dict, depth: int, count: list) -> int:
-    """Check one expression node and its children; the number of nodes seen so far."""
+def _walk(node: dict, depth: int, count: list, columns: set) -> None:
+    """Check one expression node and its children, counting nodes and collecting the columns read."""
     count[0] += 1
     if depth > MAX_DEPTH:
         raise FeatstoreError(f"where: nested more than {MAX_DEPTH} deep")
@@ -175,6 +175,7 @@ def _walk(node: dict, depth: int, count: list) -> int:
             name = ".".join(node.get("column_names", []))
             why = "not filtered (vectors are what is searched)" if names == ["vector"] else "not an item column"
             raise FeatstoreError(f"where: {name!r} is {why}; the columns are {', '.join(COLUMNS)}")
+        columns.add(names[0])
     elif kind == "CONSTANT":
         pass
     elif kind in ("COMPARISON",):
@@ -200,8 +201,7 @@ def _walk(node: dict, depth: int, count: list) -> int:
         raise FeatstoreError(f"where: {WHAT_IT_IS.get(kind, str(kind).lower())} is not allowed in a condition")
     for child in children:
         if child is not None:
-            _walk(child, depth + 1, count)
-    return count[0]
+            _walk(child, depth + 1, count, columns)
 
 
 def _function_arguments(node: dict) -> list:
