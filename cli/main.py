@@ -123,6 +123,9 @@ def models_remove(name, as_json):
               help="A batch of queries: CSV with a 'path', 'id' or 'text' column.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per (query, neighbour).")
 @click.option("--text", "text", default=None, help="Query text, ranked against stored texts (not added to the store).")
+@click.option("--vector-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Ready-made query vectors: a .npy file of one vector or a 2-D array of them (the set: --model, "
+                   "else the newest of that dimension).")
 @click.option("--where", default=None, help="SQL condition on the stored items, e.g. \"label = 'roses' AND width > "
                                              "300\" (columns: item_id path hash size mtime width height label split "
                                              "text). k results whenever k items pass.")
@@ -131,10 +134,10 @@ def models_remove(name, as_json):
 @click.option("--task", default=None, help="Whose labels to show and --where reads [default: the store's only task]")
 @store_option
 @json_option
-def search(like, item_id, queries, as_csv, text, where, k, model, task, store_path, as_json):
+def search(like, item_id, queries, as_csv, text, vector_file, where, k, model, task, store_path, as_json):
     """Nearest neighbours by cosine similarity: path, label, score (one query, or a batch)."""
     found = _open(store_path).search(like=like, ids=item_id, text=text, queries=queries, k=k, model=model, task=task,
-                                     where=where)
+                                     where=where, vector=_vectors(vector_file) if vector_file else None)
     outs = found if isinstance(found, list) else [found]
     for note in dict.fromkeys(out["note"] for out in outs if out["note"]):
         _log(note)
@@ -149,6 +152,16 @@ def search(like, item_id, queries, as_csv, text, where, k, model, task, store_pa
         return emit_json(found if not isinstance(found, list) else {"queries": outs})
     for out in outs:
         _print_neighbours(out)
+
+
+def _vectors(path: str):
+    """The query vectors in a .npy file (no pickled objects), or one line saying why not."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FeatstoreError(f"{path}: not a .npy array of numbers ({str(exc).splitlines()[0]})") from None
 
 
 def _print_neighbours(out: dict) -> None:

@@ -85,3 +85,56 @@ def test_a_search_with_where_through_the_store_is_exact(home, tmp_path_factory):
     want = ids[np.argsort(-(vecs @ query_vec), kind="stable")[:8]]
     assert [r["item_id"] for r in out["results"]] == want.tolist()
     assert out["passing"] == len(rows)
+
+
+def test_a_ready_made_vector_is_a_query_through_every_door(home, tmp_path_factory, tmp_path):
+    """fs.search(vector=...), search --vector-file q.npy and POST /search {"vector": [...]} rank the store by the
+    vector given: a stored item's own vector finds that item first; the dimension is checked against the set,
+    and a wrong one, a non-finite one or a pickled file is one line."""
+    import json
+
+    import featstore
+    from conftest import cli_runner
+    from featstore.errors import FeatstoreError
+    from featstore.store.db import Store
+
+    store = embed_into_new_store(tmp_path_factory, "vectors")
+    with Store.open(store) as st:
+        s = st.pick_set(None)
+        item = st.item(7)
+        vec = st.vectors_for_hashes(s, [item.hash])[item.hash]
+    fs = featstore.open(store)
+    out = fs.search(vector=vec, k=3)
+    assert out["results"][0]["item_id"] == 7 and out["results"][0]["score"] > 0.9999 and out["set_id"] == s.set_id
+    two = fs.search(vector=np.stack([vec, vec]), k=2)
+    assert len(two) == 2 and all(o["results"][0]["item_id"] == 7 for o in two)
+    for bad, why in ((vec[:100], "no embedding set holds vectors of 100"), (np.full(len(vec), np.nan), "finite"),
+                     (np.zeros((2, 2, 2)), "one row")):
+        with pytest.raises(FeatstoreError, match=why):
+            fs.search(vector=bad, k=3)
+    with pytest.raises(FeatstoreError, match="holds vectors of"):
+        fs.search(vector=vec[:100], k=3, model=s.set_id)
+
+    np.save(tmp_path / "q.npy", vec)
+    run = cli_runner()
+    r = run("search", "--vector-file", tmp_path / "q.npy", "-k", "2", "--store", store, "--json")
+    assert json.loads(r.stdout)["results"][0]["item_id"] == 7
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    bad = run("search", "--vector-file", tmp_path / "obj.npy", "--store", store, ok=False)
+    assert bad.exit_code == 1 and "not a .npy array of numbers" in bad.output
+
+    from fastapi.testclient import TestClient
+
+    from featstore.serve.app import create_app
+    from featstore.serve.state import ServerState
+
+    state = ServerState(store, refresh=False)
+    try:
+        with TestClient(create_app(state), base_url="http://127.0.0.1:8765") as c:
+            got = c.post("/search", json={"vector": vec.tolist(), "k": 2})
+            assert got.status_code == 200 and got.json()["results"][0]["item_id"] == 7
+            assert c.post("/search", json={"vector": vec[:10].tolist()}).status_code == 400
+            assert c.post("/search", json={"vector": ["a"]}).status_code in (400, 422)
+            assert c.post("/search", json={"vector": vec.tolist(), "id": 3}).status_code == 400
+    finally:
+        state.close()

@@ -187,15 +187,16 @@ class Featstore:
             return export_fused(store, head, output)
 
     # ---- search --------------------------------------------------------------------------------------------
-    def search(self, like=None, text: str | None = None, ids=None, queries=None,
+    def search(self, like=None, text: str | None = None, ids=None, queries=None, vector=None,
                options: SearchOptions | None = None, **opts):
-        """Nearest stored items by cosine similarity. One query (a file `like`, a `text`, or one stored id in
-        `ids`) gives one SearchResult (its dict, with to_pandas); a batch (`like` a folder, several `ids`, a
-        `queries` CSV) a SearchResults list of them."""
+        """Nearest stored items by cosine similarity. One query (a file `like`, a `text`, one stored id in `ids`,
+        or a ready-made `vector`: the set named by `model`, else the newest of its dimension) gives one
+        SearchResult (its dict, with to_pandas); a batch (`like` a folder, several `ids`, a `queries` CSV, a 2-D
+        `vector` array) a SearchResults list of them."""
         from featstore.search.query import search_many
 
         o = _options(SearchOptions, options, opts)
-        batch, single = build_queries(like=like, ids=ids, text=text, queries=queries)
+        batch, single = build_queries(like=like, ids=ids, text=text, queries=queries, vector=vector)
         with self._searching() as store:
             outs = search_many(store, batch, k=o.k, model=o.model, task=o.task, where=o.where,
                                backbones=self._backbones, indexes=self._indexes())
@@ -376,9 +377,9 @@ class Featstore:
                 return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()   # duckdb 1.x
 
 
-def build_queries(like=None, ids=None, text: str | None = None, queries=None):
+def build_queries(like=None, ids=None, text: str | None = None, queries=None, vector=None):
     """(the queries, whether it is a single one): a file or every image in a folder, stored ids (an int, a list,
-    or text like '3,17,42'), a text, or a CSV of queries."""
+    or text like '3,17,42'), a text, a CSV of queries, or ready-made vectors (one row, or a 2-D array of rows)."""
     from featstore.embed.source import scan_folder
     from featstore.search.query import Query, read_queries
 
@@ -394,9 +395,16 @@ def build_queries(like=None, ids=None, text: str | None = None, queries=None):
     batch += [Query("id", i) for i in id_list]
     if text is not None:
         batch.append(Query("text", text))
+    import numpy as np
+
+    rows = None if vector is None else np.asarray(vector)
+    if rows is not None:
+        batch += [Query("vector", row) for row in (rows if rows.ndim == 2 else [rows])]
     if not batch:
-        raise FeatstoreError("give a query: --like FILE|FOLDER, --id ID[,ID...], --text TEXT or --queries CSV")
-    return batch, len(batch) == 1 and not queries and not folder and not isinstance(ids, (list, tuple))
+        raise FeatstoreError("give a query: --like FILE|FOLDER, --id ID[,ID...], --text TEXT, --vector-file NPY "
+                             "or --queries CSV")
+    return batch, (len(batch) == 1 and not queries and not folder and not isinstance(ids, (list, tuple))
+                   and (rows is None or rows.ndim == 1))
 
 
 def _ids(ids) -> list[int]:

@@ -67,7 +67,7 @@ def filtered_vec_ids(store: Store, s, where: ItemFilter, task: str | None) -> Pa
 class Query:
     """One query: an image file, a stored item id, or a text."""
 
-    kind: str          # "file" | "id" | "text"
+    kind: str          # "file" | "id" | "text" | "vector"
     value: object
 
 
@@ -175,6 +175,9 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
                               else partner_backbone(s, device=device))
         return backbones[key]
 
+    if query.kind == "vector":
+        s, vec = vector_query(store, query.value, model)
+        return s, vec, None, f"vector ({len(vec)} values)"
     if query.kind == "text":
         text = str(query.value)
         if not text.strip():
@@ -203,6 +206,27 @@ def _query_vector(store: Store, query: Query, model: str | None, backbones: dict
     if stored:
         return s, next(iter(stored.values())), None, name
     return s, embed_query(path, *backbone(s, "image"))[0], None, name
+
+
+def vector_query(store: Store, value, model: str | None):
+    """(the set a ready-made vector is searched in, the vector as float32): the set named, else the newest whose
+    dimension it has; one line when its shape, values or dimension do not fit."""
+    vec = np.asarray(value, dtype=np.float64)
+    if vec.ndim != 1 or len(vec) == 0:
+        raise FeatstoreError(f"a vector query is one row of numbers, got an array of shape {vec.shape}")
+    if not np.all(np.isfinite(vec)) or not np.any(vec):
+        raise FeatstoreError("a vector query must be finite and not all zeros")
+    if model is not None:
+        s = store.pick_set(model)
+        if s.dim != len(vec):
+            raise FeatstoreError(f"the vector has {len(vec)} values; set {s.set_id} ({s.model}) holds vectors of "
+                                 f"{s.dim}")
+        return s, vec.astype(np.float32)
+    sets = [s for s in store.sets() if s.dim == len(vec)]
+    if not sets:
+        dims = ", ".join(sorted({f"{s.dim} ({s.model})" for s in store.sets()})) or "no sets yet"
+        raise FeatstoreError(f"no embedding set holds vectors of {len(vec)} values (this store's: {dims})")
+    return sets[-1], vec.astype(np.float32)
 
 
 def read_queries(path: str) -> list[Query]:

@@ -109,7 +109,8 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
     @app.post("/search")
     async def post_search(request: Request):
         """Nearest stored items: multipart with `file` (an image; fields k, where, model, task), or JSON
-        {text | id, k, where, model, task}. An uploaded file is embedded for this query only, unless the form
+        {text | id | vector, k, where, model, task} (a vector: in the set `model`, else the newest of its
+        dimension). An uploaded file is embedded for this query only, unless the form
         says add=true: then it is also added to the store (the answer's "added" is the job, see POST /items)."""
         if _is_multipart(request):
             async with _multipart(request, 1, "multipart search: give the image as field 'file'") as (fields, saved):
@@ -118,7 +119,8 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
                 out = await search(SearchBody.from_form(fields), Query("file", path)) | {"query": name}
                 return JSONResponse(out | ({"added": added} if added is not None else {}))
         body = SearchBody.parse(await read_json(request))
-        query = Query("text", body.text) if body.query_given() == "text" else Query("id", body.id)
+        given = body.query_given()
+        query = Query(given, getattr(body, given))           # kinds: "text", "id", "vector"
         return JSONResponse(await search(body, query))      # plain JSON types already: no jsonable_encoder pass
 
     async def search(body: SearchBody, query: Query) -> dict:

@@ -13,6 +13,7 @@ from featstore.store.where_guard import MAX_LENGTH
 MAX_K = 200
 MAX_TEXTS = 256
 MAX_DEPTH = 8              # nesting of a JSON body (ours are flat)
+MAX_DIM = 16_384           # values of a query vector
 
 
 class _Body(BaseModel):
@@ -30,10 +31,11 @@ class _Body(BaseModel):
 
 
 class SearchBody(_Body):
-    """A search: JSON {text | id, k, where, model, task}, or a multipart form's fields beside its image."""
+    """A search: JSON {text | id | vector, k, where, model, task}, or a multipart form's fields beside its image."""
 
     text: str | None = Field(None, max_length=10_000)
     id: int | None = Field(None, ge=0)
+    vector: list[float] | None = Field(None, min_length=1, max_length=MAX_DIM)
     k: int = Field(10, ge=1, le=MAX_K)
     where: str | None = Field(None, max_length=MAX_LENGTH)
     model: str | None = Field(None, max_length=200)
@@ -48,9 +50,9 @@ class SearchBody(_Body):
         return cls.parse(known, strict=False)
 
     def query_given(self) -> str:
-        given = [key for key in ("text", "id") if getattr(self, key) is not None]
+        given = [key for key in ("text", "id", "vector") if getattr(self, key) is not None]
         if len(given) != 1:
-            raise FeatstoreError("give exactly one of 'text' or 'id' (or upload an image as 'file')")
+            raise FeatstoreError("give exactly one of 'text', 'id' or 'vector' (or upload an image as 'file')")
         return given[0]
 
 
