@@ -1,4 +1,4 @@
-"""Head commands: fit-head (one head, a leaderboard, or a few-shot curve), heads, label, export."""
+"""Head commands: fit-head (one head, a leaderboard, or a few-shot curve), heads, label, meta, export."""
 from __future__ import annotations
 
 import click
@@ -198,6 +198,25 @@ def label(task, csv_path, store_path, as_json):
         click.echo(f"not in the store: line {row['line']}: {row['key']}")
     if len(out["unmatched"]) > 10:
         click.echo(f"... {len(out['unmatched']) - 10} more rows not in the store (--json lists all)")
+
+
+@click.command()
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="Table (CSV, TSV, Parquet, JSONL) with a 'path' column; every other column is metadata.")
+@store_option
+@json_option
+def meta(csv_path, store_path, as_json):
+    """Attach metadata to stored items by path: typed columns that --where filters on and results show."""
+    out = open_store(store_path).meta(csv_path)
+    if as_json:
+        return emit_json(out)
+    columns = ", ".join(f"{c} ({t}{', new' if c in out['new_columns'] else ''})" for c, t in out["columns"].items())
+    click.echo(f"metadata for {out['matched_paths']} paths from {out['rows']} rows: {columns or 'no columns'}; "
+               f"{len(out['unmatched'])} rows not matched")
+    for row in out["unmatched"][:10]:
+        click.echo(f"not in the store: row {row['row']}: {row['path']}" + ("" if row["path"] else " (empty path)"))
+    if len(out["unmatched"]) > 10:
+        click.echo(f"... {len(out['unmatched']) - 10} more rows not matched (--json lists all)")
 
 
 @click.command()

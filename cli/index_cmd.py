@@ -14,8 +14,9 @@ def index_group():
 
 
 @index_group.command("build")
-@click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-sq8"]), default="auto",
-              help="auto: the first of exact flat (up to 50,000 vectors), IVF-Flat and IVF-SQ8 that fits --memory.")
+@click.option("--kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-sq8", "ivf-pq"]), default="auto",
+              help="auto: the first of exact flat (up to 50,000 vectors), IVF-Flat, IVF-SQ8 and IVF-PQ (refined on "
+                   "the stored vectors) that fits --memory.")
 @click.option("--recall", type=click.FloatRange(0.5, 1.0), default=0.95,
               help="Target recall@10 against exact search; the search parameter is tuned until it is reached.")
 @click.option("--memory", default=None, help="Memory budget for the index, e.g. 512MB: auto picks a kind that fits "

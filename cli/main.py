@@ -128,7 +128,8 @@ def models_remove(name, as_json):
                    "else the newest of that dimension).")
 @click.option("--where", default=None, help="SQL condition on the stored items, e.g. \"label = 'roses' AND width > "
                                              "300\" (columns: item_id path hash size mtime width height label split "
-                                             "text). k results whenever k items pass.")
+                                             "text, and the store's metadata columns: `featstore meta`). k results "
+                                             "whenever k items pass.")
 @click.option("-k", type=click.IntRange(1, 10000), default=10, help="How many neighbours.")
 @click.option("--model", default=None, help="Embedding set: model name or set id [default: the newest]")
 @click.option("--task", default=None, help="Whose labels to show and --where reads [default: the store's only task]")
@@ -340,11 +341,11 @@ def gc(dry_run, store_path, as_json):
 from .audit_cmd import audit, select  # noqa: E402  (commands defined beside, registered here)
 from .duplicates import duplicates  # noqa: E402
 from .embed_cmd import embed  # noqa: E402
-from .heads import export, heads_table, fit_head, heads, label  # noqa: E402
+from .heads import export, heads_table, fit_head, heads, label, meta  # noqa: E402
 from .index_cmd import index_group  # noqa: E402
 from .serve_cmd import serve  # noqa: E402
 
-for _command in (embed, fit_head, heads, label, export, duplicates, audit, select, index_group, serve):
+for _command in (embed, fit_head, heads, label, meta, export, duplicates, audit, select, index_group, serve):
     cli.add_command(_command)
 
 

@@ -33,7 +33,7 @@ def recall(got: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(g) & set(t)) / len(t) for g, t in zip(got.tolist(), truth.tolist())]))
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivf-sq8", "ivf-pq", "hnsw"])
 def test_recall_at_every_selectivity(data, kind):
     from featstore.search.filtered import filtered_topk
     from featstore.store.index_kinds import Vectors, build_tuned, set_param
@@ -44,8 +44,7 @@ def test_recall_at_every_selectivity(data, kind):
     by_id = {int(v): i for i, v in enumerate(ids)}
 
     def vectors_for(wanted):
-        wanted = np.asarray(wanted, np.int64)
-        return wanted, base[[by_id[int(v)] for v in wanted]]
+        return base[[by_id[int(v)] for v in np.asarray(wanted, np.int64)]]
 
     rng = np.random.default_rng(1)
     for share in SELECTIVITIES:

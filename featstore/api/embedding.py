@@ -59,7 +59,7 @@ def embed(root, source: str, opts: EmbedOptions, log=print):
 def _embed_images(root, source: str, opts: EmbedOptions, log):
     from featstore.embed.backbones import open_backbone
     from featstore.embed.local import embed_files
-    from featstore.embed.manifest import is_image_manifest, read_manifest
+    from featstore.embed.manifest import attach_metadata, is_image_manifest, metadata_columns, read_manifest
     from featstore.embed.source import is_image_name, scan_folder
     from featstore.models.precision import check as check_precision
     from featstore.models.session import expected_device
@@ -72,6 +72,8 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
                              "column); any other file must be a text table (.csv .tsv .parquet .jsonl)")
     spec = model_spec(opts)
     files, warnings = (read_manifest(source), []) if manifest else scan_folder(source)
+    if manifest:
+        metadata_columns(source)           # its names checked before the store is touched
     for w in warnings:
         log(f"warning: {w}")
     name = os.path.basename(os.path.abspath(source))
@@ -90,6 +92,10 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
                                        calibration_paths=[f.path for f in files if not f.error])
         labels = {f.key: f.label for f in files if f.label}
         store.set_labels(task, labels)
+        meta = attach_metadata(store, source) if manifest else None
+        if meta:
+            log(f"metadata: {len(meta['columns'])} columns ("
+                + ", ".join(f"{c} {t}" for c, t in meta["columns"].items()) + f") for {meta['matched_paths']} paths")
         if opts.engine == "ray":
             from featstore.embed.ray import embed_with_ray
 

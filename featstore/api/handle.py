@@ -84,9 +84,10 @@ class Featstore:
 
     @contextlib.contextmanager
     def _reading(self):
-        from featstore.store.db import Store
+        """The store opened read-only for one call (nothing changes while it is open, so its reads are kept)."""
+        from featstore.store.cached import CachedStore
 
-        with Store.open(self.root) as store:
+        with CachedStore.open(self.root) as store:
             yield store
 
     @contextlib.contextmanager
@@ -124,6 +125,15 @@ class Featstore:
 
         with self._writing() as store:
             return label_from_csv(store, task, csv_path)
+
+    def meta(self, csv_path: str | os.PathLike) -> dict:
+        """Metadata for items already stored, from a table (CSV, TSV, Parquet, JSONL) with a 'path' column: every
+        other column is stored with the type DuckDB reads in it, filterable in `where` and shown in results.
+        Returns rows, matched_paths, columns (name -> type), new_columns and the unmatched rows."""
+        from featstore.store.metadata import meta_from_csv
+
+        with self._writing() as store:
+            return meta_from_csv(store, csv_path)
 
     # ---- heads ---------------------------------------------------------------------------------------------
     def fit_head(self, task: str | None = None, options: FitOptions | None = None, log=lambda _msg: None,
@@ -337,7 +347,8 @@ class Featstore:
 
     def items(self, task: str | None = None):
         """The stored items (ok status) as a pandas DataFrame: item_id, path, hash, size, mtime, width, height,
-        updated_at, label and split of `task` (default: the store's only task; with several, name one), text."""
+        updated_at, label and split of `task` (default: the store's only task; with several, name one), text, then
+        the store's metadata columns."""
         return self._table(None, task, vectors=False).to_pandas()
 
     def to_pandas(self, model: str | None = None, task: str | None = None):

@@ -3,7 +3,8 @@
 Relative paths are relative to the manifest's folder. Rows become the same SourceFile records a folder listing
 gives (sorted by path, duplicates dropped); a path that cannot be stat-ed is recorded as failed, like a file that
 vanished. A row may also name an fsspec URL (s3://, gs://, file://, ...): it is stat-ed and read through fsspec
-(uri.py), so those workers need fsspec and the scheme's backend.
+(uri.py), so those workers need fsspec and the scheme's backend. Every other column is the items' own metadata,
+stored with the types DuckDB reads in it (store/metadata.py).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from featstore.errors import FeatstoreError
 from featstore.embed.source import SourceFile, _entry
+from featstore.paths import display_path
+from featstore.store import metadata
 from featstore.uri import is_uri, stat
 
 MANIFEST_SUFFIXES = {".csv", ".tsv", ".parquet"}
@@ -64,6 +67,24 @@ def read_manifest(path: str | Path) -> list[SourceFile]:
             files.append(f if f.error is None else SourceFile(f.path, f.key, lab, None, None, f.error))
     files.sort(key=lambda f: f.key)
     return files
+
+
+def metadata_columns(path: str | Path) -> dict[str, tuple[str, str]]:
+    """The manifest's metadata columns (all but path and label), names checked before any store is touched."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        return metadata.read_columns(con, path, skip=("path", "label"))
+
+
+def attach_metadata(store, path: str | Path) -> dict | None:
+    """Store the manifest's metadata columns for its rows' items (by the paths its rows name), or None if it has
+    none."""
+    if not metadata_columns(path):
+        return None
+    folder = Path(path).parent
+    return metadata.attach(store, path, lambda raw: raw if is_uri(raw) else display_path(
+        os.path.abspath(raw if os.path.isabs(raw) else os.path.join(folder, raw))), skip=("path", "label"))
 
 
 def _uri_entry(url: str, label: str | None) -> SourceFile:

@@ -10,7 +10,8 @@ from featstore.embed.local import embed_query
 from featstore.embed.text import embed_query_text
 from featstore.errors import FeatstoreError
 from featstore.search.filtered import filtered_topk
-from featstore.store.index import open_index, read_stamp, search as index_search
+from featstore.store.index import normalise_rows, open_index, read_stamp
+from featstore.store.index_kinds import refined_search
 from featstore.store.index_kinds import on_gpu
 from featstore.hashing import content_hash
 from featstore.embed.backbones import backbone_for_set, partner_backbone, partner_spec
@@ -49,7 +50,8 @@ class Passing:
 
 def filtered_vec_ids(store: Store, s, where: ItemFilter, task: str | None) -> Passing:
     """What of the set passes a checked condition, evaluated in DuckDB over one row per ok item: item_id, path,
-    hash, size, mtime, width, height, updated_at, label and split (of the task shown), text. Read once per
+    hash, size, mtime, width, height, updated_at, label and split (of the task shown), text, and the store's
+    metadata columns. Read once per
     condition while the store is unchanged (store.passing)."""
     def read() -> Passing:
         rows = store.passing_rows(where, task, f"""
@@ -89,7 +91,7 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
     long-running caller passes its own `backbones` and `indexes` dicts, set_id -> object, to keep them)."""
     if k < 1:
         raise FeatstoreError("-k must be at least 1")
-    where = None if where is None else check_where(where)
+    where = None if where is None else check_where(where, store.metadata_columns())
     task = shown_task(store, task, where)        # a task only where labels are read: shown, or --where reads them
     unlabelled = several_tasks_note(store, task)
     backbones = {} if backbones is None else backbones
@@ -106,15 +108,14 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
             passing, live = subsets[s.set_id]
             index, kind = _cpu_index(store, s, indexes)         # FAISS's selectors run on the CPU index
             scores, ids = filtered_topk(index, kind, vec[None], k + extra, passing.vec_ids, live,
-                                        lambda wanted: store.vectors_for_ids(s, wanted))
+                                        stored_vectors(store, s))
         else:
-            if s.set_id not in indexes:
-                indexes[s.set_id] = on_gpu(open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat"))
-            scores, ids = index_search(indexes[s.set_id], vec[None], k + extra)
+            index, kind = _index(store, s, indexes)
+            scores, ids = refined_search(index, kind, normalise_rows(vec[None]), k + extra, stored_vectors(store, s))
         found = [(int(i), float(sc)) for i, sc in zip(ids[0], scores[0]) if i >= 0]
         info = store.describe_vecs(s, [i for i, _ in found], task)
         if passing is not None:        # each result stands for its first passing item, not its first item
-            info = {vid: d | passing.standing(vid) for vid, d in info.items()}
+            info = _own_meta(store, {vid: d | passing.standing(vid) for vid, d in info.items()})
         results = []
         for vid, score in found:
             if vid not in info or info[vid]["hash"] == exclude:
@@ -127,6 +128,34 @@ def search_many(store: Store, queries: list[Query], k: int = 10, model: str | No
                     "passing": None if passing is None else int(len(passing.item_ids)), "results": results,
                     "note": unlabelled if passing is None or len(passing.vec_ids) else no_match_note(where, task)})
     return out
+
+
+def _own_meta(store: Store, info: dict) -> dict:
+    """Results that stand for another item than the first of their content, with that item's metadata."""
+    if not any("meta" in d for d in info.values()):
+        return info
+    metas = store.meta_by_path([d["path"] for d in info.values()])
+    return {vid: d | {"meta": metas[d["path"]]} for vid, d in info.items()}
+
+
+def _index(store: Store, s, indexes: dict):
+    """(the set's index, on every GPU where FAISS sees one, and its kind), kept in `indexes` by set_id."""
+    if s.set_id not in indexes:
+        kind = (read_stamp(store, s) or {}).get("kind", "flat")
+        indexes[s.set_id] = on_gpu(open_index(store, s), kind)
+    kind = indexes.setdefault(("kind", s.set_id), (read_stamp(store, s) or {}).get("kind", "flat"))
+    return indexes[s.set_id], kind
+
+
+def stored_vectors(store: Store, s):
+    """fetch(vec_ids) -> their stored vectors as unit rows, in that order (zeros for any not found)."""
+    def fetch(ids: np.ndarray) -> np.ndarray:
+        got, vectors = store.vectors_for_ids(s, np.asarray(ids, np.int64))
+        out = np.zeros((len(ids), s.dim), np.float32)
+        where = {int(v): i for i, v in enumerate(ids)}
+        out[[where[int(v)] for v in got]] = normalise_rows(vectors)
+        return out
+    return fetch
 
 
 def _cpu_index(store: Store, s, indexes: dict):

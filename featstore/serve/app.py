@@ -67,11 +67,11 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
     @app.get("/items")
     def get_items(where: str | None = None, task: str | None = None, offset: int = 0, limit: int = 50):
         """Stored items (ok status) passing `where` (SQL over item_id, path, hash, size, mtime, width, height,
-        updated_at, label, split, text), a page at a time by item_id."""
+        updated_at, label, split, text and the store's metadata columns), a page at a time by item_id."""
         if not (0 <= offset and 1 <= limit <= MAX_PAGE):
             raise FeatstoreError(f"offset >= 0 and 1 <= limit <= {MAX_PAGE}")
-        where = check_where(where) if where else None
         with state.reading() as (store, _):
+            where = check_where(where, store.metadata_columns()) if where else None
             task = shown_task(store, task, where)       # several tasks, none asked for: labels only if where reads them
             total, rows = store.page_items(task, where, offset, limit)
         return {"task": task, "where": where and where.text, "total": total, "offset": offset, "limit": limit,
@@ -79,16 +79,19 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
 
     @app.get("/items/{item_id}")
     def get_item(item_id: int):
-        """One item: its record, every task's label, and where its thumbnail is."""
+        """One item: its record, every task's label, where its thumbnail is, and its metadata (if the store has
+        metadata columns)."""
         with state.reading() as (store, _):
             item = _item(store, item_id)
             extra = store.con.execute("SELECT width, height, updated_at FROM items WHERE item_id = ?",
                                       [item_id]).fetchone()
             labels = store.labels_of(item.path)
+            meta = store.meta_by_path([item.path])
         return {"item_id": item.item_id, "path": item.path, "hash": item.hash, "size": item.size,
                 "mtime": item.mtime, "status": item.status, "error": item.error, "width": extra[0],
                 "height": extra[1], "updated_at": str(extra[2]), "labels": labels,
-                "thumbnail": f"/items/{item.item_id}/thumbnail" if item.status == "ok" else None}
+                "thumbnail": f"/items/{item.item_id}/thumbnail" if item.status == "ok" else None} | (
+            {"meta": meta[item.path]} if meta else {})
 
     @app.get("/items/{item_id}/thumbnail")
     def get_thumbnail(item_id: int, request: Request, size: int = 256):
@@ -123,8 +126,13 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
         query = Query(given, getattr(body, given))           # kinds: "text", "id", "vector"
         return JSONResponse(await search(body, query))      # plain JSON types already: no jsonable_encoder pass
 
+    def checked_where(where: str):
+        """The condition checked before anything runs, against the served store's metadata columns too."""
+        with state.reading() as (store, _):
+            return check_where(where, store.metadata_columns())
+
     async def search(body: SearchBody, query: Query) -> dict:
-        where = check_where(body.where) if body.where else None
+        where = checked_where(body.where) if body.where else None
 
         def run():
             with state.reading() as (store, snap):

@@ -37,7 +37,8 @@ class CachedStore(Store):
 
     def warm(self) -> None:
         """Read the catalog now (the server does, before a snapshot is served)."""
-        self._kept_catalog.warm(self.con, self.sets(), self.tasks(), self.relation("texts"))
+        self._kept_catalog.warm(self.con, self.sets(), self.tasks(), self.relation("texts"),
+                                list(self.metadata_columns()))
         self._memo["warm"] = True
 
     def keep(self, memo: dict, catalog: Catalog) -> "CachedStore":
@@ -58,6 +59,9 @@ class CachedStore(Store):
 
     def relation(self, table: str) -> str:
         return self._once(("relation", table), lambda: super(CachedStore, self).relation(table))
+
+    def metadata_columns(self) -> dict[str, str]:
+        return dict(self._once("metadata_columns", super().metadata_columns))
 
     def live_count(self, s) -> int:
         return self._once(("live", s.set_id), lambda: super(CachedStore, self).live_count(s))
@@ -106,4 +110,4 @@ class CachedStore(Store):
         catalog = None if where else self._catalog
         if catalog is None:
             return super().describe_vecs(s, vec_ids, task, where)
-        return catalog.describe(self.con, s, vec_ids, task, self.relation("texts"))
+        return catalog.describe(self.con, s, vec_ids, task, self.relation("texts"), list(self.metadata_columns()))

@@ -1,7 +1,7 @@
 """What a search reads to find its query and describe its neighbours, held in memory for a store copy that never
 changes (the server's snapshot): the item records by id; per content hash, the item that stands for it (the first
 ok item by path) and how many ok items share it; per embedding set, vec_id <-> content hash; per task, the labels
-by path. Each part is read from DuckDB in one query over its whole table the first time it is needed, so a plain
+by path; the user's metadata by path (store/metadata.py). Each part is read from DuckDB in one query over its whole table the first time it is needed, so a plain
 search over the copy (no --where) runs no SQL for its items. Memory: roughly 1 KB per item.
 
 Texts are not held (they can be long): a result whose content is a text reads it with one lookup by hash.
@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 
+from featstore.store.metadata import json_value, quote
 from featstore.store.schema import EmbeddingSet, Item
 
 
@@ -72,14 +73,26 @@ class Catalog:
         return self._part(("labels", task), lambda: dict(
             con.execute("SELECT path, label FROM labels WHERE task = ?", [task]).fetchall()))
 
+    def metadata(self, con, columns: list[str]) -> dict[str, dict]:
+        """path -> {column: value} (JSON-ready) of the items with metadata (empty without metadata columns)."""
+        if not columns:
+            return {}
+
+        def read():
+            rows = con.execute(f"SELECT path, {', '.join(map(quote, columns))} FROM item_meta").fetchall()
+            return {r[0]: {c: json_value(v) for c, v in zip(columns, r[1:])} for r in rows}
+        return self._part(("metadata", tuple(columns)), read)
+
     def text_hashes(self, con, texts_relation: str) -> frozenset:
         """The content hashes that are texts (their texts stay in DuckDB)."""
         return self._part("text_hashes", lambda: frozenset(
             r[0] for r in con.execute(f"SELECT hash FROM {texts_relation}").fetchall()))
 
-    def describe(self, con, s: EmbeddingSet, vec_ids, task: str | None, texts_relation: str) -> dict[int, dict]:
+    def describe(self, con, s: EmbeddingSet, vec_ids, task: str | None, texts_relation: str,
+                 meta_columns: list[str] = ()) -> dict[int, dict]:
         """As Store.describe_vecs without a --where: for each vec_id whose content some ok item holds, that
-        content's standing item (id, path, label in `task`), its copies, hash and text."""
+        content's standing item (id, path, label in `task`), its copies, hash and text, and with `meta_columns`
+        its metadata."""
         hashes, standing = self.vec_hashes(con, s), self.standing_for(con)
         labels = self.labels(con, task)
         found = {}
@@ -91,16 +104,18 @@ class Catalog:
         wanted = [h for h in found.values() if h in is_text]
         texts = dict(con.execute(f"SELECT hash, text FROM {texts_relation} WHERE hash IN (SELECT unnest($1))",
                                  [wanted]).fetchall()) if wanted else {}
+        meta, blank = self.metadata(con, list(meta_columns)), dict.fromkeys(meta_columns)
         out = {}
         for vid, h in found.items():
             item_id, path, copies = standing[h]
             out[vid] = {"item_id": item_id, "path": path, "copies": copies, "label": labels.get(path), "hash": h,
-                        "text": texts.get(h)}
+                        "text": texts.get(h)} | ({"meta": dict(meta.get(path, blank))} if meta_columns else {})
         return out
 
-    def warm(self, con, sets: list[EmbeddingSet], tasks, texts_relation: str) -> None:
+    def warm(self, con, sets: list[EmbeddingSet], tasks, texts_relation: str, meta_columns: list[str] = ()) -> None:
         """Read every part now (a new snapshot does this before it is served, so no request waits for it)."""
         self.items(con)
+        self.metadata(con, list(meta_columns))
         self.standing_for(con)
         self.text_hashes(con, texts_relation)
         for s in sets:

@@ -22,6 +22,7 @@ import numpy as np
 from featstore.errors import FeatstoreError, one_of
 from featstore.store.columns import arrow_table
 from featstore.store.filter_run import filter_connection, run_filter
+from featstore.store.metadata import json_value, quote
 from featstore.store.where_guard import ItemFilter, check_where
 from featstore.store.vectors import VectorReads, vector_table
 from featstore.store.lock import LOCK_FILE, describe_holder, take_writer_lock
@@ -62,12 +63,7 @@ class Store(VectorReads):
                 raise FeatstoreError(f"{root}: cannot write the store ({exc.strerror or exc})") from None
         try:
             con = _connect(db, read_only=not write, root=root, row_group_rows=cls.row_group_rows)
-            if write or cls is not Store:
-                store = cls(root, con, write, lock_fd)
-            else:                      # nothing changes while a reader has the file open: reads are kept
-                from featstore.store.cached import CachedStore
-
-                store = CachedStore(root, con, False, None)
+            store = cls(root, con, write, lock_fd)
             store._check_schema()
             return store
         except BaseException:
@@ -310,15 +306,37 @@ class Store(VectorReads):
             return table
         return "(SELECT " + ", ".join(f"NULL AS {c}" for c in ADDED_TABLES[table]) + " WHERE false)"
 
+    def metadata_columns(self) -> dict[str, str]:
+        """The user's metadata columns (store/metadata.py), in the order they were added: name -> DuckDB type."""
+        if self.relation("item_meta") != "item_meta":
+            return {}
+        return dict(self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'item_meta' "
+            "AND column_name <> 'path' ORDER BY ordinal_position").fetchall())
+
+    def meta_by_path(self, paths: list[str]) -> dict[str, dict]:
+        """path -> its metadata {column: value} (JSON-ready; None where not given) for these paths; {} in a store
+        without metadata columns."""
+        cols = list(self.metadata_columns())
+        if not cols:
+            return {}
+        rows = self.con.execute(f"SELECT path, {', '.join(map(quote, cols))} FROM item_meta "
+                                "WHERE path IN (SELECT unnest($1::VARCHAR[]))", [list(paths)]).fetchall()
+        found = {r[0]: meta_dict(cols, r[1:]) for r in rows}
+        return {p: found.get(p) or dict.fromkeys(cols) for p in paths}
+
     def item_view(self, only_hashes: bool = False) -> str:
         """SQL for one row per ok item with the label and split of the task bound as $task, and its text:
-        item_id, path, hash, size, mtime, width, height, updated_at, label, split, text (what --where reads).
-        `only_hashes`: only the items holding the contents bound as $hashes (a VARCHAR list)."""
+        item_id, path, hash, size, mtime, width, height, updated_at, label, split, text, then the store's metadata
+        columns (what --where reads). `only_hashes`: only the items holding the contents bound as $hashes (a
+        VARCHAR list)."""
+        meta = list(self.metadata_columns())
         return f"""SELECT i.item_id, i.path, i.hash, i.size, i.mtime, i.width, i.height, i.updated_at,
-                          l.label, sp.split, t.text
+                          l.label, sp.split, t.text{"".join(f", m.{quote(c)}" for c in meta)}
                    FROM items i LEFT JOIN labels l ON l.path = i.path AND l.task = $task
                    LEFT JOIN {self.relation("splits")} sp ON sp.hash = i.hash AND sp.task = $task
                    LEFT JOIN {self.relation("texts")} t ON t.hash = i.hash
+                   {"LEFT JOIN item_meta m ON m.path = i.path" if meta else ""}
                    WHERE i.status = 'ok'""" + (" AND i.hash IN (SELECT unnest($hashes::VARCHAR[]))"
                                                if only_hashes else "")
 
@@ -339,7 +357,7 @@ class Store(VectorReads):
                      fetch=None):
         """Run `sql`, in which {items} stands for the ok items passing `where` (the item view's columns), on the
         filter connection within its bounds (see filter_run.py)."""
-        where = check_where(where)
+        where = check_where(where, self.metadata_columns())
         items = f"(SELECT * FROM ({self.item_view()}) AS item WHERE {where.sql})"
         return run_filter(self.filter_con, where, sql.format(items=items), {"task": task} | (params or {}), fetch)
 
@@ -393,7 +411,7 @@ class Store(VectorReads):
                       where: ItemFilter | str | None = None) -> dict[int, dict]:
         """For result vec_ids: one item holding that content (the first by path; with `where`, the first that
         passes it), so its id, path and label all come from that one item; how many ok paths share the content;
-        and for text the text itself."""
+        for text the text itself; and in a store with metadata columns, that item's `meta` {column: value}."""
         if not vec_ids:
             return {}
         ids = list(map(int, vec_ids))
@@ -401,8 +419,10 @@ class Store(VectorReads):
                                        [ids]).fetchall())
         if not hashes:
             return {}
-        sql = """SELECT vec_id, item_id, path, copies, label, hash, text FROM (
-                  SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text, item._passes,
+        meta = list(self.metadata_columns())
+        outer, inner = "".join(f", {quote(c)}" for c in meta), "".join(f", item.{quote(c)}" for c in meta)
+        sql = """SELECT vec_id, item_id, path, copies, label, hash, text{outer} FROM (
+                  SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text, item._passes{inner},
                          count(*) OVER (PARTITION BY e.vec_id) AS copies
                   FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
                   JOIN (SELECT *, {passes} AS _passes FROM ({view}) AS item) AS item ON item.hash = e.hash)
@@ -411,12 +431,13 @@ class Store(VectorReads):
         params = {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}
         view = self.item_view(only_hashes=True)      # the item view read for these contents only
         if where is None:
-            rows = self.con.execute(sql.format(passes="true", view=view), params).fetchall()
+            rows = self.con.execute(sql.format(passes="true", view=view, outer=outer, inner=inner), params).fetchall()
         else:
-            where = check_where(where)
-            rows = run_filter(self.filter_con, where, sql.format(passes=where.sql, view=view), params)
+            where = check_where(where, meta)
+            rows = run_filter(self.filter_con, where, sql.format(passes=where.sql, view=view, outer=outer,
+                                                                 inner=inner), params)
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
-                for r in rows}
+                | ({"meta": meta_dict(meta, r[7:])} if meta else {}) for r in rows}
 
     def item(self, item_id: int) -> Item:
         row = self.con.execute("SELECT item_id, path, hash, size, mtime, status, error FROM items WHERE item_id = ?",
@@ -444,6 +465,11 @@ class Store(VectorReads):
     def labels_of(self, path: str) -> dict[str, str]:
         """Every task's label for one path."""
         return dict(self.con.execute("SELECT task, label FROM labels WHERE path = ? ORDER BY task", [path]).fetchall())
+
+
+def meta_dict(columns: list[str], values) -> dict:
+    """{column: value} of one item's metadata, JSON-ready."""
+    return {c: json_value(v) for c, v in zip(columns, values)}
 
 
 READER_GRACE_S = 10.0     # a writer that finds a reader's file lock retries this long (readers hold it briefly)

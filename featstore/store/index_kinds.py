@@ -1,11 +1,13 @@
-"""Index kinds: exact flat, HNSW, IVF-Flat and IVF-SQ8 over L2-normalised vectors (inner product = cosine), the
-rule `auto` uses to pick one, and the tuning of the search parameter against exact search.
+"""Index kinds: exact flat, HNSW, IVF-Flat, IVF-SQ8 and IVF-PQ over L2-normalised vectors (inner product =
+cosine), the rule `auto` uses to pick one, and the tuning of the search parameter against exact search.
 
 Rule (`auto`): the first of exact flat search (while the set is small enough to scan fast: AUTO_FLAT_MAX
-vectors), IVF-Flat and IVF-SQ8 (1 byte per dimension) whose index fits the memory budget (`index_bytes`
-estimates it); a budget given that none fits is an error naming the smallest that would do. HNSW is
-built when asked (`--kind hnsw`, M 32, efConstruction 160): it gives the best speed/recall, but building it on a
-2-core machine takes far longer than IVF. Product quantisation is never chosen (it loses too much recall).
+vectors), IVF-Flat, IVF-SQ8 (1 byte per dimension) and IVF-PQ (1 byte per 4 dimensions) whose index fits the
+memory budget (`index_bytes` estimates it); a budget given that none fits is an error naming the smallest that
+would do. The compressed kinds rank REFINE[kind] x k candidates on their codes, then re-score them on the stored
+vectors (the refine step), and their recall is tuned and measured that way. HNSW is built
+when asked (`--kind hnsw`, M 32, efConstruction 160): it gives the best speed/recall, but building it on a 2-core
+machine takes far longer than IVF.
 
 Tuning: a seeded sample of stored vectors (TUNE_QUERIES, at most a tenth) is held out of the build, its exact top
 10 among the rest is the truth, and the search parameter (nprobe / efSearch) climbs a ladder until recall@10
@@ -29,7 +31,9 @@ from featstore.logs import verbose
 
 faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
-KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8")
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8", "ivf-pq")
+REFINE = {"ivf-sq8": 4, "ivf-pq": 20}     # compressed kinds: candidates per result ranked on their codes, then
+                                          # re-scored on the stored vectors
 AUTO_FLAT_MAX = 50_000
 TUNE_QUERIES = 1000
 HNSW_M = 32
@@ -67,12 +71,19 @@ def index_bytes(kind: str, n: int, dim: int) -> int:
         return n * (4 * dim + 16)
     if kind == "hnsw":
         return n * (4 * dim + 16 + 8 * HNSW_M)
-    return n * ((dim if kind == "ivf-sq8" else 4 * dim) + 8) + nlist_for(n) * 4 * dim
+    code = {"ivf-sq8": dim, "ivf-pq": pq_m(dim)}.get(kind, 4 * dim)
+    return n * (code + 8) + nlist_for(n) * 4 * dim + (256 * 4 * dim if kind == "ivf-pq" else 0)
+
+
+def pq_m(dim: int) -> int:
+    """Sub-quantisers of an IVF-PQ index: one byte per 4 dimensions (the largest divisor of dim up to dim / 4)."""
+    return next(m for m in range(max(1, dim // 4), 0, -1) if dim % m == 0)
 
 
 def auto_kinds(n: int) -> tuple[str, ...]:
     """The kinds `auto` picks among for n vectors, preferred first (IVF needs a training point per list)."""
-    return (("flat",) if n <= AUTO_FLAT_MAX else ()) + (("ivf", "ivf-sq8") if n >= nlist_for(n) else ())
+    return (("flat",) if n <= AUTO_FLAT_MAX else ()) + (("ivf", "ivf-sq8") if n >= nlist_for(n) else ()) + \
+        (("ivf-pq",) if n >= max(nlist_for(n), 256) * 4 else ())
 
 
 def choose(n: int, dim: int, memory: int = DEFAULT_MEMORY) -> str:
@@ -110,11 +121,13 @@ def empty(kind: str, dim: int, n: int) -> tuple[faiss.Index, dict]:
     elif kind == "ivf-sq8":
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivf-pq":
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m(dim), 8, faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"unknown index kind {kind!r}")
     index.own_fields = True
     quantizer.this.disown()
-    return index, {"nlist": nlist}
+    return index, {"nlist": nlist} | ({"m": pq_m(dim)} if kind == "ivf-pq" else {})
 
 
 class Vectors:
@@ -140,7 +153,7 @@ def train(index: faiss.Index, kind: str, source: Vectors, seed: int = 0, exclude
         return {}
     ivf = faiss.extract_index_ivf(index)
     pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(len(source.ids))
-    n_train = min(len(pool), 64 * ivf.nlist)
+    n_train = min(len(pool), max(64 * ivf.nlist, 40 * 256 if kind == "ivf-pq" else 0))   # PQ: 256 codes
     sample = source.fetch(source.ids[np.sort(np.random.default_rng(seed).choice(pool, n_train, replace=False))])
     ivf.cp.seed = seed
     if not verbose():      # faiss warns on stderr (from C++) below 39 training points per list; only --verbose
@@ -178,12 +191,12 @@ def gpu_count() -> int:
 def on_gpu(index: faiss.Index, kind: str) -> faiss.Index:
     """The index cloned to every GPU when faiss has GPU support and sees one (the gpu extra's faiss-gpu-cuvs, built
     for CUDA 13 like onnxruntime-gpu; flat and IVF kinds, through their IDMap wrapper, which FAISS's GPU cloner
-    supports; HNSW stays on the CPU). FAISS's own GPU indexes: cuVS is opt-in (GpuClonerOptions.use_cuvs) and not
+    supports; HNSW and IVF-PQ stay on the CPU). FAISS's own GPU indexes: cuVS is opt-in (GpuClonerOptions.use_cuvs) and not
     asked for. IVF training also uses the GPU (see train).
 
     With faiss-cpu, or no GPU, the index comes back unchanged. Not yet run on a GPU; tests/test_gpu.py checks this
     path where faiss sees a GPU."""
-    if kind == "hnsw" or not gpu_count():
+    if kind in ("hnsw", "ivf-pq") or not gpu_count():      # FAISS's GPU IVF-PQ takes fewer sub-quantisers
         return index
     return faiss.index_cpu_to_all_gpus(index)
 
@@ -237,7 +250,7 @@ def build_tuned(kind: str, source: Vectors, dim: int, target: float, seed: int =
     name = "efSearch" if kind == "hnsw" else "nprobe"
     for value in ladder:
         set_param(index, kind, {name: value})
-        _, got = index.search(queries, 10)
+        got = refined_search(index, kind, queries, 10, source.fetch)[1]
         recall = recall_at(got, truth)
         log(f"  {name}={value}: recall@10 {recall:.4f}")
         record["params"][name], record["recall_at_10"] = value, recall
@@ -248,6 +261,29 @@ def build_tuned(kind: str, source: Vectors, dim: int, target: float, seed: int =
     add(index, held_ids, queries)
     record["build_seconds"] = time.perf_counter() - t0
     return index, record
+
+
+def refined_search(index: faiss.Index, kind: str, queries: np.ndarray, k: int, fetch,
+                   params=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) of the k best: as the index ranks them, or for a compressed kind REFINE x k candidates
+    re-scored exactly on the unit vectors `fetch(ids)` returns (the stored ones), -1 ids padding short rows.
+    `params`: FAISS search parameters (a selector, nprobe)."""
+    if kind not in REFINE:
+        return index.search(queries, k, params=params)
+    _, cand = index.search(queries, k * REFINE[kind], params=params)
+    wanted = np.unique(cand[cand >= 0])
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_i = np.full((len(queries), k), -1, np.int64)
+    if not len(wanted):
+        return out_s, out_i
+    vectors = fetch(wanted)
+    position = {int(v): i for i, v in enumerate(wanted)}
+    for r, row in enumerate(cand):
+        row = row[row >= 0]
+        scores = vectors[[position[int(i)] for i in row]] @ queries[r]
+        order = np.argsort(-scores, kind="stable")[:k]
+        out_s[r, :len(order)], out_i[r, :len(order)] = scores[order], row[order]
+    return out_s, out_i
 
 
 def recall_at(got: np.ndarray, truth: np.ndarray) -> float:

@@ -1,12 +1,11 @@
 """Labels from a CSV: one embedded dataset can carry many tasks (besides the subfolder-name task)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from featstore.errors import FeatstoreError, one_of
-from featstore.paths import display_path
 from featstore.store.db import Store
+from featstore.store.metadata import match_path
 from featstore.store.where_guard import check_where
 from featstore.user_csv import read_user_csv
 
@@ -30,16 +29,17 @@ def task_for(store: Store, task: str | None, required: bool = False) -> str | No
 def shown_task(store: Store, task: str | None, where=None) -> str | None:
     """The task whose labels results show: as task_for, except that with several tasks and none asked for the
     results go without labels (None), unless the condition `where` reads label or split."""
-    if task is None and len(store.tasks()) > 1 and not reads_labels(where):
+    if task is None and len(store.tasks()) > 1 and not reads_labels(where, store.metadata_columns()):
         return None
     return task_for(store, task)
 
 
-def reads_labels(where) -> bool:
-    """Whether a condition (text, or checked by the filter guard) reads the label or split column."""
+def reads_labels(where, extra_columns=()) -> bool:
+    """Whether a condition (text, or checked by the filter guard with the store's metadata columns
+    `extra_columns`) reads the label or split column."""
     if where is None:
         return False
-    return bool(check_where(where).columns & {"label", "split"})
+    return bool(check_where(where, extra_columns).columns & {"label", "split"})
 
 
 def several_tasks_note(store: Store, task: str | None) -> str | None:
@@ -71,7 +71,7 @@ def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
         if not value or not lab:
             unmatched.append({"line": line, "key": value, "reason": f"empty {key if not value else 'label'}"})
             continue
-        paths = by_hash.get(value.lower(), []) if key == "hash" else _match_path(value, csv_path.parent, items)
+        paths = by_hash.get(value.lower(), []) if key == "hash" else match_path(value, csv_path.parent, items)
         if not paths:
             unmatched.append({"line": line, "key": value, "reason": "not in the store"})
         for p in paths:
@@ -88,12 +88,3 @@ def _label_changes(store: Store, task: str, labels: dict[str, str]) -> dict[str,
                                     [task, list(labels)]).fetchall())
     changed = sum(p in before and before[p] != lab for p, lab in labels.items())
     return {"new": len(labels) - len(before), "changed": changed, "unchanged": len(before) - changed}
-
-
-def _match_path(value: str, csv_dir: Path, items: dict) -> list[str]:
-    candidates = [value] if os.path.isabs(value) else [str(csv_dir / value), value]
-    for c in candidates:
-        key = display_path(os.path.abspath(c))
-        if key in items:
-            return [key]
-    return []

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
-SCHEMA_VERSION = 4       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
-                         # older migrate on write
+SCHEMA_VERSION = 5       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
+                         # 5: + item_meta (the user's metadata columns); older migrate on write
 ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
                 "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
                 "shards": ("set_id", "shard_key", "name", "files", "ingested_at"),
                 "knn_graph": ("set_id", "vec_id", "rank", "neighbour_id", "cosine", "generation"),
-                "knn_graphs": ("set_id", "generation", "k", "exact", "record")}
+                "knn_graphs": ("set_id", "generation", "k", "exact", "record"), "item_meta": ("path",)}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -107,6 +107,9 @@ CREATE TABLE IF NOT EXISTS knn_graphs (     -- one per set: the generation the g
     k          INTEGER NOT NULL,
     exact      BOOLEAN NOT NULL,
     record     JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_meta (      -- the user's metadata by path: one column each (ADD COLUMN as they come)
+    path VARCHAR PRIMARY KEY
 );
 """
 

@@ -1,5 +1,6 @@
 """The filter guard: a `--where` condition, from the CLI, the Python API or an HTTP request alike, parsed by DuckDB's
-own parser and allowed only when every node of it is on a list: column references to the item columns, literals,
+own parser and allowed only when every node of it is on a list: column references to the item columns (and to the store's own
+metadata columns, store/metadata.py, which the caller names: only those the store has), literals,
 comparisons, AND/OR/NOT, IN, BETWEEN, IS NULL, CASE, casts to plain types and a named set of scalar functions
 that read nothing but their arguments and build no lists or long strings.
 
@@ -10,6 +11,7 @@ the configuration locked, a memory limit and a time limit (see filter_run.py).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ MAX_NODES = 200            # expression nodes (an IN list of ~190 values fits)
 MAX_DEPTH = 24             # nesting
 
 COLUMNS = ("item_id", "path", "hash", "size", "mtime", "width", "height", "updated_at", "label", "split", "text")
+META_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")     # a metadata column's name (store/metadata.py)
+RESERVED = COLUMNS + ("status", "error", "vector", "vec_id", "copies", "meta", "rank", "score", "item", "_passes")
 
 OPERATORS = {"+", "-", "*", "/", "//", "%", "^", "**", "||",
              "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~",                  # LIKE, NOT LIKE, ILIKE, NOT ILIKE, GLOB
@@ -72,11 +76,12 @@ class ItemFilter:
         return self.text
 
 
-def check_where(where: "str | ItemFilter") -> ItemFilter:
-    """The condition as an ItemFilter when every part of it is allowed; else FeatstoreError saying which part is
-    not and why (one line)."""
+def check_where(where: "str | ItemFilter", extra_columns=()) -> ItemFilter:
+    """The condition as an ItemFilter when every part of it is allowed (the item columns and the store's own
+    metadata columns `extra_columns`); else FeatstoreError saying which part is not and why (one line)."""
     if isinstance(where, ItemFilter):
         return where
+    allowed = COLUMNS + metadata_names(extra_columns)
     if not isinstance(where, str):
         raise FeatstoreError(f"where: a condition is text (SQL), not {type(where).__name__}")
     if not where.strip():
@@ -89,11 +94,20 @@ def check_where(where: "str | ItemFilter") -> ItemFilter:
     _check_select(tree, where)
     node = tree["where_clause"]
     columns: set = set()
-    _walk(node, 0, [0], columns)
+    _walk(node, 0, [0], columns, allowed)
     sql = _render(tree)
     if _strip(_parse(sql)) != _strip(tree):        # the rendering must be the tree that was checked
         raise FeatstoreError("where: the condition cannot be rendered back as checked; simplify it")
     return ItemFilter(where, "(" + sql[len(_PREFIX):] + ")", frozenset(columns))
+
+
+def metadata_names(names) -> tuple:
+    """A store's metadata column names, each a plain lower-case name that is no item column (else one error)."""
+    names = tuple(names)
+    for name in names:
+        if not isinstance(name, str) or not META_NAME.fullmatch(name) or name in RESERVED:
+            raise FeatstoreError(f"where: {name!r} cannot be a metadata column")
+    return names
 
 
 def allowed_text() -> str:
@@ -158,7 +172,7 @@ def _strip(node):
     return node
 
 
-def _walk(node: dict, depth: int, count: list, columns: set) -> None:
+def _walk(node: dict, depth: int, count: list, columns: set, allowed: tuple) -> None:
     """Check one expression node and its children, counting nodes and collecting the columns read."""
     count[0] += 1
     if depth > MAX_DEPTH:
@@ -171,10 +185,10 @@ def _walk(node: dict, depth: int, count: list, columns: set) -> None:
         names = [n.lower() for n in node.get("column_names", [])]
         if names[:1] == ["item"] and len(names) == 2:
             names = names[1:]
-        if len(names) != 1 or names[0] not in COLUMNS:
+        if len(names) != 1 or names[0] not in allowed:
             name = ".".join(node.get("column_names", []))
             why = "not filtered (vectors are what is searched)" if names == ["vector"] else "not an item column"
-            raise FeatstoreError(f"where: {name!r} is {why}; the columns are {', '.join(COLUMNS)}")
+            raise FeatstoreError(f"where: {name!r} is {why}; the columns are {', '.join(allowed)}")
         columns.add(names[0])
     elif kind == "CONSTANT":
         pass
@@ -201,7 +215,7 @@ def _walk(node: dict, depth: int, count: list, columns: set) -> None:
         raise FeatstoreError(f"where: {WHAT_IT_IS.get(kind, str(kind).lower())} is not allowed in a condition")
     for child in children:
         if child is not None:
-            _walk(child, depth + 1, count, columns)
+            _walk(child, depth + 1, count, columns, allowed)
 
 
 def _function_arguments(node: dict) -> list:
