@@ -170,7 +170,7 @@ def fs_build(work: Path) -> dict:
 
 def fs_query(work: Path) -> dict:
     from featstore.search.query import Query, search_many
-    from featstore.store.db import Store
+    from featstore.store.cached import CachedStore as Store
 
     queries = np.load(work / "queries.npy")
     dim = queries.shape[1]

@@ -10,6 +10,7 @@ the configuration locked, a memory limit and a time limit (see filter_run.py).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -81,9 +82,15 @@ def check_where(where: "str | ItemFilter", extra_columns=()) -> ItemFilter:
     metadata columns `extra_columns`); else FeatstoreError saying which part is not and why (one line)."""
     if isinstance(where, ItemFilter):
         return where
-    allowed = COLUMNS + metadata_names(extra_columns)
     if not isinstance(where, str):
         raise FeatstoreError(f"where: a condition is text (SQL), not {type(where).__name__}")
+    return _checked(where, tuple(extra_columns))
+
+
+@functools.lru_cache(maxsize=256)
+def _checked(where: str, extra_columns: tuple) -> ItemFilter:
+    """check_where for a text, remembered: a condition a page or a loop sends again is not parsed again."""
+    allowed = COLUMNS + metadata_names(extra_columns)
     if not where.strip():
         raise FeatstoreError("where: the condition is empty")
     if len(where) > MAX_LENGTH:
