@@ -1,6 +1,8 @@
 """Shared fixtures: a featstore home with the default backbone exported once per test session, real photos."""
+import contextlib
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,37 @@ def small_folder(tmp_path):
         (root / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, root / p.parent.name / p.name)
     return root
+
+
+@contextlib.contextmanager
+def network_blocked():
+    """Any connection attempt raises while inside: nothing may reach the hub (or anything else)."""
+    def refuse(*_args, **_kwargs):
+        raise OSError("network blocked in this test")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket.socket, "connect_ex", refuse)
+        mp.setattr(socket, "create_connection", refuse)
+        yield
+
+
+@contextlib.contextmanager
+def private_homes(path: Path):
+    """FEATSTORE_HOME and an empty Hugging Face cache under `path` while inside (a module's imported models stay
+    out of the other tests' catalogue); the featstore home is what it yields."""
+    from huggingface_hub import constants
+
+    saved = {k: os.environ.get(k) for k in ("FEATSTORE_HOME", "HF_HOME", "HF_HUB_CACHE")}
+    os.environ.update(FEATSTORE_HOME=str(path / "featstore"), HF_HOME=str(path / "hf"),
+                      HF_HUB_CACHE=str(path / "hf" / "hub"))
+    try:
+        with pytest.MonkeyPatch.context() as mp:      # read once at import, which an earlier test may have done
+            mp.setattr(constants, "HF_HUB_CACHE", str(path / "hf" / "hub"))
+            yield path / "featstore"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

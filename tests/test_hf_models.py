@@ -6,7 +6,6 @@ blocked for the whole module, so a hidden download fails the tests."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import hf_tiny
-from conftest import SAMPLE, cli_runner, sample_images
+from conftest import SAMPLE, cli_runner, network_blocked, private_homes, sample_images
 
 IMAGE_KINDS = ("vit", "dinov2", "convnext", "resnet", "swin", "clip")
 PARITY = Path(__file__).parent.parent / "featstore" / "data" / "parity"
@@ -24,13 +23,7 @@ PARITY = Path(__file__).parent.parent / "featstore" / "data" / "parity"
 @pytest.fixture(scope="module", autouse=True)
 def no_network():
     """Any connection attempt raises: nothing in this module may reach the hub (or anything else)."""
-    def refuse(*_args, **_kwargs):
-        raise OSError("network blocked in this test")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket.socket, "connect_ex", refuse)
-        mp.setattr(socket, "create_connection", refuse)
+    with network_blocked():
         yield
 
 
@@ -38,20 +31,8 @@ def no_network():
 def hf_home(tmp_path_factory):
     """A featstore home of this module's own (its imported entries stay out of the other tests' catalogue) and
     an empty Hugging Face cache."""
-    from huggingface_hub import constants
-
-    path = tmp_path_factory.mktemp("hf-home")
-    saved = {k: os.environ.get(k) for k in ("FEATSTORE_HOME", "HF_HOME", "HF_HUB_CACHE")}
-    os.environ.update(FEATSTORE_HOME=str(path / "featstore"), HF_HOME=str(path / "hf"),
-                      HF_HUB_CACHE=str(path / "hf" / "hub"))
-    with pytest.MonkeyPatch.context() as mp:      # read once at import, which an earlier test may have done
-        mp.setattr(constants, "HF_HUB_CACHE", str(path / "hf" / "hub"))
-        yield path / "featstore"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with private_homes(tmp_path_factory.mktemp("hf-home")) as featstore_home:
+        yield featstore_home
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ zero-shot heads picking their set by the rule `search --text` follows. Tiny rand
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +13,13 @@ from pathlib import Path
 import pytest
 
 import hf_tiny
-from conftest import SAMPLE, cli_runner, sample_images
+from conftest import SAMPLE, cli_runner, network_blocked, private_homes, sample_images
 
 
 @pytest.fixture(scope="module", autouse=True)
 def no_network():
     """Any connection attempt raises: nothing in this module may reach the hub (or anything else)."""
-    def refuse(*_args, **_kwargs):
-        raise OSError("network blocked in this test")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", refuse)
-        mp.setattr(socket.socket, "connect_ex", refuse)
-        mp.setattr(socket, "create_connection", refuse)
+    with network_blocked():
         yield
 
 
@@ -38,15 +31,8 @@ def my_home(home, tmp_path_factory):
     (path / "featstore" / "exports").mkdir(parents=True)
     for f in (home / "exports").glob("efficientnet-lite0-*.onnx"):
         shutil.copy2(f, path / "featstore" / "exports" / f.name)
-    saved = {k: os.environ.get(k) for k in ("FEATSTORE_HOME", "HF_HOME", "HF_HUB_CACHE")}
-    os.environ.update(FEATSTORE_HOME=str(path / "featstore"), HF_HOME=str(path / "hf"),
-                      HF_HUB_CACHE=str(path / "hf" / "hub"))
-    yield path / "featstore"
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with private_homes(path) as featstore_home:
+        yield featstore_home
 
 
 @pytest.fixture(scope="module")

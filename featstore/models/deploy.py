@@ -13,8 +13,7 @@ from featstore.errors import FeatstoreError
 from featstore.models.catalog import Preprocess
 from featstore.models.images import decode_image, to_rgb
 from featstore.models.preprocess import crop_resize, draft_target, normalise
-
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from featstore.models.tokenize import TEXT_INPUTS
 
 
 def preprocess(meta, inputs) -> dict[str, np.ndarray]:
@@ -55,17 +54,6 @@ def _tokenizer_json(meta) -> str:
 def tokens(tokenizer_json: str, max_tokens: int, texts: list[str]) -> dict[str, np.ndarray]:
     """Token ids, attention mask and token type ids (int64, texts x longest) as featstore's TextTokenizer makes
     them: truncated at max_tokens, zero-padded to the longest text."""
-    from tokenizers import Tokenizer
+    from featstore.models.tokenize import TextTokenizer          # tokenizers: imported for texts only
 
-    tok = Tokenizer.from_str(tokenizer_json)
-    tok.enable_truncation(max_length=max_tokens)
-    tok.no_padding()
-    encs = tok.encode_batch(texts)
-    width = max((len(e.ids) for e in encs), default=0)
-    feeds = {k: np.zeros((len(encs), width), dtype=np.int64) for k in TEXT_INPUTS}
-    for i, e in enumerate(encs):
-        n = len(e.ids)
-        feeds["input_ids"][i, :n] = e.ids
-        feeds["attention_mask"][i, :n] = e.attention_mask
-        feeds["token_type_ids"][i, :n] = e.type_ids
-    return feeds
+    return TextTokenizer.from_json(tokenizer_json, max_tokens).encode(texts).feeds

@@ -25,8 +25,20 @@ class TextTokenizer:
     def __init__(self, spec: ModelSpec):
         from tokenizers import Tokenizer
 
-        self.max_tokens = int(spec.input["max_tokens"])
-        self.tok = Tokenizer.from_file(str(spec_file(spec, spec.input["tokenizer"])))
+        self._setup(Tokenizer.from_file(str(spec_file(spec, spec.input["tokenizer"]))), spec.input["max_tokens"])
+
+    @classmethod
+    def from_json(cls, tokenizer_json: str, max_tokens: int) -> "TextTokenizer":
+        """The tokenizer a tokenizer.json text describes (an export carries its model's), cut at max_tokens."""
+        from tokenizers import Tokenizer
+
+        self = cls.__new__(cls)
+        self._setup(Tokenizer.from_str(tokenizer_json), max_tokens)
+        return self
+
+    def _setup(self, tok, max_tokens) -> None:
+        self.max_tokens = int(max_tokens)
+        self.tok = tok
         self.tok.enable_truncation(max_length=self.max_tokens)
         self.tok.no_padding()
 
