@@ -106,8 +106,8 @@ class CachedStore(Store):
         rows = self.con.execute(f"SELECT vector FROM {s.table} WHERE vec_id = ?", [vec_id]).fetchnumpy()["vector"]
         return {h: np.asarray(rows[0], dtype=np.float32)} if len(rows) else {}
 
-    def describe_vecs(self, s, vec_ids, task, where=None):
-        catalog = None if where else self._catalog
+    def describe_vecs(self, s, vec_ids, task):
+        catalog = self._catalog
         if catalog is None:
-            return super().describe_vecs(s, vec_ids, task, where)
+            return super().describe_vecs(s, vec_ids, task)
         return catalog.describe(self.con, s, vec_ids, task, self.relation("texts"), list(self.metadata_columns()))

@@ -407,11 +407,11 @@ class Store(VectorReads):
         vectors = np.asarray([r[1] for r in rows], dtype=np.float32).reshape(len(rows), s.dim)
         return hashes, vectors, np.asarray([r[2] for r in rows], dtype=object)
 
-    def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None,
-                      where: ItemFilter | str | None = None) -> dict[int, dict]:
-        """For result vec_ids: one item holding that content (the first by path; with `where`, the first that
-        passes it), so its id, path and label all come from that one item; how many ok paths share the content;
-        for text the text itself; and in a store with metadata columns, that item's `meta` {column: value}."""
+    def describe_vecs(self, s: EmbeddingSet, vec_ids: list[int], task: str | None) -> dict[int, dict]:
+        """For result vec_ids: one item holding that content (the first by path), so its id, path and label all
+        come from that one item; how many ok paths share the content; for text the text itself; and in a store
+        with metadata columns, that item's `meta` {column: value}. (A filtered search swaps in the first item
+        that passes its condition: search/query.py.)"""
         if not vec_ids:
             return {}
         ids = list(map(int, vec_ids))
@@ -421,21 +421,14 @@ class Store(VectorReads):
             return {}
         meta = list(self.metadata_columns())
         outer, inner = "".join(f", {quote(c)}" for c in meta), "".join(f", item.{quote(c)}" for c in meta)
-        sql = """SELECT vec_id, item_id, path, copies, label, hash, text{outer} FROM (
-                  SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text, item._passes{inner},
+        rows = self.con.execute(
+            f"""SELECT vec_id, item_id, path, copies, label, hash, text{outer} FROM (
+                  SELECT e.vec_id, item.item_id, item.path, item.label, e.hash, item.text{inner},
                          count(*) OVER (PARTITION BY e.vec_id) AS copies
                   FROM (SELECT unnest($vec_ids) AS vec_id, unnest($hashes) AS hash) e
-                  JOIN (SELECT *, {passes} AS _passes FROM ({view}) AS item) AS item ON item.hash = e.hash)
-                WHERE _passes
-                QUALIFY row_number() OVER (PARTITION BY vec_id ORDER BY path) = 1"""
-        params = {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}
-        view = self.item_view(only_hashes=True)      # the item view read for these contents only
-        if where is None:
-            rows = self.con.execute(sql.format(passes="true", view=view, outer=outer, inner=inner), params).fetchall()
-        else:
-            where = check_where(where, meta)
-            rows = run_filter(self.filter_con, where, sql.format(passes=where.sql, view=view, outer=outer,
-                                                                 inner=inner), params)
+                  JOIN ({self.item_view(only_hashes=True)}) AS item ON item.hash = e.hash)
+                QUALIFY row_number() OVER (PARTITION BY vec_id ORDER BY path) = 1""",
+            {"task": task, "vec_ids": list(hashes), "hashes": list(hashes.values())}).fetchall()
         return {r[0]: {"item_id": r[1], "path": r[2], "copies": r[3], "label": r[4], "hash": r[5], "text": r[6]}
                 | ({"meta": meta_dict(meta, r[7:])} if meta else {}) for r in rows}
 
