@@ -137,3 +137,27 @@ def test_a_ready_made_vector_is_a_query_through_every_door(home, tmp_path_factor
             assert c.post("/search", json={"vector": vec.tolist(), "id": 3}).status_code == 400
     finally:
         state.close()
+
+
+def test_the_server_refines_a_compressed_index_as_the_store_does(home, tmp_path):
+    """The server's snapshot holds no index stamps of its own: it takes each set's index kind from the store, so
+    an IVF-PQ set's candidates are re-scored on the stored vectors there too and it answers as featstore.open."""
+    import featstore
+    from featstore.search.query import Query, search_many
+    from featstore.serve.state import ServerState
+    from serve_helpers import synthetic_store
+
+    root = synthetic_store(tmp_path / "store", 6000, dim=32)
+    fs = featstore.open(root)
+    fs.build_index(kind="ivf-pq")
+    state = ServerState(root, refresh=False)
+    try:
+        for item_id in (3, 500, 4321):
+            plain = fs.search(ids=item_id, k=10, task="synthetic")
+            with state.reading() as (served, snap):
+                got = search_many(served, [Query("id", item_id)], k=10, task="synthetic",
+                                  indexes=snap.indexes)[0]
+            assert [r["item_id"] for r in got["results"]] == [r["item_id"] for r in plain["results"]]
+            assert [r["score"] for r in got["results"]] == [r["score"] for r in plain["results"]]
+    finally:
+        state.close()

@@ -11,8 +11,7 @@ from featstore.embed.text import embed_query_text
 from featstore.errors import FeatstoreError
 from featstore.search.filtered import filtered_topk
 from featstore.store.index import normalise_rows, open_index, read_stamp
-from featstore.store.index_kinds import refined_search
-from featstore.store.index_kinds import on_gpu
+from featstore.store.index_kinds import on_gpu, refined_search
 from featstore.hashing import content_hash
 from featstore.embed.backbones import backbone_for_set, partner_backbone, partner_spec
 from featstore.paths import display_path
@@ -138,12 +137,19 @@ def _own_meta(store: Store, info: dict) -> dict:
     return {vid: d | {"meta": metas[d["path"]]} for vid, d in info.items()}
 
 
+def _kind(store: Store, s, indexes: dict) -> str:
+    """The kind of the set's index (from its stamp), kept in `indexes` (the server's snapshot puts it there)."""
+    key = ("kind", s.set_id)
+    if key not in indexes:
+        indexes[key] = (read_stamp(store, s) or {}).get("kind", "flat")
+    return indexes[key]
+
+
 def _index(store: Store, s, indexes: dict):
     """(the set's index, on every GPU where FAISS sees one, and its kind), kept in `indexes` by set_id."""
+    kind = _kind(store, s, indexes)
     if s.set_id not in indexes:
-        kind = (read_stamp(store, s) or {}).get("kind", "flat")
         indexes[s.set_id] = on_gpu(open_index(store, s), kind)
-    kind = indexes.setdefault(("kind", s.set_id), (read_stamp(store, s) or {}).get("kind", "flat"))
     return indexes[s.set_id], kind
 
 
@@ -162,7 +168,7 @@ def _cpu_index(store: Store, s, indexes: dict):
     """(the set's index on the CPU, its kind), kept in `indexes` beside the (perhaps GPU) one plain searches use."""
     key = ("cpu", s.set_id)
     if key not in indexes:
-        indexes[key] = open_index(store, s), (read_stamp(store, s) or {}).get("kind", "flat")
+        indexes[key] = open_index(store, s), _kind(store, s, indexes)
     return indexes[key]
 
 

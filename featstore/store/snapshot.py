@@ -49,7 +49,7 @@ class Snapshot:
     generation: int
     signature: tuple
     taken_at: float
-    indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once (and ("cpu", set_id))
+    indexes: dict = field(default_factory=dict)      # set_id -> faiss index, loaded once; ("kind"/"cpu", set_id)
 
     memo: dict = field(default_factory=dict)        # answers that cannot change in a copy (sets, tasks, tables)
     catalog: Catalog = field(default_factory=Catalog)      # items, hashes and labels searches read, in memory
@@ -80,8 +80,9 @@ def take(root: str | Path, workdir: str | Path | None = None) -> Snapshot:
         with Store.open(root) as store:            # read-only: while it is open no writer can commit
             generation = store.generation()
             indexes = {s.set_id: open_index(store, s) for s in store.sets()}
-            for s in store.sets():      # what filtered searches use: the CPU index and its kind (search/query.py)
-                indexes[("cpu", s.set_id)] = indexes[s.set_id], (read_stamp(store, s) or {}).get("kind", "flat")
+            for s in store.sets():      # the kind (the copy has no stamps) and the CPU index filters use
+                kind = indexes[("kind", s.set_id)] = (read_stamp(store, s) or {}).get("kind", "flat")
+                indexes[("cpu", s.set_id)] = indexes[s.set_id], kind
             shutil.copy2(root / DB_FILE, copy / DB_FILE)
             if (root / (DB_FILE + ".wal")).exists():
                 shutil.copy2(root / (DB_FILE + ".wal"), copy / (DB_FILE + ".wal"))
