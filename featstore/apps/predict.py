@@ -11,10 +11,10 @@ from featstore.embed.text import embed_texts
 from featstore.errors import FeatstoreError
 from featstore.heads.storage import load_head
 from featstore.embed.backbones import backbone_for_set
-from featstore.embed.source import from_paths
+from featstore.embed.source import SourceFile, from_paths
 from featstore.paths import display_path
 from featstore.store.db import Store
-from featstore.embed.text_source import read_text_source
+from featstore.embed.text_source import TextRecord, read_text_source
 
 BATCH = 32          # inputs per backbone run when predicting without storing
 
@@ -134,13 +134,8 @@ def _inputs(path: str, modality: str) -> list:
 def predict_unstored(store: Store, head_name: str, files: list[tuple[str, str]] = (), texts: list[str] = (),
                      backbones: dict | None = None) -> dict:
     """A head applied to files (name shown, local path) or texts without writing anything: a content already in
-    the head's set uses its stored vector, anything else is embedded for this call only. An input that cannot be
-    used comes back with status 'failed' and the reason."""
-    from featstore.embed.local import embed_query
-    from featstore.embed.text import embed_query_text
-    from featstore.errors import DecodeError
-    from featstore.hashing import content_hash
-
+    the head's set uses its stored vector, anything else is embedded for this call only (_vectors_unstored, as
+    `predict` without add). An input that cannot be used comes back with status 'failed' and the reason."""
     head, record = load_head(store, head_name)
     s = store.get_set(record["set_id"])
     if s is None:
@@ -153,27 +148,18 @@ def predict_unstored(store: Store, head_name: str, files: list[tuple[str, str]] 
     if s.set_id not in backbones:
         backbones[s.set_id] = backbone_for_set(s, device="cuda" if s.provider == "cuda" else "cpu")
     backbone, pre = backbones[s.set_id]
-    names, vectors, errors = [], [], {}
-    for name, path in files:
-        names.append(name)
-        try:
-            with open(path, "rb") as f:
-                stored = store.vectors_for_hashes(s, [content_hash(f.read())])
-            vectors.append(next(iter(stored.values())) if stored else embed_query(path, backbone, pre)[0])
-        except (DecodeError, OSError, FeatstoreError) as exc:
-            errors[len(names) - 1] = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            vectors.append(None)
-    for text in texts:
-        names.append(text)
-        vectors.append(embed_query_text(text, backbone, pre) if text.strip() else None)
-        if not text.strip():
-            errors[len(names) - 1] = "empty text"
+    names = [name for name, _ in files] + list(texts)
     if not names:
         raise FeatstoreError("nothing to predict")
-    ok = [i for i, v in enumerate(vectors) if v is not None]
-    outputs = dict(zip(ok, head.run(np.stack([vectors[i] for i in ok])))) if ok else {}
-    rows = [prediction_row(head, name, outputs.get(i), None if i in outputs else errors[i])
-            for i, name in enumerate(names)]
+    inputs = [SourceFile(path=path, key=str(i), label=None, size=None, mtime=None) for i, (_, path) in
+              enumerate(files)]                        # keyed by position: two uploads may share a name
+    inputs += [TextRecord(key=str(i), text=text, label=None, size=None, mtime=None,
+                          error=None if text.strip() else "empty text") for i, text in enumerate(texts)]
+    vectors, errors, _ = _vectors_unstored(store, s, backbone, pre, inputs)
+    ok = [g.key for g in inputs if g.key in vectors]
+    outputs = dict(zip(ok, head.run(np.stack([vectors[k] for k in ok])))) if ok else {}
+    rows = [prediction_row(head, name, outputs.get(str(i)), None if str(i) in outputs else
+                           errors.get(str(i), "not embedded")) for i, name in enumerate(names)]
     return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
             "model": s.model, "embedded_now": 0, "predictions": rows}
 
