@@ -16,6 +16,11 @@ folder: --models efficientnet-lite0,dinov2-small). For every backbone, FOLDER (d
    backbones are compared on the same splits (paired difference to the first backbone, with its standard error).
 Targets: leave-one-out strict majority >= 0.85 with the default backbone; best head >= 0.90 with the
 default backbone, higher with Lite2. Writes quality.json and quality.md.
+
+    python benchmarks/quality.py --finetune [--datasets flowers,digits,bbc] [--settings JSON]
+
+instead compares the finetune head with logreg on the same stored split (quality_finetune.py): flowers (Lite0), a
+second image set shipped with scikit-learn (digits), and BBC News with MiniLM; writes quality_finetune.json/.md.
 """
 from __future__ import annotations
 
@@ -99,7 +104,19 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5, help="extra seeded splits for the logreg mean")
+    ap.add_argument("--finetune", action="store_true",
+                    help="instead: the finetune head against logreg (quality_finetune.py; writes quality_finetune.*)")
+    ap.add_argument("--datasets", default="flowers,digits,bbc", help="with --finetune: flowers, digits, bbc")
+    ap.add_argument("--bbc-per-class", type=int, default=0,
+                    help="with --finetune: only the first N BBC articles of each class [default: all]")
+    ap.add_argument("--settings", default=None, help="with --finetune: training settings as JSON, e.g. "
+                                                     "'{\"top_lr_ratio\": 0.5}'")
     args = ap.parse_args()
+    if args.finetune:
+        from quality_finetune import run
+
+        run(args)
+        return
     from featstore.store.db import Store
 
     task = Path(args.folder).resolve().name

@@ -1,7 +1,9 @@
 """Benchmark: featstore beside LanceDB (the embedded vector store users compare it with), same data, one run.
 
     python benchmarks/search_lancedb.py [--n 200000] [--dim 256] [--queries 500] [--rounds 2]
-                                        [--datasets clustered,hard] [--out benchmarks/results]
+                                        [--datasets clustered,hard] [--kinds auto,ivf-sq8,ivf-pq]
+                                        [--out benchmarks/results]
+    python benchmarks/search_lancedb.py --ingest-only [--reps 5] [--dim 1280] [--datasets clustered]
 
 Needs the `bench` extra (lancedb). Data sets (seeded, L2-normalised, each vector with an int `bucket` uniform in
 0..9999 and a `category`):
@@ -10,9 +12,9 @@ Needs the `bench` extra (lancedb). Data sets (seeded, L2-normalised, each vector
 Queries are held out (drawn from the same distribution, not stored); k = 10; recall@10 against exact numpy truth
 (cosine), filtered recall against the exact top 10 among the vectors passing the filter.
 
-featstore, as a user would: the vectors written into a real store through Store.write_batch (the writer path of
-tests/serve_helpers.py synthetic_store; item path /synthetic/b{bucket:05d}/{i}.jpg, the bucket also in `width`,
-the category as a label of task 'category'), `featstore.open(root).build_index(kind="auto", recall=0.95)`, then one
+featstore, as a user would: the vectors written into a real store through Store.write_batch in batches of 50,000
+(item rows given as columns; item path /synthetic/b{bucket:05d}/{i}.jpg, the bucket also in `width`, the category
+as a label of task 'category'), `featstore.open(root).build_index(kind="auto", recall=0.95)`, then one
 `search_many(store, [Query("vector", v)], k=10, model=..., where="width < 1000", indexes=indexes)` per query on
 the store opened read-only, one `indexes` dict kept across queries.
 LanceDB: `create_table` from a pyarrow table (vector fixed_size_list<float32>, bucket, category), an IVF_PQ index
@@ -20,6 +22,11 @@ LanceDB: `create_table` from a pyarrow table (vector fixed_size_list<float32>, b
 on separate held-out vectors to recall@10 >= 0.95 with refine_factor 20 (what featstore's build does for its own
 nprobe); filtered queries: .where("bucket < 1000", prefilter=True) with the tuned nprobes as minimum and no maximum
 (LanceDB probes further when a narrow filter leaves too few results).
+
+featstore's compressed index kinds (--kinds; `build_index(kind=...)` on the same store, one after another) are
+queried like its `auto` pick and reported in a table of their own beside LanceDB's index.
+--ingest-only times just the ingest of both systems, --reps alternating runs each in fresh child processes (wall
+and CPU seconds, medians, the ratio), into search_lancedb_ingest_<dim>.{json,md}.
 
 Each system's ingest+build runs in one child process and its query phase in another (peak RSS = the query child's
 ru_maxrss). Query phases alternate featstore/LanceDB for --rounds rounds; latencies are medians over rounds of
@@ -139,30 +146,42 @@ def fs_set(dim: int):
     return dataclasses.replace(real, set_id=f"synthetic{dim}", dim=dim, table=f"vectors_synthetic{dim}")
 
 
-def fs_build(work: Path) -> dict:
-    import featstore
+def fs_ingest(work: Path, root: Path, dim: int) -> tuple[float, float]:
+    """Write the vectors, item rows and labels into a new store at `root`, as a user would; (seconds, CPU
+    seconds of this process) taken."""
     from featstore.store.db import Store
 
     data = np.load(work / "data.npy", mmap_mode="r")
     bucket, category = np.load(work / "bucket.npy"), np.load(work / "category.npy")
-    n, dim = data.shape
+    n = len(data)
     s = fs_set(dim)                    # the backbone's set record (export cached), dimension replaced: not timed
-    root = work / "featstore"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with Store.open(root, write=True, create=True) as st:
         st.ensure_set(s)
+        paths = [f"/synthetic/b{b:05d}/{i}.jpg" for i, b in enumerate(bucket.tolist())]
         for start in range(0, n, 50_000):
-            part = range(start, min(start + 50_000, n))
-            items = [{"path": f"/synthetic/b{bucket[i]:05d}/{i}.jpg", "hash": f"{i:032x}", "size": 1, "mtime": 0.0,
-                      "width": int(bucket[i]), "height": 1, "status": "ok", "error": None} for i in part]
-            st.write_batch(s, items, [f"{i:032x}" for i in part], np.asarray(data[part.start:part.stop]))
-        st.set_labels("category", {f"/synthetic/b{bucket[i]:05d}/{i}.jpg": f"cat{category[i]:02d}"
-                                   for i in range(n)})
-    ingest = time.perf_counter() - t0
+            part = slice(start, min(start + 50_000, n))
+            hashes = [f"{i:032x}" for i in range(part.start, part.stop)]
+            m = len(hashes)
+            items = {"path": paths[part], "hash": hashes, "size": np.ones(m, np.int64), "mtime": np.zeros(m),
+                     "width": bucket[part], "height": np.ones(m, np.int32), "status": ["ok"] * m}
+            st.write_batch(s, items, hashes, np.asarray(data[part]))
+        st.set_labels("category", dict(zip(paths, [f"cat{c:02d}" for c in category.tolist()])))
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def fs_build(work: Path, kind: str = "auto") -> dict:
+    import featstore
+
+    dim = np.load(work / "data.npy", mmap_mode="r").shape[1]
+    root = work / "featstore"
+    ingest = None
+    if not root.exists():
+        ingest = fs_ingest(work, root, dim)[0]
     t0 = time.perf_counter()
-    stamp = featstore.open(root).build_index(kind="auto", recall=TARGET)
+    stamp = featstore.open(root).build_index(kind=kind, recall=TARGET)
     build = time.perf_counter() - t0
-    index_file = root / "index" / f"{s.set_id}.faiss"
+    index_file = root / "index" / f"synthetic{dim}.faiss"
     return {"ingest_s": ingest, "build_s": build, "index_bytes": index_file.stat().st_size,
             "disk_bytes": dir_bytes(root), "build_peak_rss_mb": peak_rss_mb(),
             "index": {k: stamp.get(k) for k in ("kind", "params", "recall_at_10", "target_reached")}}
@@ -201,22 +220,28 @@ def lance_table(work: Path):
     return lancedb.connect(str(work / "lancedb")).open_table("vectors")
 
 
-def lance_build(work: Path) -> dict:
+def lance_ingest(work: Path, root: Path):
+    """create_table from Arrow at `root`, as LanceDB's docs show; (table, seconds, CPU seconds taken)."""
     import lancedb
     import pyarrow as pa
 
     data = np.load(work / "data.npy", mmap_mode="r")
     bucket, category = np.load(work / "bucket.npy"), np.load(work / "category.npy")
     n, dim = data.shape
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     flat = pa.array(np.ascontiguousarray(data).reshape(-1), pa.float32())
     table = pa.table({"id": pa.array(np.arange(n, dtype=np.int64)),
                       "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
                       "bucket": pa.array(bucket), "category": pa.array([f"cat{c:02d}" for c in category])})
-    db = lancedb.connect(str(work / "lancedb"))
+    db = lancedb.connect(str(root))
     tbl = db.create_table("vectors", table)
-    ingest = time.perf_counter() - t0
-    del table, flat
+    return tbl, time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def lance_build(work: Path) -> dict:
+    data = np.load(work / "data.npy", mmap_mode="r")
+    n, dim = data.shape
+    tbl, ingest, _ = lance_ingest(work, work / "lancedb")
     partitions = int(round(math.sqrt(n)))
     t0 = time.perf_counter()
     tbl.create_index(metric="cosine", num_partitions=partitions, num_sub_vectors=dim // 16, index_type="IVF_PQ")
@@ -268,17 +293,31 @@ def lance_query(work: Path) -> dict:
     return out
 
 
+def ingest_only(work: Path, system: str) -> dict:
+    """One ingest into a fresh folder, then its size on disk; the folder is removed."""
+    root = work / f"ingest-{system}"
+    shutil.rmtree(root, ignore_errors=True)
+    if system == "featstore":
+        seconds, cpu = fs_ingest(work, root, np.load(work / "data.npy", mmap_mode="r").shape[1])
+    else:
+        seconds, cpu = lance_ingest(work, root)[1:]
+    out = {"ingest_s": seconds, "cpu_s": cpu, "disk_bytes": dir_bytes(root)}
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 CHILD = {"featstore-build": fs_build, "featstore-query": fs_query, "lancedb-build": lance_build,
-         "lancedb-query": lance_query}
+         "lancedb-query": lance_query, "featstore-ingest": lambda w: ingest_only(w, "featstore"),
+         "lancedb-ingest": lambda w: ingest_only(w, "lancedb")}
 
 
-def child(what: str, work: Path) -> dict:
+def child(what: str, work: Path, kind: str = "auto") -> dict:
     out = work / f"{what}.out.json"
     t0 = time.perf_counter()
     env = os.environ | {"LANCE_LOG": "error", "RUST_LOG": "error"}    # not lance's per-query deprecation notice
-    subprocess.run([sys.executable, __file__, "--child", what, "--work", str(work), "--child-out", str(out)],
-                   check=True, env=env)
-    print(f"    {what}: {time.perf_counter() - t0:.1f} s", flush=True)
+    subprocess.run([sys.executable, __file__, "--child", what, "--work", str(work), "--child-out", str(out),
+                    "--kind", kind], check=True, env=env)
+    print(f"    {what}{'' if kind == 'auto' else ' ' + kind}: {time.perf_counter() - t0:.1f} s", flush=True)
     return json.loads(out.read_text())
 
 
@@ -325,8 +364,50 @@ def run_dataset(name: str, args, base: Path) -> dict:
     result = {"shares": shares}
     for system in ("featstore", "lancedb"):
         result[system] = build[system] | {"query": summarise(rounds[system], truth)}
+    result["featstore_kinds"] = {}
+    for kind in [k for k in args.kinds.split(",") if k and k != "auto"]:      # the compressed kinds: same store
+        built = child("featstore-build", work, kind)
+        result["featstore_kinds"][kind] = built | {"query": summarise(
+            [child("featstore-query", work) for _ in range(args.rounds)], truth)}
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def run_ingest(name: str, args, base: Path) -> dict:
+    """--ingest-only: both systems' ingest of the same data, alternating, --reps times each, in fresh child
+    processes; medians and the ratio."""
+    work = base / name
+    work.mkdir(parents=True)
+    data, _, _, bucket, category = make_data(name, args.n, args.dim, 0)
+    for f, a in (("data", data), ("bucket", bucket), ("category", category)):
+        np.save(work / f"{f}.npy", a)
+    del data
+    reps = {"featstore": [], "lancedb": []}
+    for r in range(args.reps):
+        for system in (("featstore", "lancedb") if r % 2 == 0 else ("lancedb", "featstore")):
+            reps[system].append(child(f"{system}-ingest", work))
+    shutil.rmtree(work, ignore_errors=True)
+    out = {}
+    for system, runs in reps.items():
+        out[system] = {"ingest_s": float(np.median([x["ingest_s"] for x in runs])),
+                       "cpu_s": float(np.median([x["cpu_s"] for x in runs])),
+                       "disk_bytes": runs[0]["disk_bytes"], "runs": runs}
+    out["ratio"] = out["featstore"]["ingest_s"] / out["lancedb"]["ingest_s"]
+    out["ratio_per_rep"] = [f["ingest_s"] / l["ingest_s"] for f, l in zip(reps["featstore"], reps["lancedb"])]
+    return out
+
+
+def ingest_md(name: str, res: dict, n: int, dim: int, reps: int) -> list[str]:
+    f, l = res["featstore"], res["lancedb"]
+    per = ", ".join(f"{x:.2f}" for x in res["ratio_per_rep"])
+    return [f"### ingest, {name}: {n:,} × {dim}, median of {reps} alternating runs", "",
+            "| | featstore | LanceDB | featstore / LanceDB |", "|---|---|---|---|",
+            f"| ingest (wall) | {f['ingest_s']:.2f} s | {l['ingest_s']:.2f} s | {res['ratio']:.2f}× "
+            f"(per run: {per}) |",
+            f"| ingest (CPU of the process) | {f['cpu_s']:.2f} s | {l['cpu_s']:.2f} s | "
+            f"{f['cpu_s'] / l['cpu_s']:.2f}× |",
+            f"| on disk | {mb(f['disk_bytes'])} | {mb(l['disk_bytes'])} | "
+            f"{f['disk_bytes'] / l['disk_bytes']:.2f}× |", ""]
 
 
 def cpu_info() -> dict:
@@ -389,6 +470,30 @@ def table_md(name: str, res: dict, n: int, dim: int, nq: int) -> list[str]:
                     f"{ratio(a['p50_ms'], b['p50_ms'])} p50 |")
     rows.append(f"| first query of a condition (not in p50), unfiltered / 1% | {fq['all']['first_ms']:.0f} / "
                 f"{fq['100']['first_ms']:.0f} ms | {lq['all']['first_ms']:.0f} / {lq['100']['first_ms']:.0f} ms | |")
+    return rows + [""] + kinds_md(name, res)
+
+
+def kinds_md(name: str, res: dict) -> list[str]:
+    """One row per index: featstore's auto pick, each compressed kind asked for, LanceDB's IVF_PQ."""
+    if not res.get("featstore_kinds"):
+        return []
+    conds = ["all"] + [str(b) for _, b in SELECTIVITIES]
+    head = ("| index | build | size on disk | peak RSS, query | "
+            + " | ".join("unfiltered" if c == "all" else f"bucket < {c} ({res['shares'][c]:.1%})" for c in conds)
+            + " |")
+    rows = [f"### {name}: index kinds (p50 ms, recall@10)", "", head, "|" + "---|" * (4 + len(conds))]
+
+    def row(label: str, r: dict) -> str:
+        q = r["query"]
+        return (f"| {label} | {r['build_s']:.1f} s | {mb(r['index_bytes'])} | {q['peak_rss_mb']:.0f} MB | "
+                + " | ".join(f"{q[c]['p50_ms']:.2f} ({q[c]['recall_at_10']:.3f})" for c in conds) + " |")
+
+    f = res["featstore"]
+    rows.append(row(f"featstore auto ({f['index']['kind']} {f['index']['params']})", f))
+    for kind, r in res["featstore_kinds"].items():
+        rows.append(row(f"featstore {kind} ({r['index']['params']})", r))
+    l = res["lancedb"]
+    rows.append(row(f"LanceDB IVF_PQ (nprobes {l['index']['nprobes']}, refine {REFINE})", l))
     return rows + [""]
 
 
@@ -400,16 +505,43 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="query phases per system, alternating")
     ap.add_argument("--datasets", default="clustered,hard")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--ingest-only", action="store_true",
+                    help="only the ingest of each data set, --reps alternating runs per system "
+                         "(writes search_lancedb_ingest.{json,md})")
+    ap.add_argument("--reps", type=int, default=5, help="with --ingest-only: runs per system")
+    ap.add_argument("--kinds", default="auto,ivf-sq8,ivf-pq",
+                    help="featstore index kinds to build and query in turn on the same store (auto first)")
     ap.add_argument("--child")
+    ap.add_argument("--kind", default="auto")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--child-out", type=Path)
     args = ap.parse_args()
     if args.child:
-        args.child_out.write_text(json.dumps(CHILD[args.child](args.work)))
+        run = CHILD[args.child]
+        args.child_out.write_text(json.dumps(run(args.work, args.kind) if args.child == "featstore-build"
+                                             else run(args.work)))
         return
     if args.dim % 16:
         ap.error("--dim must be a multiple of 16 (IVF_PQ sub-vectors)")
     t0 = time.perf_counter()
+    if args.ingest_only:
+        results = {"n": args.n, "dim": args.dim, "reps": args.reps, "cpu": cpu_info(), "versions": versions(),
+                   "datasets": {}}
+        with tempfile.TemporaryDirectory(prefix="search_lancedb_") as tmp:
+            for name in args.datasets.split(","):
+                results["datasets"][name] = run_ingest(name, args, Path(tmp))
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = f"search_lancedb_ingest_{args.dim}"
+        (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        cpu = results["cpu"]
+        md = [f"# featstore beside LanceDB: ingest, {args.dim}-d", "",
+              f"{cpu['model']}, {cpu['cores']} cores (SIMD flags: {' '.join(cpu['simd_flags'])}); "
+              + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", ""]
+        for name, res in results["datasets"].items():
+            md += ingest_md(name, res, args.n, args.dim, args.reps)
+        (args.out / f"{stem}.md").write_text("\n".join(md))
+        print("\n".join(md))
+        return
     results = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": K, "rounds": args.rounds,
                "cpu": cpu_info(), "versions": versions(), "datasets": {}}
     with tempfile.TemporaryDirectory(prefix="search_lancedb_") as tmp:

@@ -11,6 +11,14 @@ on one keep-alive connection, and reports q/s, p50/p99 latency and failed reques
 photo per call (multipart, embedded by the server). The writer phase embeds rotated copies of FOLDER's photos
 with `featstore embed --wait`; afterwards the store must verify clean and the server must serve the new items.
 Target: p99 <= 100 ms at 8 clients for id searches on the quiet machine; zero failed requests in every phase.
+
+The gallery phase (GET /grid, the web app's page requests; one client, as one person scrolling and filtering, with
+a logreg head fitted on FOLDER's labels so every page carries the head's prediction for each of the N items):
+"scroll" asks for successive pages (offset 0, 120, 240, ... limit 120) of the whole store; "filter" asks for a page
+with the per-filter counts under combined filters (label, split, the head's prediction, correct/wrong, a confidence
+range, status, and the guarded SQL `where`), cycling through a fixed list. The first request that needs the head's
+predictions computes them for every item (one pass over the vectors) and is reported apart. Target: p99 < 200 ms
+per page request. `--grid-only` runs only this phase.
 Writes serve.json and serve.md.
 """
 from __future__ import annotations
@@ -105,6 +113,57 @@ def load(port: int, bodies: list[tuple[bytes, str]], clients: int) -> dict:
             "p99_ms": round(float(np.percentile(lat, 99)), 1), "wall_s": round(wall, 2)}
 
 
+GRID_FILTERS = [
+    "task=flowers&label=roses",
+    "task=flowers&label=roses&label=tulips&split=test",
+    "task=flowers&head=bench&correct=wrong",
+    "task=flowers&head=bench&pred=daisy&conf_max=0.8",
+    "task=flowers&status=unlabelled&head=bench&conf_min=0.5&sort=conf",
+    "task=flowers&where=path%20LIKE%20%27%25synthetic%25%27&head=bench&pred=roses",
+    "task=flowers&where=item_id%20%25%207%20%3D%200&split=train",
+    "task=flowers&head=bench&status=labelled&correct=correct&label=sunflowers",
+]
+
+
+def grid_load(port: int, queries: list[str]) -> dict:
+    """GET /grid?QUERY for each query in turn on one keep-alive connection: latency percentiles."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    lat, failed = [], 0
+    t0 = time.perf_counter()
+    for q in queries:
+        t = time.perf_counter()
+        try:
+            conn.request("GET", "/grid?" + q)
+            r = conn.getresponse()
+            body = json.loads(r.read())
+            ok = r.status == 200 and "items" in body
+        except (OSError, http.client.HTTPException, ValueError):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            ok = False
+        lat.append(time.perf_counter() - t)
+        failed += not ok
+    wall = time.perf_counter() - t0
+    ms = np.array(lat) * 1000
+    return {"requests": len(queries), "clients": 1, "failed": failed, "qps": round(len(queries) / wall, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "max_ms": round(float(ms.max()), 1), "wall_s": round(wall, 2)}
+
+
+def grid_phase(port: int, n: int, requests: int) -> dict:
+    """The gallery phase (see the module's docstring)."""
+    t = time.perf_counter()
+    first = grid_load(port, ["task=flowers&head=bench&limit=120"])       # computes the head's predictions
+    first["first_request_s"] = round(time.perf_counter() - t, 2)
+    pages = max(1, n // 120)
+    scroll = grid_load(port, [f"task=flowers&head=bench&offset={(i % pages) * 120}&limit=120&counts=false"
+                              for i in range(requests)])
+    filters = grid_load(port, [GRID_FILTERS[i % len(GRID_FILTERS)] + "&limit=120" for i in range(requests)])
+    return {"first_with_head": first, "scroll": scroll, "filter_with_counts": filters, "target_p99_ms": 200,
+            "meets_target": max(scroll["p99_ms"], filters["p99_ms"]) < 200
+            and not (scroll["failed"] or filters["failed"])}
+
+
 def stats(port: int) -> dict:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     c.request("GET", "/stats")
@@ -131,6 +190,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--keep", action="store_true", help="keep the store (printed) instead of removing it")
     ap.add_argument("--reuse", default=None, help="a store kept by an earlier run (--keep): skip building it")
+    ap.add_argument("--grid-requests", type=int, default=400, help="GET /grid requests per gallery phase")
+    ap.add_argument("--grid-only", action="store_true", help="only the gallery phase (GET /grid)")
     args = ap.parse_args()
 
     import featstore
@@ -143,6 +204,8 @@ def main() -> None:
     if not args.reuse:
         fs.embed(args.folder, progress=False, log=lambda *_: None)
         add_synthetic(store, max(args.n - fs.stats()["items"]["ok"], 0))
+    if "bench" not in [h["name"] for h in fs.stats()["heads"]]:
+        fs.fit_head("flowers", head="logreg", name="bench", log=lambda *_: None)
     stamp = fs.build_index("auto")
     args.n = fs.stats()["items"]["ok"]
     build_s = time.perf_counter() - t0
@@ -158,6 +221,12 @@ def main() -> None:
                                "--port", str(args.port)], env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(args.port, server)
+        grid = grid_phase(args.port, args.n, args.grid_requests)
+        print("gallery:", grid, flush=True)
+        if args.grid_only:
+            server.terminate()
+            server.wait(timeout=30)
+            return _write_grid_only(args, stamp, grid, store, work)
         rng = np.random.default_rng(1)
         ids = rng.integers(1, args.n + 1, args.requests).tolist()
         by_id = [(json.dumps({"id": i, "k": 10, "task": "flowers"}).encode(), "application/json") for i in ids]
@@ -189,7 +258,7 @@ def main() -> None:
                          f"Python {platform.python_version()}",
               "n": args.n, "index": stamp["kind"], "build_s": round(build_s, 1), "quiet_by_id": quiet,
               "quiet_upload": upload, "while_embedding_by_id": busy, "items_served_before": before, "items_served_after": seen,
-              "verify_ok": verify["ok"], "target_p99_ms": 100,
+              "verify_ok": verify["ok"], "target_p99_ms": 100, "gallery": grid,
               "meets_target": quiet["p99_ms"] <= 100 and not (quiet["failed"] or upload["failed"] or busy["failed"])
               and verify["ok"]}
     out = Path(args.out)
@@ -203,7 +272,36 @@ def main() -> None:
            for name, r in rows]
     md.append(f"\nstore verifies clean afterwards: {verify['ok']}; items served before / after the embed: {before:,} / {seen:,}; "
               f"target p99 <= 100 ms (quiet, by id) and zero failures: {'met' if result['meets_target'] else 'NOT met'}")
+    md += grid_md(grid)
     (out / "serve.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    if args.keep:
+        print(f"store kept at {store}")
+    else:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def grid_md(grid: dict) -> list[str]:
+    rows = [("first request with a head (predicts every item)", grid["first_with_head"]),
+            ("scroll: successive pages of 120", grid["scroll"]),
+            ("filter: combined filters + counts", grid["filter_with_counts"])]
+    return ["\n## gallery (GET /grid, 1 client)\n", "| phase | requests | failed | p50 ms | p99 ms | max ms |",
+            "|---|---:|---:|---:|---:|---:|"] + [
+        f"| {name} | {r['requests']} | {r['failed']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} |"
+        for name, r in rows] + [
+        f"\ntarget p99 < 200 ms per page request: {'met' if grid['meets_target'] else 'NOT met'}"]
+
+
+def _write_grid_only(args, stamp, grid: dict, store: Path, work: Path) -> None:
+    result = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, CPU flags {cpu_flags()}, "
+                         f"Python {platform.python_version()}", "n": args.n, "index": stamp["kind"], "gallery": grid}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_grid.json").write_text(json.dumps(result, indent=2))
+    md = [f"# serve benchmark: gallery\n\n{result['machine']}; {args.n:,} stored items"] + grid_md(grid)
+    (out / "serve_grid.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     if args.keep:
         print(f"store kept at {store}")

@@ -27,7 +27,8 @@ json_to = click.option("--json", "json_to", is_flag=False, flag_value="-", defau
               help="Also write every finding's rows to this CSV (finding, rank, item_id, path, given, suggested, "
                    "score).")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
-              help="Also draw a PNG contact sheet of the top-ranked items of each finding.")
+              help="Also draw a contact sheet of the top-ranked items of each finding (.png, .svg or .pdf, by "
+                   "the extension; needs matplotlib: pip install 'featstore[plots]').")
 @store_option
 @json_to
 def audit(task, model, k, threshold, limit, show, csv_path, sheet, store_path, json_to):

@@ -57,11 +57,16 @@ def _numbers(text: str) -> tuple:
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed in an earlier run.")
 @click.option("--wait", is_flag=True, help="If another process is writing the store, wait for it.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--cut", default=None, help="Also store the activations at this cut point (fp16, for fine-tuning the "
+                                          "layers above it; `featstore models cuts MODEL` lists them).")
+@click.option("--views", type=int, default=1, help="With --cut: views per image: the plain one, then seeded "
+                                                   "random resized crops + flips (images only).")
+@click.option("--view-seed", type=int, default=0, help="With --cut --views N: the augmentation's seed.")
 @store_option
 @json_option
 def embed(source, task, model, input_size, mean, std, text_column, label_column, id_column, batch_size, device,
           precision, workers, decode, engine, address, shard_size, staging, retry_failed, wait, no_progress,
-          store_path, as_json):
+          cut, views, view_seed, store_path, as_json):
     """Embed SOURCE into the store: a folder of images (recursively; subfolder names become labels), a manifest of
     images (CSV/TSV/Parquet with a `path` column, optional `label`), or text: a CSV/TSV, Parquet or JSON Lines
     file, or a folder of .txt files in class subfolders."""
@@ -71,12 +76,21 @@ def embed(source, task, model, input_size, mean, std, text_column, label_column,
                         text_column=text_column, label_column=label_column, id_column=id_column,
                         batch_size=batch_size, device=device, precision=precision, workers=workers, decode=decode,
                         engine=engine, address=address, shard_size=shard_size, staging=staging,
-                        retry_failed=retry_failed, wait=wait, progress=not no_progress and not as_json)
+                        retry_failed=retry_failed, wait=wait, progress=not no_progress and not as_json,
+                        cut=cut, views=views, view_seed=view_seed)
     summary = _open(store_path).embed(source, options=opts, log=_log)
     if as_json:
-        return emit_json(summary.__dict__ | {"images_per_second": summary.images_per_second,
+        import dataclasses
+
+        cut = ({"cut": dataclasses.asdict(summary.cut) | {"per_second": summary.cut.per_second}}
+               if summary.cut is not None else {})
+        return emit_json(summary.__dict__ | cut | {"images_per_second": summary.images_per_second,
                                              "items_per_second": summary.images_per_second})
     _print_embed_summary(summary, summary.labelled)
+    if summary.cut is not None:
+        from .cuts_cmd import print_cut_summary
+
+        print_cut_summary(summary.cut)
 
 
 def _print_embed_summary(s, n_labelled: int) -> None:

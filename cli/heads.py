@@ -5,6 +5,7 @@ import click
 
 from .common import json_option, log, store_option
 from .common import open_store
+from .curate_cmd import chosen_items, label_edit
 from .output import emit_json, pct, table
 
 
@@ -20,8 +21,9 @@ def _shots(value):
 @click.command("fit-head")
 @click.option("--task", default=None, help="Task whose labels to learn [default: the store's only task].")
 @click.option("--kind", default=None,
-              help="Head kind: logreg (default), svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), 'all' "
-                   "for a leaderboard, or 'zero-shot' (from --prompts; no labels used to fit).")
+              help="Head kind: logreg (default), svm, ridge, knn, linear, mlp (numeric targets: ridge, mlp), "
+                   "finetune (the layers above a cut + a linear layer, on activations stored by `embed --cut`), "
+                   "'all' for a leaderboard, or 'zero-shot' (from --prompts; no labels used to fit).")
 @click.option("--head", "old_kind", default=None, hidden=True, help="The former spelling of --kind.")
 @click.option("--model", default=None, help="Embedding set to use: model name or set id [default: the newest]")
 @click.option("--name", default=None, help="Name to store the head under [default: the task; with --kind all, "
@@ -36,20 +38,28 @@ def _shots(value):
                                             "e.g. 1,2,5,10,20.")
 @click.option("--seeds", type=click.IntRange(1, 100), default=None, help="With --shots: draws per point [default: 5].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write the held-out confusion matrix (with --kind all: the best head's; or the few-shot "
-                   "curve) as a PNG.")
+              help="Write a figure (.png, .svg or .pdf, by the file's extension): the held-out confusion matrix "
+                   "(with --kind all: the best head's), the few-shot curve with --shots, or predicted vs actual "
+                   "for a numeric target. Needs matplotlib: pip install 'featstore[plots]'.")
+@click.option("--plot-normalize", is_flag=True,
+              help="With --plot: divide each row of the confusion matrix by its total (shares of the true class; "
+                   "the diagonal is each class's recall) instead of counts.")
 @click.option("--prompts", default=None,
               help="With --kind zero-shot: prompt templates, comma-separated, each with {label} (averaged per "
                    "class) [default: 'a photo of a {label}.' for images, '{label}' for text].")
+@click.option("--cut", default=None, help="With --kind finetune: the cut whose stored activations to tune on "
+                                          "[default: the newest of the embedding set].")
 @store_option
 @json_option
-def fit_head(task, kind, old_kind, model, name, force, C, target, shots, seeds, plot, prompts, store_path, as_json):
+def fit_head(task, kind, old_kind, model, name, force, C, target, shots, seeds, plot, plot_normalize, prompts,
+             cut, store_path, as_json):
     """Fit a head on cached features (the backbone is not run) and report metrics on the task's stored
     held-out split."""
     kind = _kind(kind, old_kind)
     shot_list = _shots(shots)
     out = open_store(store_path).fit_head(task, head=kind, model=model, name=name, C=C, target=target,
-                                          shots=shot_list, seeds=seeds, plot=plot, prompts=prompts, force=force,
+                                          shots=shot_list, seeds=seeds, plot=plot, plot_normalize=plot_normalize,
+                                          prompts=prompts, force=force, cut=cut,
                                           log=(lambda _msg: None) if as_json else log)
     if as_json:
         return emit_json(out)
@@ -127,11 +137,25 @@ def _print_leaderboard(out):
     click.echo(f"task {out['task']!r} on {out['model']} features: {out['n_train']} train / {out['n_test']} "
                f"held-out (stored split); every head scored on the same held-out items")
     metric = out["rows"][0]["metric"] if out["rows"] else "accuracy"
-    click.echo(table([[i + 1, r["head"], r["kind"], pct(r["value"]) if metric == "accuracy" else f"{r['value']:.3f}",
+    level = f"{out.get('ci_level', 0.95):.0%}"
+
+    def score(v):
+        return "-" if v is None else pct(v) if metric == "accuracy" else f"{v:.3f}"
+
+    click.echo(table([[i + 1, r["head"], r["kind"], score(r["value"]),
+                       "-" if r.get("ci_low") is None else f"{score(r['ci_low'])} - {score(r['ci_high'])}",
                        f"{r['fit_seconds']:.2f}", f"{r['predictions_per_second']:,.0f}",
                        ", ".join(f"{k}={v:g}" for k, v in r["chosen"].items() if k)]
                       for i, r in enumerate(out["rows"])],
-                     ["#", "head", "kind", f"held-out {metric}", "fit s", "predictions/s", "chosen"], "rllrrrl"))
+                     ["#", "head", "kind", f"held-out {metric}", f"{level} interval", "fit s", "predictions/s",
+                      "chosen"], "rllrrrrl"))
+    method = {"wilson": f"Wilson score interval on the {out['n_test']} held-out items",
+              "bootstrap": f"bootstrap over the {out['n_test']} held-out items"}.get(
+        (out["rows"][0].get("ci_method") if out["rows"] else None), "")
+    if method:
+        click.echo(f"interval: {method}")
+    if out.get("verdict"):
+        click.echo(out["verdict"]["statement"])
 
 
 def _print_curve(out):
@@ -182,18 +206,31 @@ def remove_head(ctx, name, store_path, as_json):
 
 @click.command()
 @click.option("--task", required=True, help="Task to label (created if new).")
-@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), required=True,
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV with a header: a 'path' or 'hash' column and a 'label' column.")
+@click.option("--set", "set_label", default=None, help="Give the items chosen (PATHS, --ids or --where) this label.")
+@click.option("--unset", is_flag=True, help="Remove the chosen items' label in the task.")
+@click.option("--accept", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Accept the suggested labels of the label issues in this CSV (from `featstore audit --csv`).")
+@click.option("--only", default=None, help="With --accept: only these item ids, e.g. 3,17,42.")
+@chosen_items
 @store_option
 @json_option
-def label(task, csv_path, store_path, as_json):
-    """Attach labels for a task from a CSV (by file path or content hash), so one dataset carries many tasks."""
+def label(task, csv_path, set_label, unset, accept, only, paths, ids, where, store_path, as_json):
+    """Attach labels for a task from a CSV (by file path or content hash), so one dataset carries many tasks; or
+    set, remove or accept suggested labels on chosen items (each such change an edit: `featstore undo`)."""
+    if csv_path is None:
+        return label_edit(task, paths, ids, where, set_label, unset, accept, only, store_path, as_json)
+    if set_label is not None or unset or accept is not None or only is not None or paths or ids or where:
+        raise click.UsageError("--csv takes its labels from the file alone")
     out = open_store(store_path).label(task, csv_path)
     if as_json:
         return emit_json(out)
     click.echo(f"task {task!r}: {out['labelled_paths']} paths labelled from {out['rows']} rows "
                f"({out['distinct_labels']} distinct labels): {out['new']} new, {out['changed']} changed, "
                f"{out['unchanged']} unchanged")
+    if out.get("edit_id"):
+        click.echo(f"edit {out['edit_id']}; undo: featstore undo --edit {out['edit_id']}")
     for row in out["unmatched"][:10]:
         click.echo(f"not in the store: line {row['line']}: {row['key']}")
     if len(out["unmatched"]) > 10:

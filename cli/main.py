@@ -244,6 +244,11 @@ def stats(list_all, store_path, as_json):
     click.echo("items: " + (", ".join(f"{n} {k}" for k, n in out["items"].items()) or "none")
                + f"; {out['distinct_contents']} distinct contents, {out['duplicate_paths']} duplicate paths")
     click.echo("tasks: " + (", ".join(f"{t} ({n} labels)" for t, n in out["tasks"].items()) or "none"))
+    cur = out.get("curation") or {}
+    if cur.get("edits") or cur.get("tags") or cur.get("excluded"):
+        click.echo(f"curation: {cur['edits']} edits, {cur['excluded']} items excluded from fitting; tags: "
+                   + (", ".join(f"{one_line(t)} ({n})" for t, n in list(cur["tags"].items())[:10]) or "none")
+                   + (f" and {len(cur['tags']) - 10} more" if len(cur["tags"]) > 10 else ""))
     _print_duplicates(out["duplicates"], None if list_all else 3)
     for f in out["failed"] if list_all else out["failed"][:10]:
         click.echo(f"failed: {one_line(f['path'])}: {one_line(f['error'])}")
@@ -255,6 +260,9 @@ def stats(list_all, store_path, as_json):
                        (s["index"] or {}).get("count", "-"), _index_text(s["index"])] for s in out["embedding_sets"]],
                      ["set", "model", "dim", "precision", "provider", "vectors", "live", "size", "indexed", "index"],
                      "lllllrrrrl") if out["embedding_sets"] else "embedding sets: none yet")
+    if out.get("activation_sets"):
+        click.echo("")
+        click.echo(activations_table(out["activation_sets"]))
     if out["heads"]:
         click.echo("")
         click.echo(heads_table(out["heads"]))
@@ -305,6 +313,9 @@ def verify(rehash, store_path, as_json):
         click.echo(table([[s["set_id"], s["model"], s["vectors"], s["non_finite"], s["live"],
                            "-" if s["indexed"] is None else s["indexed"], s["index"]] for s in out["sets"]],
                          ["set", "model", "vectors", "non-finite", "live", "indexed", "index"], "llrrrrl"))
+        for a in out.get("activation_sets", []):
+            click.echo(f"activations {a['act_id']} ({a['model']}, {a['cut']}): {a['items']} contents; missing "
+                       f"views {a['incomplete']}, wrong size {a['bad_size']}, non-finite {a['non_finite']}")
         if rehash:
             f = out["files"]
             click.echo(f"files: {f['checked']} checked, {len(f['changed'])} changed, {len(f['vanished'])} vanished")
@@ -336,17 +347,27 @@ def gc(dry_run, store_path, as_json):
                   if len(out["removed_items"]) > 20 else ""))
     click.echo(f"{verb} {sum(out['removed_vectors'].values())} superseded vectors"
                + (f" and {out['removed_texts']} stored texts" if out["removed_texts"] else ""))
+    acts = sum(out.get("removed_activations", {}).values())
+    if acts or out.get("removed_activation_sets"):
+        click.echo(f"{verb} {len(out['removed_activation_sets'])} activation sets of old embedding sets and the "
+                   f"activations of {acts} contents no item holds")
 
 
 from .audit_cmd import audit, select  # noqa: E402  (commands defined beside, registered here)
+from .curate_cmd import exclude, history, include, tag, undo  # noqa: E402
 from .duplicates import duplicates  # noqa: E402
 from .embed_cmd import embed  # noqa: E402
+from .cuts_cmd import activations_table, models_cuts  # noqa: E402
 from .heads import export, heads_table, fit_head, heads, label, meta  # noqa: E402
 from .index_cmd import index_group  # noqa: E402
 from .serve_cmd import serve  # noqa: E402
+from .rank_cmd import rank  # noqa: E402
 
-for _command in (embed, fit_head, heads, label, meta, export, duplicates, audit, select, index_group, serve):
+for _command in (embed, fit_head, heads, label, meta, export, duplicates, audit, select, index_group, serve, rank):
     cli.add_command(_command)
+for _command in (tag, exclude, include, undo, history):
+    cli.add_command(_command)
+models.add_command(models_cuts)
 
 
 def main():

@@ -31,7 +31,9 @@ def leaf_commands(group: click.Group = cli, prefix: tuple = ()):
 
 
 STORE_COMMANDS = [words for words, cmd in leaf_commands() if any(p.name == "store_path" for p in cmd.params)]
-EXTRA_ARGS = {("search",): ["--id", "1"]}      # a query is needed, though no single option is required
+EXTRA_ARGS = {("search",): ["--id", "1"],      # a query is needed, though no single option is required
+              ("label",): ["--set", "x", "--ids", "1"],   # what to set and on which items: one way of several
+              ("tag",): ["--ids", "1"], ("exclude",): ["--ids", "1"], ("include",): ["--ids", "1"]}
 
 
 def _value(param: click.Parameter, csv_file) -> str:

@@ -129,14 +129,18 @@ def test_option_combinations_are_refused_before_any_fit(run, store, args, messag
     assert _stored_heads(store) == before
 
 
-def test_plot_for_a_numeric_target_is_refused_before_fitting(run, store, tmp_path):
+def test_a_confusion_matrix_option_for_a_numeric_target_is_refused_before_fitting(run, store, tmp_path):
     hashes = [h for (h,) in query(store, "SELECT DISTINCT hash FROM items WHERE status = 'ok'")]
     (tmp_path / "n.csv").write_text("hash,label\n" + "".join(f"{h},{i * 1.5}\n" for i, h in enumerate(hashes)))
     run("label", "--task", "numbers", "--csv", tmp_path / "n.csv", "--store", store)
     before = _stored_heads(store)
-    r = run("fit-head", "--task", "numbers", "--plot", tmp_path / "cm.png", "--store", store, ok=False)
+    r = run("fit-head", "--task", "numbers", "--kind", "ridge", "--plot", tmp_path / "cm.png", "--plot-normalize",
+            "--store", store, ok=False)
     assert r.exit_code == 1 and "numeric target" in r.output and "Traceback" not in r.output, r.output
     assert _stored_heads(store) == before and not (tmp_path / "cm.png").exists()
+    # --plot alone draws predicted vs actual (tests/test_plots.py checks the figure)
+    r = run("fit-head", "--task", "numbers", "--kind", "ridge", "--plot", tmp_path / "pe.png", "--store", store)
+    assert "plot written to" in r.output and Image.open(tmp_path / "pe.png").format == "PNG"
 
 
 def test_leaderboard_plots_the_best_head(run, store, tmp_path):

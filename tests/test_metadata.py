@@ -56,7 +56,8 @@ def test_manifest_columns_are_typed(manifest_store):
     assert types == {"path": "VARCHAR", "iso": "BIGINT", "exposure": "DOUBLE", "flash": "BOOLEAN",
                      "shot_on": "DATE", "camera": "VARCHAR"}
     assert query(store, "SELECT count(*) FROM item_meta")[0][0] == len(rel)
-    assert query(store, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "5"
+    from featstore.store.schema import SCHEMA_VERSION
+    assert query(store, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(SCHEMA_VERSION)
 
 
 def test_where_on_metadata_through_the_cli(manifest_store, run):

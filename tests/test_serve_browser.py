@@ -2,8 +2,6 @@
 127.0.0.1 (a text search, an image search, the map, a click on a point, the item page, a head's confusion cells),
 and the map of a 100,000-point store. Skipped only where Chromium is missing and $CI is unset; in CI it fails."""
 import json
-import os
-import shutil
 import urllib.request
 
 import pytest
@@ -12,16 +10,11 @@ pytest.importorskip("fastapi")
 selenium = pytest.importorskip("selenium")
 
 from conftest import SAMPLE  # noqa: E402
+from browser_helpers import chromium, require_chromium  # noqa: E402
 from serve_helpers import LiveServer, build_store, synthetic_store  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"):
-    pytest.skip("needs chromium and chromium-driver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+require_chromium()
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -29,13 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium(1280)
     yield driver
     driver.quit()
 
@@ -67,7 +54,7 @@ def grid_paths(driver, grid="grid"):
 
 
 def test_search_map_item_and_heads_in_a_browser(browser, server, tmp_path):
-    browser.get(server.url + "/")
+    browser.get(server.url + "/#/search")                                      # the page opens on the gallery
     wait(browser, lambda d: len(Select(d.find_element(By.ID, "task")).options) > 1)
 
     Select(browser.find_element(By.ID, "task")).select_by_value("news")       # a text search

@@ -135,11 +135,12 @@ def test_errors_over_http_hold_no_server_paths_or_command_line_advice(client, st
         client.post("/search", json={"text": "x", "model": "no-such-model", "task": "flowers"}),
         client.post("/search", files={"file": ("holiday.jpg", truncated.getvalue(), "image/jpeg")},
                     data={"task": "flowers"}),
-        client.get("/map", params={"color": "label"}),               # two tasks and none named
         client.post("/search", json={"id": 1, "where": "label = 'roses'"}),
         client.get("/heads/nope/confusion"),
         client.post("/predict", json={"head": "nope", "texts": ["x"]}),
     ]
+    uncoloured = client.get("/map", params={"color": "label", "method": "pca"}).json()   # two tasks, none named:
+    assert uncoloured["task"] is None and set(uncoloured["codes"]) == {-1}        # the CLI's rule, no colours
     server_paths = [str(state.work), str(store), "/tmp/", "featstore-snapshot-", "featstore-upload-", "upload-"]
     for r in answers:
         message = r.json()["error"]

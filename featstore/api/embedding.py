@@ -51,6 +51,10 @@ def embed(root, source: str, opts: EmbedOptions, log=print):
     """Embed SOURCE into the store at `root` (created if new): returns the run's EmbedSummary."""
     if not os.path.exists(source):
         raise FeatstoreError(f"{source}: no such file or folder")
+    if opts.cut is None and opts.views != 1:
+        from featstore.embed.cut_run import check_options
+
+        check_options(None, None, opts.views)
     if is_text(source, opts):
         return _embed_text(root, source, opts, log)
     return _embed_images(root, source, opts, log)
@@ -71,6 +75,10 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
         raise FeatstoreError(f"{source}: images are embedded from a folder or a manifest (a table with a 'path' "
                              "column); any other file must be a text table (.csv .tsv .parquet .jsonl)")
     spec = model_spec(opts)
+    if opts.cut:
+        from featstore.embed.cut_run import check_options
+
+        check_options(spec, opts.cut, opts.views, opts.engine)
     files, warnings = (read_manifest(source), []) if manifest else scan_folder(source)
     if manifest:
         metadata_columns(source)           # its names checked before the store is touched
@@ -107,6 +115,11 @@ def _embed_images(root, source: str, opts: EmbedOptions, log):
             summary = embed_files(store, files, backbone, eset, spec.preprocess, batch_size=opts.batch_size,
                                   workers=opts.workers, decode=opts.decode, retry_failed=opts.retry_failed,
                                   progress=progress, source=os.path.abspath(source), scope=scope)
+        if opts.cut:
+            from featstore.embed.cut_run import embed_cut_images
+
+            summary.cut = embed_cut_images(store, files, spec, eset, opts.cut, opts.views, opts.view_seed,
+                                           device=opts.device, workers=opts.workers, progress=progress, log=log)
     if opts.device == "auto" and summary.embedded and opts.engine == "local":
         log(f"device: {backbone.device} (ONNX Runtime providers: {', '.join(backbone.session.get_providers())})")
     summary.label_source = "from the manifest" if manifest else "from subfolder names"
@@ -129,6 +142,10 @@ def _embed_text(root, source: str, opts: EmbedOptions, log):
         raise FeatstoreError("--precision int8 is for image backbones (int8 MiniLM kept only 0.90-0.94 cosine "
                              "to fp32); text embeds in fp32, or fp16 on the GPU")
     spec = resolve(opts.model, modality="text")
+    if opts.cut:
+        from featstore.embed.cut_run import check_options
+
+        check_options(spec, opts.cut, opts.views, opts.engine)
     records, warnings = read_text_source(source, opts.text_column, opts.label_column, opts.id_column)
     for w in warnings:
         log(f"warning: {w}")
@@ -141,6 +158,11 @@ def _embed_text(root, source: str, opts: EmbedOptions, log):
         summary = embed_texts(store, records, backbone, eset, TextTokenizer(spec), batch_size=opts.batch_size or 64,
                               retry_failed=opts.retry_failed, progress=opts.progress, source=os.path.abspath(source),
                               scope=text_scope(source, records))
+        if opts.cut:
+            from featstore.embed.cut_run import embed_cut_texts
+
+            summary.cut = embed_cut_texts(store, records, spec, eset, opts.cut, device=opts.device,
+                                          batch_size=opts.batch_size or 64, progress=opts.progress, log=log)
     return _finish(summary, task, labels, warnings)
 
 

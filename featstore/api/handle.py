@@ -145,16 +145,20 @@ class Featstore:
         from featstore.store.labels import task_for
 
         o = _options(FitOptions, options, opts)
-        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot, o.prompts, o.force)
+        if o.cut is not None and (o.head != "finetune" or o.shots):
+            raise FeatstoreError("--cut applies to --kind finetune (one head, not --shots) only")
+        fitting.check_options(o.head, o.C, o.name, o.target, o.shots, o.seeds, o.plot, o.prompts, o.force,
+                              plot_normalize=o.plot_normalize)
+        predictions = None
         with self._writing() as store:
             task = task_for(store, task, required=True)
             if o.shots:
                 out = fitting.few_shot(store, task, o.shots, seeds=o.seeds or 5, kind=o.head, model=o.model)
             else:
                 data = fitting.load_task(store, task, o.model, o.target)
-                if o.plot and data.task_type != "classification":
-                    raise FeatstoreError("--plot draws a confusion matrix (classification) or a --shots curve; "
-                                         f"task {task!r} has a numeric target")
+                if o.plot_normalize and data.task_type != "classification":
+                    raise FeatstoreError("--plot-normalize applies to a confusion matrix; task "
+                                         f"{task!r} has a numeric target (--plot draws predicted vs actual)")
                 if o.head == "zero-shot":
                     out = fitting.fit_zero_shot(store, task, o.prompts, model=o.model, name=o.name, data=data,
                                                 force=o.force)
@@ -163,10 +167,19 @@ class Featstore:
                                               log=log, force=o.force)
                 else:
                     params = {"C": o.C} if o.C is not None else {}
+                    if o.head == "finetune":
+                        params["log"] = log          # its epochs, as they end
+                        params["cut"] = o.cut
                     out = fitting.fit_head(store, task, o.head, model=o.model, name=o.name, target=o.target,
                                            data=data, force=o.force, **params)
+                if o.plot and data.task_type == "regression":
+                    from featstore.heads.plot import held_out_predictions
+
+                    predictions = held_out_predictions(store, out["rows"][0]["head"] if "rows" in out
+                                                       else out["name"], data)
         if o.plot:
-            fitting.plot_result(out, o.plot, curve=bool(o.shots))
+            fitting.plot_result(out, o.plot, curve=bool(o.shots), normalize=o.plot_normalize,
+                                predictions=predictions)
         return FitResult(out)
 
     def heads(self) -> list[dict]:
@@ -234,12 +247,15 @@ class Featstore:
     def audit(self, task: str | None = None, model: str | None = None, k: int = 10, threshold: float = 0.97,
               limit: int = 50, sheet: str | os.PathLike | None = None, log=lambda _msg: None) -> AuditResult:
         """Label issues, outliers, near-duplicates and split leakage of a task (see docs/audit.md); with `sheet`,
-        also a PNG contact sheet of the top-ranked items of each finding. An AuditResult: the report dict, with
-        to_pandas (one row per finding)."""
+        also a contact sheet (.png, .svg or .pdf) of the top-ranked items of each finding. An AuditResult: the
+        report dict, with to_pandas (one row per finding)."""
         from featstore.apps.audit import audit
 
-        if sheet is not None and not Path(sheet).resolve().parent.is_dir():
-            raise FeatstoreError(f"--sheet {sheet}: folder {Path(sheet).resolve().parent} does not exist")
+        if sheet is not None:                   # a bad extension or folder, or no matplotlib: said before any work
+            from featstore.heads.plot_io import check_plot_path, matplotlib
+
+            check_plot_path(sheet, "--sheet")
+            matplotlib()
         with self._writing() as store:
             out = audit(store, task, model=model, k=k, threshold=threshold, limit=limit, log=log)
         if sheet is not None:
@@ -258,6 +274,15 @@ class Featstore:
             return select(store, task, n, strategy, seed=seed, model=model, include_labelled=include_labelled,
                           log=log)
 
+    def rank(self, task: str | None = None, log=lambda _msg: None) -> dict:
+        """LogME transferability of every embedding set and cut activation set holding `task` (None: the store's
+        only task), beside the held-out accuracy of the heads stored on each, with Kendall's tau between them."""
+        from featstore.apps.rank import rank
+        from featstore.store.labels import task_for
+
+        with self._reading() as store:
+            return rank(store, task_for(store, task, required=True), log=log)
+
     def build_index(self, kind: str = "auto", recall: float | None = None, memory: str | int | None = None,
                     model: str | None = None, wait: bool = False, log=lambda _msg: None) -> dict:
         """Choose, build and tune the FAISS index of an embedding set within a memory budget (None: 4GB for auto,
@@ -273,6 +298,112 @@ class Featstore:
             s = store.pick_set(model)
             rebuild(store, s, kind, recall if recall is not None else DEFAULT_RECALL, budget, log=log)
             return {"set_id": s.set_id, "model": s.model} | read_stamp(store, s)
+
+    # ---- curation (apps/curate.py): each write one edit in the store's edit log, undoable ----------------------
+    def set_labels(self, task: str, items=None, label: str | None = ..., where: str | None = None,
+                   who: str | None = None) -> dict:
+        """Give the items (ids, or paths; or those passing `where`) `label` in `task`; label None removes theirs.
+        Returns the edit: edit_id (None when nothing changed), changed, unchanged, generation."""
+        from featstore.apps import curate
+
+        if label is ...:
+            raise FeatstoreError("set_labels: give the label (label=None removes the items' label)")
+
+        return self._edit(lambda store, paths, who: curate.set_labels(store, task, paths, label, who),
+                          items, where, task, who, new_task=True)
+
+    def tag(self, items=None, tag: str | None = None, remove: bool = False, where: str | None = None,
+            task: str | None = None, who: str | None = None) -> dict:
+        """Add `tag` to the items (ids or paths, or those passing `where`; `task`: whose labels it reads), or
+        with remove=True take it off."""
+        from featstore.apps import curate
+
+        return self._edit(lambda store, paths, who: curate.tag(store, paths, tag, remove, who), items, where, task,
+                          who)
+
+    def exclude(self, items=None, reason: str = "excluded", where: str | None = None, task: str | None = None,
+                who: str | None = None) -> dict:
+        """Leave the items out of fitting and evaluation (fit_head, Xy, audit) for `reason` ('duplicate',
+        'outlier' or any short text)."""
+        from featstore.apps import curate
+
+        return self._edit(lambda store, paths, who: curate.exclude(store, paths, reason, who), items, where, task,
+                          who)
+
+    def include(self, items=None, where: str | None = None, task: str | None = None, who: str | None = None) -> dict:
+        """Take the items' exclusion back."""
+        from featstore.apps import curate
+
+        return self._edit(lambda store, paths, who: curate.exclude(store, paths, None, who), items, where, task,
+                          who)
+
+    def accept(self, task: str | None = None, source=None, only=None, who: str | None = None) -> dict:
+        """Give the audit's label issues their suggested label in `task`: `source` a CSV written by `featstore
+        audit --csv`, or rows (dicts with path or item_id, given, suggested), or None for the task's newest
+        stored audit; `only`: just these item ids. Rows whose label changed since the audit are skipped."""
+        from featstore.apps import curate
+        from featstore.store.labels import task_for
+
+        with self._writing() as store:
+            task = task_for(store, task, required=True)
+            if source is None or isinstance(source, (str, os.PathLike)):
+                rows, name = curate.label_issue_rows(store, task, source)
+            else:
+                rows, name = [dict(r) for r in source], "rows given"
+            return curate.accept(store, task, rows, who or curate.who_default(), source=name, only=only)
+
+    def undo(self, edit: int | None = None, who: str | None = None) -> dict:
+        """Undo edit `edit` (default: the newest not undone yet); undoing an undo redoes it. Returns undone,
+        edit_id (the undo's own), changed, generation."""
+        from featstore.apps import curate
+
+        with self._writing() as store:
+            return curate.undo(store, who or curate.who_default(), edit)
+
+    def history(self, limit: int = 50) -> list[dict]:
+        """The newest edits, newest first: edit_id, at, who, action, task, count, undone (by which edit), summary."""
+        from featstore.store.edits import history
+
+        with self._reading() as store:
+            return history(store, limit)
+
+    def tags(self) -> dict[str, int]:
+        """Every tag and how many items carry it."""
+        from featstore.store.edits import all_tags
+
+        with self._reading() as store:
+            return all_tags(store)
+
+    def excluded(self) -> dict[str, str]:
+        """Excluded items: path -> reason."""
+        from featstore.store.edits import excluded_paths
+
+        with self._reading() as store:
+            return excluded_paths(store)
+
+    def _edit(self, write, items, where, task, who, new_task: bool = False) -> dict:
+        """Run one curation write on the items named (ids or paths) or passing `where` (read first, on a reader,
+        with the labels of `task`; `new_task`: a task not in the store yet is fine, it has no labels)."""
+        import numbers
+
+        from featstore.apps import curate
+
+        if (items is None) == (where is None):
+            raise FeatstoreError("choose the items: give ids or paths, or a where condition (one of them)")
+        if isinstance(items, (str, os.PathLike, int)):
+            items = [items]
+        if where is not None:
+            from featstore.store.labels import shown_task
+
+            with self._reading() as store:
+                fresh = new_task and task is not None and task not in store.tasks()
+                paths = curate.paths_where(store, where, task if fresh else shown_task(store, task, where))
+        with self._writing() as store:
+            if where is None:
+                ids = [int(i) for i in items if isinstance(i, numbers.Integral)]
+                paths = curate.paths_of(store, ids=ids, paths=[str(i) for i in items
+                                                               if not isinstance(i, numbers.Integral)])
+            return write(store, paths, who or curate.who_default())
 
     # ---- reading the store ---------------------------------------------------------------------------------
     def stats(self) -> dict:

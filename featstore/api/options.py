@@ -31,6 +31,9 @@ class EmbedOptions:
     retry_failed: bool = False
     wait: bool = False                      # wait for another process writing the store
     progress: bool = True
+    cut: str | None = None                  # also store the activations at this cut point (models/cuts.py)
+    views: int = 1                          # with cut: views per image (0: plain; 1..: seeded crop + flip)
+    view_seed: int = 0                      # with cut and views > 1: the augmentation's seed
 
 
 @dataclass
@@ -47,10 +50,13 @@ class FitOptions:
     target: str = "auto"                    # auto | class | numeric
     shots: list[int] | None = None
     seeds: int | None = None                # with shots: draws per point [default: 5]
-    plot: str | None = None                 # a PNG: the held-out confusion matrix (head='all': the best head's)
-                                            # or the few-shot curve
+    plot: str | None = None                 # a figure (.png, .svg, .pdf): the held-out confusion matrix
+                                            # (head='all': the best head's), the few-shot curve, or for a numeric
+                                            # target predicted vs actual
+    plot_normalize: bool = False            # the confusion matrix's rows divided by their totals (shares)
     prompts: str | list[str] | None = None  # zero-shot: templates with {label}, 'T1,T2' or a list
                                             # [default: "a photo of a {label}." for images, "{label}" for text]
+    cut: str | None = None                  # finetune: the cut whose activations to tune on [default: the newest]
 
 
 @dataclass

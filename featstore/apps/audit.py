@@ -19,6 +19,7 @@ from featstore.heads.logreg import LogisticRegressionHead
 from featstore.search import knn_graph
 from featstore.search.duplicates import duplicates
 from featstore.store.db import Store
+from featstore.store.edits import save_audit_findings
 from featstore.store.labels import task_for
 
 from . import label_issues as li
@@ -67,7 +68,7 @@ def audit(store: Store, task: str, model: str | None = None, k: int = knn_graph.
                "score": round(float(scores[i]), 6), "head_probability_given": round(float(p_oof[i, yi[i]]), 6),
                "neighbours_agreeing": round(float(p_knn[i, yi[i]]), 6)} for i in flagged]
     dups = duplicates(store, threshold=threshold, task=task, model=s.set_id)
-    return {"task": task, "model": s.model, "set_id": s.set_id, "n_items": int(len(yi)),
+    out = {"task": task, "model": s.model, "set_id": s.set_id, "n_items": int(len(yi)),
             "classes": [str(c) for c in classes], "graph": header,
             "label_issues": issues, "outliers": _outliers(graph_ids, cos, info, limit),
             "near_duplicates": {"threshold": threshold, "exact": dups["exact"], "groups": dups["near_groups"]},
@@ -75,6 +76,31 @@ def audit(store: Store, task: str, model: str | None = None, k: int = knn_graph.
             "method": {"oof_folds": li.OOF_FOLDS, "oof_C": li.OOF_C, "knn_k": k, "knn_weight": li.KNN_WEIGHT,
                        "scorer": "cleanlab.filter.find_label_issues (ranked by self_confidence)"},
             "seconds": round(time.perf_counter() - t0, 3)}
+    if store.writable:          # kept for the web app and `label --accept`: the newest audit of the task
+        save_audit_findings(store, task, findings(out))
+    return out
+
+
+def findings(out: dict) -> list[dict]:
+    """An audit report as rows of findings (store/edits.py audit_findings): kind, rank, item_id, path, score,
+    given, suggested, group, reason."""
+    rows = [{"kind": "label_issue", "rank": r, "item_id": it["item_id"], "path": it["path"], "score": it["score"],
+             "given": it["given"], "suggested": it["suggested"], "group": None,
+             "reason": f"head probability of the given label {it['head_probability_given']:.3f}, "
+                       f"neighbours agreeing {it['neighbours_agreeing']:.3f}"}
+            for r, it in enumerate(out["label_issues"], 1)]
+    rows += [{"kind": "outlier", "rank": r, "item_id": it["item_id"], "path": it["path"], "score": it["score"],
+              "given": it["label"], "suggested": None, "group": None,
+              "reason": "uniqueness (1 - mean cosine to its nearest)"} for r, it in enumerate(out["outliers"], 1)]
+    for g, grp in enumerate(out["near_duplicates"]["groups"], 1):
+        rows += [{"kind": "near_duplicate", "rank": g, "item_id": it["item_id"], "path": it["path"],
+                  "score": grp["max_similarity"], "given": it["label"], "suggested": None, "group": g,
+                  "reason": f"one of {grp['size']} near-identical items"} for it in grp["items"]]
+    rows += [{"kind": "leakage", "rank": r, "item_id": None, "path": p["test"], "score": p["similarity"],
+              "given": p["test_label"], "suggested": None, "group": r,
+              "reason": f"held-out item with a near-copy in training: {p['train']}"}
+             for r, p in enumerate(out["leakage"]["pairs"], 1)]
+    return rows
 
 
 def _outliers(graph_ids, cos, info: dict, limit: int) -> list[dict]:

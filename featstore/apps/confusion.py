@@ -5,6 +5,7 @@ import numpy as np
 
 from featstore.errors import FeatstoreError
 from featstore.heads.storage import load_head
+from featstore.heads.stored_run import outputs_for
 from featstore.store.db import Store
 
 
@@ -22,7 +23,8 @@ def confusion_cells(store: Store, head_name: str) -> dict:
     test = [i for i, h in enumerate(hashes) if split.get(h) == "test"]
     if not test:
         raise FeatstoreError(f"task {record['task']!r} has no held-out split yet (fit a head first)")
-    predicted = np.asarray(head.outputs)[head.run(vectors[test]).argmax(axis=1)]
+    out = outputs_for(store, head, record, [hashes[i] for i in test], vectors[test])
+    predicted = np.asarray(head.outputs)[out.argmax(axis=1)]
     item_of = dict(store.con.execute(
         "SELECT hash, min(item_id) FROM items WHERE status = 'ok' AND hash IN (SELECT unnest($1::VARCHAR[])) "
         "GROUP BY hash", [[hashes[i] for i in test]]).fetchall())

@@ -38,7 +38,13 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
         raise FeatstoreError(f"head {head_name!r} was fitted on embedding set {record['set_id']}, "
                              "which is no longer in this store")
     backbone, pre = backbone_for_set(s, device="cpu")
-    model = onnx.load(str(backbone.onnx_path))
+    if record["kind"] == "finetune":     # frozen layers below the cut + the tuned top (fuse_finetune.py)
+        from featstore.apps.fuse_finetune import finetune_graph
+
+        model, program, reference = finetune_graph(program, record)
+    else:
+        model = onnx.load(str(backbone.onnx_path))
+        reference = lambda feeds: program.run(backbone.run_feeds(feeds))    # noqa: E731
     graph = model.graph
     features = graph.output[0].name
     out = append_program(graph, program, features)
@@ -78,7 +84,7 @@ def export_fused(store: Store, head_name: str, output: str | Path) -> dict:
         else:
             feeds, samples = {graph.input[0].name: photo_batch(pre)}, [str(f) for f in parity_photos()]
             checked_on = f"{len(parity_photos())} real photos"
-        expected = program.run(backbone.run_feeds(feeds))
+        expected = reference(feeds)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got = session.run([out_name], preprocess(session, samples))[0]
         diff = float(np.abs(got - expected).max())

@@ -108,3 +108,23 @@ def _tsne(z: np.ndarray, rng, seed: int) -> np.ndarray:
             w = 1.0 / (np.sqrt(np.maximum(d2, 0)) + 1e-6)
             xy[rows] = (xy[picked][nn] * w[..., None]).sum(axis=1) / w.sum(axis=1, keepdims=True)
     return xy
+
+
+NUMERIC_MIN_VALUES = 12       # a task whose labels are all numbers, with at least this many distinct ones, is numeric
+
+
+def colouring(names: list, classes: list) -> dict:
+    """How the page colours the points, from each point's label (None: unlabelled): a numeric task (every label a
+    number, many distinct ones) as {"numeric": True, "values": [float | None], "range": [lo, hi]} for a
+    continuous scale with a colour bar; otherwise {"numeric": False, "classes", "codes": [index | -1]}."""
+    if len(classes) >= NUMERIC_MIN_VALUES:
+        try:
+            numbers = {c: float(c) for c in classes}
+        except ValueError:
+            numbers = None
+        if numbers is not None and all(np.isfinite(v) for v in numbers.values()):
+            values = [numbers[n] if n is not None else None for n in names]
+            return {"numeric": True, "classes": [], "values": values,
+                    "range": [min(numbers.values()), max(numbers.values())], "codes": [-1] * len(names)}
+    code = {c: n for n, c in enumerate(classes)}
+    return {"numeric": False, "classes": classes, "codes": [code.get(n, -1) for n in names]}

@@ -5,6 +5,7 @@ from featstore.heads.evaluate import main_metric
 from featstore.heads.storage import head_records
 from featstore.store.index import read_stamp
 from featstore.store.db import Store
+from featstore.store.edits import all_tags, edit_count, excluded_paths
 
 
 def stats(store: Store) -> dict:
@@ -27,8 +28,12 @@ def stats(store: Store) -> dict:
     groups = con.execute("SELECT hash, list(path ORDER BY path) FROM items WHERE status = 'ok' GROUP BY hash "
                          "HAVING count(*) > 1 ORDER BY min(path)").fetchall()
     failed = con.execute("SELECT path, error FROM items WHERE status = 'failed' ORDER BY path").fetchall()
+    from featstore.store.activations import activation_stats
+
     return {"store": str(store.root), "schema_version": int(store.meta("schema_version")),
             "items": by_status, "distinct_contents": contents, "duplicate_paths": by_status.get("ok", 0) - contents,
             "duplicates": [{"hash": h, "paths": paths} for h, paths in groups],
             "failed": [{"path": p, "error": e} for p, e in failed],
-            "tasks": store.tasks(), "embedding_sets": sets, "heads": heads, "last_runs": store.runs(limit=5)}
+            "tasks": store.tasks(), "embedding_sets": sets, "heads": heads, "last_runs": store.runs(limit=5),
+            "curation": {"tags": all_tags(store), "excluded": len(excluded_paths(store)), "edits": edit_count(store)},
+            "activation_sets": activation_stats(store)}

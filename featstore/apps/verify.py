@@ -37,10 +37,13 @@ def verify(store: Store, rehash: bool = False) -> dict:
                 index_state = "unreadable (rebuilt from DuckDB on next search)"
         sets.append({"set_id": s.set_id, "model": s.model, "vectors": n, "non_finite": bad, "live": live,
                      "indexed": indexed, "index": index_state})
-    report = {"store": str(store.root), "sets": sets}
+    from featstore.store.activations import verify_activations      # cut activations (embed --cut)
+
+    report = {"store": str(store.root), "sets": sets, "activation_sets": verify_activations(store)}
     if rehash:
         report["files"] = _rehash(store)
-    report["ok"] = all(s["non_finite"] == 0 for s in sets) and (
+    report["ok"] = all(s["non_finite"] == 0 for s in sets) and not any(
+        a["incomplete"] or a["bad_size"] or a["non_finite"] for a in report["activation_sets"]) and (
         not rehash or not (report["files"]["changed"] or report["files"]["vanished"]))
     return report
 

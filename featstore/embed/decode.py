@@ -134,20 +134,28 @@ def decoded(todo: list[SourceFile], pre: Preprocess, known: set, workers: int, w
         return prep
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featstore-decode") as pool:
-        pending: deque = deque()
-        it = iter(todo)
-        for f in it:
-            pending.append(pool.submit(work, f))
-            if len(pending) >= window:
-                break
-        while pending:
+        ahead = in_order(pool, work, todo, window)
+        while True:
             t0 = time.perf_counter()
-            prep = pending.popleft().result()
+            prep = next(ahead, None)
+            if prep is None:
+                return
             clock.add("waiting for decode", time.perf_counter() - t0)
             clock.add("decode CPU (workers)", prep.seconds)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
             yield prep
 
 
+def in_order(pool, work, items: list, window: int):
+    """work(item) for each item, yielded in the items' order, with at most `window` submitted to `pool` ahead."""
+    pending: deque = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        out = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(work, nxt))
+        yield out

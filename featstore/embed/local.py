@@ -60,6 +60,7 @@ class EmbedSummary:
     labelled: int = 0             # items of the source that carry a label of `task`
     unit: str = "image"
     truncated: int = 0            # texts cut at the model's token limit (flagged in the store)
+    cut: object = None            # with --cut: the activation pass's CutSummary (embed/cut_run.py)
 
     @property
     def images_per_second(self) -> float:

@@ -6,9 +6,9 @@ every batch already queued behind it, until it holds GROUP_ITEMS items, and comm
 slower than the writer so sees each batch committed as soon as it arrives (one transaction per batch, no added
 wait); a fast one, whose batches pile up in the queue, pays DuckDB's per-transaction cost (the commit, the synced
 log) once per group, and its groups fill whole DuckDB row groups, which go straight into the store's file rather
-than through the log and a checkpoint later (see Store.bulk_writes), and uncompressed, since compressing would
-slow the writer by 15-30% (Store.compress_writes). A kill loses at most the batches in flight (the queue,
-QUEUE_BATCHES deep, and the group being written); everything committed stays, and a rerun embeds the rest. An
+than through the log and a checkpoint later (see Store.bulk_writes), their vectors uncompressed, since
+compressing would slow the writer by 15-30% (a full group is a bulk write to Store.write_batch). A kill loses at
+most the batches in flight (the queue, QUEUE_BATCHES deep, and the group being written); everything committed stays, and a rerun embeds the rest. An
 error in the writer stops the run at the next batch and is raised in the caller's thread.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from contextlib import ExitStack
 
 import numpy as np
 
-from featstore.store.db import ROW_GROUP_ROWS, EmbeddingSet, Store
+from featstore.store.db import BULK_VECTORS, EmbeddingSet, Store
 
 QUEUE_BATCHES = 32        # batches the producer may be ahead of the writer (vectors and rows only: 21 MB at
                           # 128 x 1280-d)
-GROUP_ITEMS = 2 * ROW_GROUP_ROWS   # a transaction takes queued batches until it holds this many items
+GROUP_ITEMS = BULK_VECTORS   # a transaction takes queued batches until it holds this many items
 
 
 class BatchWriter:
@@ -39,7 +39,6 @@ class BatchWriter:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="featstore-writer", daemon=True)
         self._settings = ExitStack()
-        self._compressing = True
 
     def __enter__(self) -> "BatchWriter":
         self._settings.enter_context(self.store.bulk_writes())     # for the run: fewer DuckDB checkpoints
@@ -74,18 +73,11 @@ class BatchWriter:
                 continue                     # drain: the producer sees the error at its next put
             t0 = time.perf_counter()
             try:
-                self._compress(sum(map(_size, group)) < self.group_items)
                 self.store.write_batch(self.eset, *merge(group))
                 self.transactions += 1
             except BaseException as exc:     # noqa: BLE001  (re-raised in the producer's thread)
                 self._error = exc
             self.seconds += time.perf_counter() - t0
-
-    def _compress(self, on: bool) -> None:
-        """Compressed writes unless the group is full, i.e. the producer is ahead and waits on this thread."""
-        if on != self._compressing:
-            self.store.compress_writes(on)
-            self._compressing = on
 
     def _next_group(self) -> tuple[list[tuple], bool]:
         """The batches of the next transaction (the next one, waited for, and those already queued behind it, up

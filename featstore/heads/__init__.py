@@ -23,6 +23,9 @@ REGRESSORS = {
     "mlp": (TorchMLPRegressor, "torch MLP regressor (256 hidden), early stopping"),
 }
 TORCH_KINDS = {"linear", "mlp"}
+# kinds trained on cut activations (`embed --cut`), not on pooled vectors: fit.fit_head hands them to finetune.py
+CUT_KINDS = {"finetune": "the layers above a cut + a linear layer, fine-tuned on stored activations (torch at fit "
+                         "time only)"}
 
-__all__ = ["CLASSIFIERS", "REGRESSORS", "TORCH_KINDS", "KNNHead", "LinearSVMHead", "LogisticRegressionHead",
+__all__ = ["CLASSIFIERS", "CUT_KINDS", "REGRESSORS", "TORCH_KINDS", "KNNHead", "LinearSVMHead", "LogisticRegressionHead",
            "RidgeHead", "RidgeRegressionHead", "TorchHead", "TorchMLPRegressor"]

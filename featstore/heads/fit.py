@@ -14,7 +14,9 @@ from featstore.store.db import EmbeddingSet, Store
 from . import CLASSIFIERS, REGRESSORS
 from .evaluate import (SEED, TEST_FRACTION, assign_split, classification_metrics, main_metric,
                        predictions_per_second, regression_metrics, strata_for)
-from .storage import check_free, save_head
+from .intervals import LEVEL, interval_fields, leader_verdict
+from .shots import learning_curve
+from .storage import check_free, load_head, save_head
 
 NUMERIC_MIN_DISTINCT = 10   # target=auto: labels that all parse as numbers, with more distinct values, are numeric
 
@@ -119,6 +121,10 @@ def fit_head(store: Store, task: str, kind: str = "logreg", model: str | None = 
     t0 = time.perf_counter()
     data = data or load_task(store, task, model, target)
     load_seconds = time.perf_counter() - t0
+    if kind == "finetune":                              # trained on cut activations, not on X (finetune.py)
+        from .finetune import fit_finetune
+
+        return fit_finetune(store, task, data, name, force, load_seconds=load_seconds, **params)
     make_head(data.task_type, kind, **params)           # an unknown kind is said before a name in use
     check_free(store, [name or task], force)
     est, report = evaluate_head(data, kind, **params)
@@ -213,52 +219,66 @@ def leaderboard(store: Store, task: str, model: str | None = None, name: str | N
     """Every head kind for the task's type on the same stored split, each stored as NAME-KIND; best first. Names
     stored heads have are refused, all before any fitting, unless `force`."""
     data = data or load_task(store, task, model, target)
-    check_free(store, [f"{name or task}-{kind}" for kind in kinds_for(data.task_type)], force)
+    kinds = list(kinds_for(data.task_type)) + _cut_kinds(store, data, log)
+    check_free(store, [f"{name or task}-{kind}" for kind in kinds], force)
     rows = []
-    for kind in kinds_for(data.task_type):
+    for kind in kinds:
         log(f"fitting {kind} ...")
         out = fit_head(store, task, kind, name=f"{name or task}-{kind}", data=data, force=True)
         metric, value = main_metric(out["metrics"])
         rows.append({"head": out["name"], "kind": kind, "metric": metric, "value": value,
+                     **_interval(store, data, out["name"], metric, value),
                      "fit_seconds": out["metrics"]["fit_seconds"],
                      "predictions_per_second": out["metrics"]["predictions_per_second"],
                      "chosen": {out["metrics"]["cv"].get("param"): out["metrics"]["cv"].get("chosen")},
                      "confusion": out["metrics"].get("confusion")})
     rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -np.inf))
     return {"task": task, "model": data.eset.model, "set_id": data.eset.set_id, "task_type": data.task_type,
-            "n_train": int((~data.test).sum()), "n_test": int(data.test.sum()), "rows": rows}
+            "n_train": int((~data.test).sum()), "n_test": int(data.test.sum()), "rows": rows,
+            "ci_level": LEVEL, "verdict": leader_verdict(rows)}
+
+
+def _interval(store: Store, data: TaskData, head: str, metric: str, value) -> dict:
+    """A leaderboard row's 95% interval (intervals.py): Wilson for accuracy, bootstrap of the stored head's
+    held-out predictions for R^2."""
+    if metric == "accuracy" or value is None:
+        return interval_fields(metric, value, int(data.test.sum()))
+    X_te, y_te = data.held_out
+    return interval_fields(metric, value, len(y_te), y_te, load_head(store, head)[0].run(X_te)[:, 0])
+
+
+def _cut_kinds(store: Store, data: TaskData, log) -> list[str]:
+    """["finetune"] when the task's set has cut activations (finetune.py), else [] and why, logged."""
+    if data.task_type != "classification":
+        return []
+    from .finetune import skipped_reason
+
+    why = skipped_reason(store, data.eset)
+    if why:
+        log(f"finetune skipped: {why}")
+    return [] if why else ["finetune"]
 
 
 def few_shot(store: Store, task: str, shots: list[int], seeds: int = 5, kind: str = "logreg",
              model: str | None = None) -> dict:
     """Learning curve: N labelled training examples per class (several seeded draws), scored on the stored
     held-out split. The last row uses the whole training part."""
+    if kind == "finetune":
+        from .finetune import few_shot_finetune
+
+        return few_shot_finetune(store, load_task(store, task, model, "class"), shots, seeds)
     data = load_task(store, task, model, "class")
     X_tr, y_tr = data.train
     X_te, y_te = data.held_out
     classes = sorted(set(y_tr.tolist()))
-    by_class = {c: np.flatnonzero(y_tr == c) for c in classes}
-    rows = []
-    for n in sorted(set(shots)):
-        if n < 1:
-            raise FeatstoreError(f"--shots must be positive, got {n}")
-        accs = []
-        for seed in range(seeds):
-            rng = np.random.default_rng(seed)
-            pick = np.concatenate([rng.choice(ix, size=min(n, len(ix)), replace=False) for ix in by_class.values()])
-            est = make_head("classification", kind).fit(X_tr[pick], y_tr[pick])
-            accs.append(float(np.mean(est.predict(X_te) == y_te)))
-        rows.append(_curve_row(n, accs, min(n, min(len(ix) for ix in by_class.values())) < n))
-    est = make_head("classification", kind).fit(X_tr, y_tr)
-    rows.append(_curve_row("all", [float(np.mean(est.predict(X_te) == y_te))], False))
+
+    def score(idx, _seed):
+        est = make_head("classification", kind).fit(X_tr[idx], y_tr[idx])
+        return float(np.mean(est.predict(X_te) == y_te))
+
+    rows = learning_curve(y_tr, np.arange(len(y_tr)), shots, seeds, score)
     return {"task": task, "kind": kind, "model": data.eset.model, "n_test": int(len(y_te)), "seeds": seeds,
             "classes": classes, "chance": 1 / len(classes), "rows": rows}
-
-
-def _curve_row(shots, accs: list[float], capped: bool) -> dict:
-    a = np.asarray(accs)
-    return {"shots": shots, "runs": len(a), "accuracy_mean": float(a.mean()), "accuracy_std": float(a.std()),
-            "accuracy_min": float(a.min()), "accuracy_max": float(a.max()), "capped_by_class_size": capped}
 
 
 def _jsonable(params: dict) -> dict:
@@ -272,10 +292,9 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=None, force: bool = False) -> None:
+def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=None, force: bool = False,
+                  plot_normalize: bool = False) -> None:
     """Every option combination of a fit checked before any work (a leaderboard takes about a minute)."""
-    from pathlib import Path
-
     if prompts is not None and kind != "zero-shot":
         raise FeatstoreError("--prompts applies to --kind zero-shot only")
     if kind == "zero-shot" and (shots or target == "numeric"):
@@ -291,18 +310,18 @@ def check_options(kind: str, C, name, target: str, shots, seeds, plot, prompts=N
                                      "on class labels; nothing is stored)")
     elif seeds is not None:
         raise FeatstoreError("--seeds applies to --shots only")
-    if plot and not Path(plot).resolve().parent.is_dir():
-        raise FeatstoreError(f"--plot {plot}: folder {Path(plot).resolve().parent} does not exist")
+    if plot_normalize and (not plot or shots):
+        raise FeatstoreError("--plot-normalize applies to the confusion matrix that --plot draws (not to --shots)")
+    if plot:
+        from .plot_io import check_plot_path, matplotlib
+
+        check_plot_path(plot)
+        matplotlib()                # not installed: said now, before a fit
 
 
-def plot_result(out: dict, plot: str, curve: bool) -> None:
-    """The PNG of a fit: the few-shot curve, the best head's confusion matrix (leaderboard), or the head's."""
-    from featstore.heads.plot import confusion_png, curve_png
+def plot_result(out: dict, plot: str, curve: bool, normalize: bool = False, predictions: dict | None = None):
+    """The figure of a fit (plot.py): the few-shot curve, the head's (leaderboard: the best head's) confusion
+    matrix, or predicted against actual for a numeric target."""
+    from .plot import plot_fit
 
-    if curve:
-        curve_png(out, plot)
-    elif "rows" in out:
-        best = out["rows"][0]
-        confusion_png(best["confusion"], plot, title=f"{best['head']} ({best['kind']}, best) held-out")
-    else:
-        confusion_png(out["metrics"]["confusion"], plot, title=f"{out['name']} ({out['kind']}) held-out")
+    return plot_fit(out, plot, curve=curve, normalize=normalize, predictions=predictions)

@@ -1,84 +1,138 @@
-"""PNG figures drawn with Pillow (no plotting dependency): a confusion matrix and a few-shot curve."""
+"""Figures of a fit, in scikit-learn's display style (matplotlib, loaded only here and only when asked): the
+held-out confusion matrix (counts, or rows normalised), the few-shot learning curve, and predicted against
+actual for a numeric target. Each function returns the matplotlib Figure; `plot_fit` also writes it."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
 
-from ..errors import FeatstoreError
+from .plot_io import check_plot_path, new_figure, save_figure
 
-CELL, MARGIN = 64, 140
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:          # Pillow < 10.1
-        return ImageFont.load_default()
+MAX_VALUES = 30            # confusion matrices with more classes than this are drawn without numbers in the cells
+MAX_POINTS = 2000          # prediction-error plots draw at most this many held-out items (a seeded sample)
 
 
-def _save(img: Image.Image, path: str | Path) -> None:
-    try:
-        img.save(path, format="PNG")
-    except OSError as exc:
-        raise FeatstoreError(f"{path}: cannot write the plot ({exc.strerror or exc})") from None
+def confusion_figure(confusion: dict, title: str, normalize: bool = False):
+    """Rows true, columns predicted. Counts, or with `normalize` each row divided by its total (the share of a
+    true class given each label: the diagonal is the recall). Title: what, held-out accuracy and n."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    labels = list(confusion["labels"])
+    counts = np.asarray(confusion["matrix"], dtype=np.int64)
+    n = int(counts.sum())
+    accuracy = float(np.trace(counts)) / n if n else 0.0
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        matrix = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    else:
+        matrix = counts
+    side = min(max(4.8, 0.55 * len(labels) + 3.0), 20.0)
+    fig = new_figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    cell_inches = side * 0.75 / max(len(labels), 1)
+    rotate = "horizontal" if max((len(s) for s in labels), default=0) * 0.08 <= cell_inches else "vertical"
+    disp = ConfusionMatrixDisplay(matrix, display_labels=labels)
+    disp.plot(ax=ax, cmap="Blues", colorbar=True, include_values=len(labels) <= MAX_VALUES,
+              values_format=".2f" if normalize else "d", xticks_rotation=rotate,
+              im_kw={"vmin": 0, "vmax": 1} if normalize else {"vmin": 0})
+    disp.im_.colorbar.set_label("share of the true class" if normalize else "held-out items")
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    what = "rows normalised (diagonal = recall)" if normalize else "counts"
+    ax.set_title(f"{title}\nheld-out accuracy {100 * accuracy:.1f}% (n = {n}), {what}", fontsize=11)
+    return fig
 
 
-def confusion_png(confusion: dict, path: str | Path, title: str = "") -> None:
-    """Rows true, columns predicted; cells shaded by row-normalised rate, labelled with counts."""
-    labels, matrix = confusion["labels"], confusion["matrix"]
-    n = len(labels)
-    w, h = MARGIN + n * CELL + 20, MARGIN + n * CELL + 40
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    font, small = _font(14), _font(11)
-    d.text((10, 10), title, fill="black", font=font)
-    d.text((MARGIN, 34), "predicted", fill="black", font=small)
-    d.text((10, MARGIN - 18), "true", fill="black", font=small)
-    for j, lab in enumerate(labels):
-        d.text((MARGIN + j * CELL + 4, MARGIN - 40 + (j % 2) * 14), lab[:10], fill="black", font=small)
-    for i, row in enumerate(matrix):
-        total = max(sum(row), 1)
-        d.text((10, MARGIN + i * CELL + CELL // 2 - 6), labels[i][:18], fill="black", font=small)
-        for j, count in enumerate(row):
-            rate = count / total
-            shade = int(255 * (1 - rate))
-            x, y = MARGIN + j * CELL, MARGIN + i * CELL
-            d.rectangle([x, y, x + CELL - 2, y + CELL - 2], fill=(shade, shade, 255), outline="grey")
-            d.text((x + CELL // 2 - 8, y + CELL // 2 - 6), str(count), fill="white" if rate > 0.5 else "black",
-                   font=font)
-    _save(img, path)
+def curve_figure(curve: dict):
+    """Few-shot learning curve: mean held-out accuracy against labelled examples per class (log axis), with the
+    spread of the seeded draws as bands, the whole training part and chance as reference lines."""
+    from matplotlib.ticker import NullFormatter, PercentFormatter
+
+    rows = [r for r in curve["rows"] if r["shots"] != "all"]
+    full = next((r for r in curve["rows"] if r["shots"] == "all"), None)
+    x = np.array([r["shots"] for r in rows], dtype=float)
+    mean = np.array([r["accuracy_mean"] for r in rows])
+    std = np.array([r["accuracy_std"] for r in rows])
+    lo, hi = np.array([r["accuracy_min"] for r in rows]), np.array([r["accuracy_max"] for r in rows])
+    fig = new_figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    draws = curve["seeds"]
+    ax.fill_between(x, lo, hi, color="C0", alpha=0.15, linewidth=0,
+                    label=f"min-max over {draws} seeded draws")
+    ax.fill_between(x, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color="C0", alpha=0.3, linewidth=0,
+                    label="mean ± 1 sd")
+    if len(x) == 1:             # a band needs two points: show the one point's spread as a bar
+        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="none", ecolor="C0", capsize=4)
+    ax.plot(x, mean, "o-", color="C0", label=f"mean held-out accuracy ({curve['kind']})")
+    if full is not None:
+        ax.axhline(full["accuracy_mean"], color="C2", linestyle="--",
+                   label=f"whole training part: {100 * full['accuracy_mean']:.1f}%")
+    ax.axhline(curve["chance"], color="grey", linestyle=":", label=f"chance: {100 * curve['chance']:.0f}%")
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labelled examples per class (log scale)")
+    ax.set_ylabel(f"held-out accuracy (n = {curve['n_test']})")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    ax.set_title(f"few-shot learning curve: task {curve['task']!r}\n{curve['kind']} on {curve['model']} features, "
+                 f"{len(curve.get('classes') or [])} classes", fontsize=11)
+    return fig
 
 
-def curve_png(curve: dict, path: str | Path) -> None:
-    """Few-shot accuracy (mean, with min-max bars) against shots per class, on a log-like even spacing."""
-    rows = curve["rows"]
-    W, H, L, B = 520, 360, 60, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    small = _font(11)
-    d.text((10, 8), f"few-shot: {curve['task']} ({curve['kind']}, {curve['model']})", fill="black", font=_font(13))
-    x0, x1, y0, y1 = L, W - 20, H - B, 40
-    d.line([x0, y0, x1, y0], fill="black")
-    d.line([x0, y0, x0, y1], fill="black")
+def prediction_error_figure(y_true, y_pred, title: str):
+    """Predicted (x) against actual (y) for each held-out item, with the diagonal of perfect predictions;
+    held-out R^2, MAE and n in the title (scikit-learn's PredictionErrorDisplay)."""
+    from sklearn.metrics import PredictionErrorDisplay, mean_absolute_error, r2_score
 
-    def y_of(acc):
-        return y0 - (y0 - y1) * acc
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    fig = new_figure(6.2, 5.6)
+    ax = fig.add_subplot()
+    PredictionErrorDisplay.from_predictions(
+        y_true, y_pred, kind="actual_vs_predicted", ax=ax, subsample=MAX_POINTS, random_state=0,
+        scatter_kwargs={"alpha": 0.6, "label": "held-out item"},
+        line_kwargs={"label": "perfect prediction (actual = predicted)"})
+    from matplotlib.ticker import AutoLocator
 
-    for t in (0, 0.25, 0.5, 0.75, 1.0):
-        d.line([x0 - 4, y_of(t), x0, y_of(t)], fill="black")
-        d.text((10, y_of(t) - 6), f"{100 * t:.0f}%", fill="black", font=small)
-    step = (x1 - x0) / max(len(rows), 1)
-    points = []
-    for i, r in enumerate(rows):
-        x = x0 + step * (i + 0.5)
-        d.line([x, y_of(r["accuracy_min"]), x, y_of(r["accuracy_max"])], fill=(120, 120, 255), width=2)
-        points.append((x, y_of(r["accuracy_mean"])))
-        d.text((x - 8, y0 + 8), str(r["shots"]), fill="black", font=small)
-    d.line(points, fill="blue", width=2)
-    for x, y in points:
-        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill="blue")
-    d.line([x0, y_of(curve["chance"]), x1, y_of(curve["chance"])], fill="grey")
-    d.text((x1 - 90, y_of(curve["chance"]) - 14), "chance", fill="grey", font=small)
-    d.text((W // 2 - 50, H - 22), "examples per class", fill="black", font=small)
-    _save(img, path)
+    ax.xaxis.set_major_locator(AutoLocator())            # round ticks, not the display's evenly spaced ones
+    ax.yaxis.set_major_locator(AutoLocator())
+    ax.set_xlabel("predicted value")
+    ax.set_ylabel("actual value")
+    ax.legend(loc="upper left", fontsize=9)
+    shown = "" if len(y_true) <= MAX_POINTS else f", {MAX_POINTS} drawn"
+    ax.set_title(f"{title}\nheld-out R² {r2_score(y_true, y_pred):.3f}, MAE {mean_absolute_error(y_true, y_pred):.4g} "
+                 f"(n = {len(y_true)}{shown})", fontsize=11)
+    return fig
+
+
+def held_out_predictions(store, head: str, data) -> dict:
+    """The stored head's predictions on the task's held-out items (what the prediction-error plot draws)."""
+    from .storage import load_head
+
+    X_te, y_te = data.held_out
+    return {"y_true": np.asarray(y_te, float), "y_pred": load_head(store, head)[0].run(X_te)[:, 0]}
+
+
+def plot_fit(out: dict, path: str | Path, curve: bool = False, normalize: bool = False,
+             predictions: dict | None = None):
+    """Write the figure of a fit to `path` (.png, .svg or .pdf) and return it: the few-shot curve, the head's
+    (a leaderboard: the best head's) confusion matrix, or for a numeric target predicted against actual (from
+    `predictions`, see held_out_predictions)."""
+    check_plot_path(path)
+    if curve:
+        save_figure(fig := curve_figure(out), path)
+        return fig
+    best = out["rows"][0] if "rows" in out else None
+    name, kind = (best["head"], best["kind"]) if best else (out["name"], out["kind"])
+    what = f"head {name!r} ({kind}{', best of the leaderboard' if best else ''})"
+    if predictions is not None:
+        fig = prediction_error_figure(predictions["y_true"], predictions["y_pred"],
+                                      f"{what} on task {out['task']!r}: predicted vs actual")
+    else:
+        confusion = best["confusion"] if best else out["metrics"]["confusion"]
+        fig = confusion_figure(confusion, f"{what} on task {out['task']!r}", normalize=normalize)
+    save_figure(fig, path)
+    return fig

@@ -10,6 +10,8 @@ Steps (x is a float batch, one row per item):
   dense        x = x @ weight + bias          weight: (d_in, d_out)
   relu         x = max(x, 0)
   softmax      x = softmax(x) over the last axis
+  onnx         a fine-tuned top: layers above a cut point as an ONNX graph (finetune_graph.py), rows of flattened
+               activations in, pooled features out (ONNX Runtime)
   knn          similarity-weighted vote of the k most similar reference rows, found with FAISS (refs are unit
                vectors, onehot is (n_refs, n_classes)); x must be unit-normalised first
 """
@@ -23,7 +25,7 @@ import numpy as np
 from ..errors import FeatstoreError
 
 STEP_ARRAYS = {"standardise": ("mean", "scale"), "l2norm": (), "dense": ("weight", "bias"), "relu": (),
-               "softmax": (), "knn": ("refs", "onehot")}
+               "softmax": (), "knn": ("refs", "onehot"), "onnx": ("graph", "weights")}
 KNN_EPS = 1e-6
 
 
@@ -122,5 +124,11 @@ def _knn(x, s):
     return votes / w.sum(axis=1, keepdims=True)
 
 
+def _onnx(x, s):
+    from .finetune_graph import run_step
+
+    return run_step(x, s)
+
+
 _RUN = {"standardise": _standardise, "l2norm": _l2norm, "dense": _dense, "relu": _relu, "softmax": _softmax,
-        "knn": _knn}
+        "knn": _knn, "onnx": _onnx}

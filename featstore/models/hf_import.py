@@ -274,9 +274,10 @@ def remove_model(name: str) -> dict:
 
 def _exports_of(name: str) -> list[Path]:
     """The ONNX files exported for entry `name` in the featstore home (NAME and NAME@SIZE, their fp16 and
-    pixel-input versions)."""
+    pixel-input versions, the graphs below its cut points with their records)."""
     from featstore.home import exports_dir
 
-    own = re.compile(re.escape(name) + r"(@\d+)?-[0-9a-f]{16}(-fp16)?(-[0-9a-f]{16})?(-gather)?\.onnx")
+    own = re.compile(re.escape(name) + r"(@\d+)?-[0-9a-f]{16}((-fp16)?(-[0-9a-f]{16})?(-gather)?\.onnx"
+                     r"|-cut\d+-[a-z0-9-]+\.(onnx|json))")           # ... and the parts below its cut points
     folders = [exports_dir(), exports_dir() / "pixel-input"]
     return [p for f in folders if f.is_dir() for p in sorted(f.iterdir()) if own.fullmatch(p.name)]

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from featstore.apps.confusion import confusion_cells
-from featstore.apps.map2d import map_points
+from featstore.apps.map2d import colouring, map_points
 from featstore.apps.predict import predict_unstored
 from featstore.apps.stats import stats
 from featstore.apps.thumbnails import SIZES, thumbnail
@@ -23,11 +23,13 @@ from featstore.errors import FeatstoreError
 from featstore.search.query import Query, search_many
 from featstore.home import home_dir
 from featstore.serve.bodies import PredictBody, SearchBody, read_json
+from featstore.serve.edit_routes import add_edit_routes
+from featstore.serve.grid_routes import add_grid_routes
 from featstore.serve.guard import LOOPBACK, RequestGuard, for_the_page
 from featstore.serve.state import ServerState
 from featstore.serve.uploads import MAX_FILES, UploadError, save_upload
 from featstore.store.filter_run import FilterTimeout
-from featstore.store.labels import shown_task, task_for
+from featstore.store.labels import shown_task
 from featstore.store.where_guard import check_where
 
 STATIC = Path(__file__).parent / "static"
@@ -42,6 +44,7 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
     app.state.featstore = state
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _errors(app, state)
+    add_edit_routes(app, state)        # curation writes; first: GET /jobs/refit-N before GET /jobs/{id}
 
     app.add_middleware(_LimitBody)
     app.add_middleware(RequestGuard, hosts=set(hosts))       # added last: runs first
@@ -199,7 +202,8 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
     def get_map(model: str | None = None, task: str | None = None, color: str = "label", method: str = "tsne"):
         """A 2-D map of an embedding set (method tsne: PCA + t-SNE, or pca; computed on first request and stored):
         item ids, x and y in [0, 1], and a colour code per point (the label of `task`, or with color=head:NAME
-        that head's prediction)."""
+        that head's prediction); a numeric task gives a value per point and the range instead (map2d.colouring).
+        Several tasks and none named: no colours, as the CLI's task rule."""
         with state.reading() as (store, snap):
             s = store.pick_set(model)
             points = map_points(store, s, state.maps, snap.generation, method)
@@ -207,19 +211,18 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
             if color.startswith("head:"):
                 classes, names = _head_colours(store, s, color[5:], ids)
             elif color == "label":
-                task = task_for(store, task)
+                task = shown_task(store, task)         # several tasks, none chosen: no colours (as the CLI)
                 labels = dict(store.con.execute(f"SELECT item_id, label FROM ({store.item_view()}) AS item "
-                                                "WHERE label IS NOT NULL", {"task": task}).fetchall())
+                                                "WHERE label IS NOT NULL", {"task": task}).fetchall()) if task else {}
                 names = [labels.get(i) for i in ids]
                 classes = sorted({n for n in names if n is not None})
             else:
                 raise FeatstoreError("color: 'label' or 'head:NAME'")
-        code = {c: n for n, c in enumerate(classes)}
         xy = points["xy"]
         return {"set_id": s.set_id, "model": s.model, "method": method, "n": len(ids), "color": color,
-                "classes": classes,
-                "ids": ids, "x": [round(v, 4) for v in xy[:, 0].tolist()], "y": [round(v, 4) for v in xy[:, 1].tolist()],
-                "codes": [code.get(n, -1) for n in names]}
+                "task": task if color == "label" else None,
+                "ids": ids, "x": [round(v, 4) for v in xy[:, 0].tolist()], "y": [round(v, 4) for v in xy[:, 1].tolist()]
+                } | colouring(names, classes)
 
     @app.get("/heads/{name}/confusion")
     def get_confusion(name: str):
@@ -227,6 +230,7 @@ def create_app(state: ServerState, hosts: set[str] = LOOPBACK) -> FastAPI:
         with state.reading() as (store, _):
             return confusion_cells(store, name)
 
+    add_grid_routes(app, state)
     return app
 
 
@@ -287,14 +291,16 @@ def _head_colours(store, s, head_name: str, ids: list[int]):
     import numpy as np
 
     from featstore.heads.storage import load_head
+    from featstore.heads.stored_run import outputs_for
 
     head, record = load_head(store, head_name)
     if record["set_id"] != s.set_id or head.task_type != "classification":
         raise FeatstoreError(f"head {head_name!r}: a classification head of this embedding set ({s.model})")
-    rows = store.con.execute(f"SELECT i.item_id, e.vector FROM items i JOIN {s.table} e ON e.hash = i.hash "
+    rows = store.con.execute(f"SELECT i.item_id, i.hash, e.vector FROM items i JOIN {s.table} e ON e.hash = i.hash "
                              "WHERE i.item_id IN (SELECT unnest($1::BIGINT[]))", [ids]).fetchnumpy()
     vectors = np.asarray(list(rows["vector"]), np.float32).reshape(len(rows["item_id"]), s.dim)
-    predicted = dict(zip(rows["item_id"].tolist(), np.asarray(head.outputs)[head.run(vectors).argmax(axis=1)]))
+    out = outputs_for(store, head, record, list(rows["hash"]), vectors)
+    predicted = dict(zip(rows["item_id"].tolist(), np.asarray(head.outputs)[out.argmax(axis=1)]))
     return list(head.outputs), [predicted.get(i) for i in ids]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from featstore.store.schema import ADDED_TABLES, FEATURE_FORMAT, SCHEMA, SCHEMA_
 DB_FILE = "store.duckdb"
 BULK_CHECKPOINT = "256MB"     # DuckDB's checkpoint threshold while a run appends vectors (its default: 16MB)
 ROW_GROUP_ROWS = 2048         # rows per row group of what a writer adds (DuckDB's default: 122,880; see _connect)
+BULK_VECTORS = 2 * ROW_GROUP_ROWS   # a write of this many vectors or more stores them uncompressed (write_batch)
+INSERT_CHUNK_ROWS = 8 * ROW_GROUP_ROWS    # a vector insert's rows per thread's piece of work (_insert_vectors)
 
 
 class Store(VectorReads):
@@ -44,6 +47,7 @@ class Store(VectorReads):
         self.writable = writable
         self._lock_fd = lock_fd
         self._filter_con: duckdb.DuckDBPyConnection | None = None
+        self._compressing = True        # what compress_writes last set
 
     # ---- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -161,10 +165,12 @@ class Store(VectorReads):
 
     def compress_writes(self, on: bool) -> None:
         """Whether what is written from now on is compressed (DuckDB's default) or stored as is. DuckDB's float
-        codecs store embeddings in about three quarters of the space and make a bulk write 15-30% slower: the
-        writer turns them off only while it is what the run waits on (see embed/write.py). Readers see no
-        difference; a later checkpoint that rewrites a row group compresses it."""
+        codecs store embeddings in about three quarters of the space and make writing vectors about twice as
+        slow: write_batch turns them off during a bulk write (BULK_VECTORS vectors or more; the embed writer's
+        groups are that when it is what the run waits on, see embed/write.py). Readers see no difference; a
+        later checkpoint that rewrites a row group compresses it."""
         self.con.execute("RESET force_compression" if on else "SET force_compression = 'uncompressed'")
+        self._compressing = on
 
     def _require_write(self) -> None:
         if not self.writable:
@@ -214,30 +220,41 @@ class Store(VectorReads):
     def embedded_hashes(self, s: EmbeddingSet) -> set[str]:
         return {r[0] for r in self.con.execute(f"SELECT hash FROM {s.table}").fetchall()}
 
-    def write_batch(self, s: EmbeddingSet, items: list[dict], hashes: list[str], vectors: np.ndarray | None,
-                    texts: list[tuple] | None = None) -> None:
+    def write_batch(self, s: EmbeddingSet, items: list[dict] | dict[str, Sequence], hashes: list[str],
+                    vectors: np.ndarray | None, texts: list[tuple] | None = None) -> None:
         """One atomic write: new vectors for `hashes` plus the item rows (ok or failed) they belong to, and for
-        text, the texts themselves (hash, text, tokens, truncated)."""
-        with self.transaction():
-            if texts:
-                cols = list(zip(*texts))
-                self.con.execute("INSERT INTO texts SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
-                                 "unnest($3::INTEGER[]), unnest($4::BOOLEAN[]) ON CONFLICT DO NOTHING",
-                                 [list(c) for c in cols])
-            if vectors is not None and len(hashes):
-                self._insert_vectors(s, hashes, vectors)
-            if items:
-                self.upsert_items(items)
-                copies = [it["path"] for it in items if it.get("status") == "ok" and it.get("width") is None
-                          and s.modality == "image"]
-                if copies:
-                    self.fill_copy_sizes("(SELECT unnest($1::VARCHAR[]))", [copies])
-            self._bump_generation()
+        text, the texts themselves (hash, text, tokens, truncated). `items`: one dict per row, or the rows as
+        columns {"path": [...], "width": array, ...} (ITEM_COLUMNS; a column left out is NULL), which a bulk load
+        builds faster. A bulk write (BULK_VECTORS vectors or more) is stored uncompressed (compress_writes),
+        everything else as DuckDB chooses."""
+        plain = vectors is not None and self._compressing and len(hashes) >= BULK_VECTORS
+        if plain:                       # until the commit, which writes the last row groups to the file
+            self.compress_writes(False)
+        try:
+            with self.transaction():
+                if texts:
+                    cols = list(zip(*texts))
+                    self.con.execute("INSERT INTO texts SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                                     "unnest($3::INTEGER[]), unnest($4::BOOLEAN[]) ON CONFLICT DO NOTHING",
+                                     [list(c) for c in cols])
+                if vectors is not None and len(hashes):
+                    self._insert_vectors(s, hashes, vectors)
+                cols = item_columns(items)
+                if len(cols["path"][1]):
+                    self._upsert_item_columns(cols)
+                    copies = _copies(cols) if s.modality == "image" else []
+                    if copies:
+                        self.fill_copy_sizes("(SELECT unnest($1::VARCHAR[]))", [copies])
+                self._bump_generation()
+        finally:
+            if plain:
+                self.compress_writes(True)
 
     def _insert_vectors(self, s: EmbeddingSet, hashes: list[str], vectors: np.ndarray) -> None:
         """Append vectors with the next vec_ids (in `hashes` order), matrix and hashes as one Arrow table
-        (vector_table)."""
-        self.con.register("_new_vectors", vector_table(vectors, hashes))
+        (vector_table) in pieces of INSERT_CHUNK_ROWS: DuckDB's threads (as many as the connection's `threads`
+        setting; one during an embed run, see bulk_writes) append pieces side by side, in order."""
+        self.con.register("_new_vectors", vector_table(vectors, hashes, chunk_rows=INSERT_CHUNK_ROWS))
         try:
             self.con.execute(f"""INSERT INTO {s.table} SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1,
                 hash, vector FROM _new_vectors""")
@@ -259,16 +276,21 @@ class Store(VectorReads):
         return [{"run_id": r[0], "started_at": str(r[1]), "set_id": r[2], "source": r[3],
                  "config": json.loads(r[4]), "summary": json.loads(r[5])} for r in rows]
 
-    def upsert_items(self, items: list[dict]) -> None:
-        """Insert or update item rows by path, in one statement over the rows as one Arrow table (columns.py)."""
-        types = {"path": "VARCHAR", "hash": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE", "width": "INTEGER",
-                 "height": "INTEGER", "status": "VARCHAR", "error": "VARCHAR"}
-        cols = list(types)
-        self.con.register("_new_items", arrow_table({c: (t, [it.get(c) for it in items]) for c, t in types.items()}))
+    def upsert_items(self, items: list[dict] | dict[str, Sequence]) -> None:
+        """Insert or update item rows (as write_batch takes them) by path, in one statement over the rows as one
+        Arrow table (columns.py). When none of the paths is stored yet (a first embed), a plain insert: DuckDB's
+        ON CONFLICT costs about a third more per row even where nothing conflicts."""
+        self._upsert_item_columns(item_columns(items))
+
+    def _upsert_item_columns(self, columns: dict[str, tuple[str, Sequence]]) -> None:
+        cols = list(ITEM_COLUMNS)
+        self.con.register("_new_items", arrow_table(columns))
         try:
-            self.con.execute(
-                f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items ON CONFLICT (path) "
-                "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]) + ", updated_at = now()")
+            insert = f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items"
+            if self.con.execute("SELECT count(*) FROM items JOIN _new_items n USING (path)").fetchall()[0][0]:
+                insert += (" ON CONFLICT (path) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+                           + ", updated_at = now()")
+            self.con.execute(insert)
         finally:
             self.con.unregister("_new_items")
 
@@ -284,13 +306,20 @@ class Store(VectorReads):
               AND items.hash = o.hash""", params or [])
 
     def set_labels(self, task: str, labels: dict[str, str]) -> None:
-        """Replace a task's labels for these paths."""
+        """Replace a task's labels for these paths, in one statement over them as one Arrow table."""
         if not labels:
             return
+        new = arrow_table({"path": ("VARCHAR", list(labels)), "label": ("VARCHAR", list(labels.values()))})
         with self.transaction():
-            self.con.execute("INSERT INTO labels SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
-                             "ON CONFLICT (task, path) DO UPDATE SET label = excluded.label",
-                             [task, list(labels), list(labels.values())])
+            self.con.register("_new_labels", new)
+            try:
+                insert = "INSERT INTO labels SELECT $1, path, label FROM _new_labels"
+                if self.con.execute("SELECT count(*) FROM labels JOIN _new_labels n USING (path) WHERE task = $1",
+                                    [task]).fetchall()[0][0]:             # as upsert_items: ON CONFLICT if needed
+                    insert += " ON CONFLICT (task, path) DO UPDATE SET label = excluded.label"
+                self.con.execute(insert, [task])
+            finally:
+                self.con.unregister("_new_labels")
 
     def tasks(self) -> dict[str, int]:
         """Task -> labels of items not removed (vanished from their source: kept for history, not counted)."""
@@ -389,14 +418,16 @@ class Store(VectorReads):
         return self.pick_set(model)
 
     def labelled(self, s: EmbeddingSet, task: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(hashes, vectors, labels) of a task, one row per distinct content (duplicates counted once)."""
+        """(hashes, vectors, labels) of a task, one row per distinct content (duplicates counted once); items
+        excluded by curation (store/edits.py) are left out."""
         if task not in self.tasks():
             raise one_of("task", task, self.tasks())
         rows = self.con.execute(
             f"""SELECT e.hash, e.vector, min(l.label) AS label, count(DISTINCT l.label) AS n_labels
                 FROM labels l JOIN items i ON i.path = l.path AND i.status = 'ok'
                 JOIN {s.table} e ON e.hash = i.hash
-                WHERE l.task = ? GROUP BY e.hash, e.vector ORDER BY e.hash""", [task]).fetchall()
+                WHERE l.task = ? AND l.path NOT IN (SELECT path FROM {self.relation("exclusions")})
+                GROUP BY e.hash, e.vector ORDER BY e.hash""", [task]).fetchall()
         conflicting = sum(1 for r in rows if r[3] > 1)
         if conflicting:
             print(f"warning: {conflicting} identical images carry different {task!r} labels; "
@@ -458,6 +489,34 @@ class Store(VectorReads):
     def labels_of(self, path: str) -> dict[str, str]:
         """Every task's label for one path."""
         return dict(self.con.execute("SELECT task, label FROM labels WHERE path = ? ORDER BY task", [path]).fetchall())
+
+
+ITEM_COLUMNS = {"path": "VARCHAR", "hash": "VARCHAR", "size": "BIGINT", "mtime": "DOUBLE", "width": "INTEGER",
+                "height": "INTEGER", "status": "VARCHAR", "error": "VARCHAR"}     # what a writer gives of an item
+
+
+def item_columns(items: list[dict] | dict[str, Sequence]) -> dict[str, tuple[str, Sequence]]:
+    """Item rows, given as dicts or as columns, as {column: (DuckDB type, values)} (columns.arrow_table's
+    input); a column not given is NULL."""
+    if isinstance(items, Mapping):
+        unknown = set(items) - set(ITEM_COLUMNS)
+        if unknown or "path" not in items:
+            raise FeatstoreError(f"item columns: {', '.join(sorted(unknown)) + ' unknown' if unknown else 'no path'} "
+                                 f"(the columns: {', '.join(ITEM_COLUMNS)})")
+        lengths = {c: len(v) for c, v in items.items()}
+        if len(set(lengths.values())) > 1:
+            raise FeatstoreError(f"item columns of different lengths: {lengths}")
+        n = len(items["path"])
+        return {c: (t, items[c] if c in items else [None] * n) for c, t in ITEM_COLUMNS.items()}
+    return {c: (t, [it.get(c) for it in items]) for c, t in ITEM_COLUMNS.items()}
+
+
+def _copies(cols: dict[str, tuple[str, Sequence]]) -> list[str]:
+    """Paths of ok items given without a width (recorded without decoding: see Store.fill_copy_sizes)."""
+    width = cols["width"][1]
+    if isinstance(width, np.ndarray) and width.dtype != object:
+        return []                                     # a numeric array holds no NULL
+    return [p for p, st, w in zip(cols["path"][1], cols["status"][1], width) if st == "ok" and w is None]
 
 
 def meta_dict(columns: list[str], values) -> dict:

@@ -32,6 +32,9 @@ def collect(store: Store, dry_run: bool = False) -> dict:
     report = {"removed_sets": [{"set_id": s.set_id, "model": s.model} for s in old],
               "removed_vectors": superseded, "removed_items": removed_items, "removed_texts": texts,
               "dry_run": dry_run}
+    from featstore.store.activations import collect_activations     # cut activations (embed --cut) go along
+
+    report |= collect_activations(store, [s.set_id for s in old], KEPT_HASHES, dry_run)
     if dry_run:
         return report
     with store.transaction():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from featstore.errors import FeatstoreError, one_of
 from featstore.store.db import Store
+from featstore.store.edits import os_user, record_labels
 from featstore.store.metadata import match_path
 from featstore.store.where_guard import check_where
 from featstore.user_csv import read_user_csv
@@ -51,8 +52,9 @@ def several_tasks_note(store: Store, task: str | None) -> str | None:
 
 
 def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
-    """Rows (path or content hash, label) -> the task's labels. Relative paths are tried against the CSV's
-    folder, then the current directory. Rows that match nothing in the store are reported, not stored."""
+    """Rows (path or content hash, label) -> the task's labels, as one edit (store/edits.py: in the edit log,
+    undoable). Relative paths are tried against the CSV's folder, then the current directory. Rows that match
+    nothing in the store are reported, not stored."""
     csv_path = Path(csv_path)
     columns, rows = read_user_csv(csv_path)
     key = "path" if "path" in columns else "hash" if "hash" in columns else None
@@ -77,9 +79,9 @@ def label_from_csv(store: Store, task: str, csv_path: str | Path) -> dict:
         for p in paths:
             labels[p] = lab
     counts = _label_changes(store, task, labels)
-    store.set_labels(task, labels)
+    edit_id = record_labels(store, task, labels, os_user(), "label-csv", {"source": csv_path.name})
     return {"task": task, "csv": str(csv_path), "key": key, "rows": len(rows), "labelled_paths": len(labels),
-            "distinct_labels": len(set(labels.values())), **counts, "unmatched": unmatched}
+            "distinct_labels": len(set(labels.values())), **counts, "unmatched": unmatched, "edit_id": edit_id}
 
 
 def _label_changes(store: Store, task: str, labels: dict[str, str]) -> dict[str, int]:

@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
-SCHEMA_VERSION = 5       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
-                         # 5: + item_meta (the user's metadata columns); older migrate on write
+SCHEMA_VERSION = 6       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
+                         # 5: + item_meta (the user's metadata columns); 6: + edits, edit_rows, tags, exclusions,
+                         # audit_findings (curation, store/edits.py), activation_sets (cut activations,
+                         # store/activations.py); older migrate on write
 ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
                 "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
                 "shards": ("set_id", "shard_key", "name", "files", "ingested_at"),
                 "knn_graph": ("set_id", "vec_id", "rank", "neighbour_id", "cosine", "generation"),
-                "knn_graphs": ("set_id", "generation", "k", "exact", "record"), "item_meta": ("path",)}
+                "knn_graphs": ("set_id", "generation", "k", "exact", "record"), "item_meta": ("path",),
+                "edits": ("edit_id", "made_at", "who", "action", "task", "detail", "undone_by"),
+                "edit_rows": ("edit_id", "kind", "key", "path", "before", "after"),
+                "tags": ("path", "tag"), "exclusions": ("path", "reason"),
+                "audit_findings": ("task", "made_at", "kind", "rank", "item_id", "path", "score", "given", "suggested",
+                                   "grp", "reason"),
+                "activation_sets": ("act_id", "set_id", "model", "cut", "shape", "views", "augment", "table_name",
+                                    "onnx_path", "onnx_sha256", "dtype", "created_at")}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -110,6 +119,60 @@ CREATE TABLE IF NOT EXISTS knn_graphs (     -- one per set: the generation the g
 );
 CREATE TABLE IF NOT EXISTS item_meta (      -- the user's metadata by path: one column each (ADD COLUMN as they come)
     path VARCHAR PRIMARY KEY
+);
+CREATE SEQUENCE IF NOT EXISTS edit_ids START 1;
+CREATE TABLE IF NOT EXISTS edits (          -- curation writes (store/edits.py): who, what, when; undone_by: a later
+    edit_id   BIGINT PRIMARY KEY DEFAULT nextval('edit_ids'),
+    made_at   TIMESTAMP NOT NULL,
+    who       VARCHAR NOT NULL,
+    action    VARCHAR NOT NULL,
+    task      VARCHAR,
+    detail    JSON NOT NULL,
+    undone_by BIGINT
+);
+CREATE TABLE IF NOT EXISTS edit_rows (      -- each value an edit changed: kind label (key: the task), tag (key: the
+    edit_id BIGINT NOT NULL,                -- tag) or excluded; before/after the value (NULL: none), so undo is exact
+    kind    VARCHAR NOT NULL,
+    key     VARCHAR,
+    path    VARCHAR NOT NULL,
+    before  VARCHAR,
+    after   VARCHAR
+);
+CREATE TABLE IF NOT EXISTS tags (
+    path VARCHAR NOT NULL,
+    tag  VARCHAR NOT NULL,
+    PRIMARY KEY (path, tag)
+);
+CREATE TABLE IF NOT EXISTS exclusions (     -- left out of fitting and evaluation: path -> why (duplicate, outlier...)
+    path   VARCHAR PRIMARY KEY,
+    reason VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_findings ( -- the newest `featstore audit` of each task, one row per finding's item
+    task      VARCHAR NOT NULL,
+    made_at   TIMESTAMP NOT NULL,
+    kind      VARCHAR NOT NULL,
+    rank      INTEGER NOT NULL,
+    item_id   BIGINT,
+    path      VARCHAR NOT NULL,
+    score     DOUBLE,
+    given     VARCHAR,
+    suggested VARCHAR,
+    grp       INTEGER,
+    reason    VARCHAR
+);
+CREATE TABLE IF NOT EXISTS activation_sets ( -- cut activations (store/activations.py): one table act_* each, fp16 BLOBs
+    act_id      VARCHAR PRIMARY KEY,
+    set_id      VARCHAR NOT NULL,            -- the pooled embedding set of the same backbone and preprocessing
+    model       VARCHAR NOT NULL,
+    cut         VARCHAR NOT NULL,
+    shape       JSON NOT NULL,               -- per item per view
+    views       INTEGER NOT NULL,
+    augment     JSON NOT NULL,               -- seed and parameters of views 1..
+    table_name  VARCHAR NOT NULL,
+    onnx_path   VARCHAR NOT NULL,
+    onnx_sha256 VARCHAR NOT NULL,
+    dtype       VARCHAR NOT NULL,
+    created_at  TIMESTAMP DEFAULT current_timestamp
 );
 """
 

@@ -64,12 +64,13 @@ class VectorReads:
         return _unpack(rows, s.dim)
 
 
-def vector_table(vectors: np.ndarray, hashes: list[str] | None = None):
+def vector_table(vectors: np.ndarray, hashes: list[str] | None = None, chunk_rows: int | None = None):
     """An (n, dim) matrix as an Arrow table for DuckDB to scan in place: r (0-based row number) and vector, a
     fixed-size list over the matrix's own float32 buffer that DuckDB reads as FLOAT[dim] (no Python lists; no
     copy of a C-contiguous float32 matrix), and with `hashes`, hash (row r's). Built from buffers: pa.array
     would import pandas where it is installed, half a second at a run's first batch. Register it, insert from
-    it, unregister it."""
+    it, unregister it. `chunk_rows`: as record batches of that many rows (views, no copy), which DuckDB's
+    threads insert side by side (one batch is one thread's work), keeping the rows' order."""
     import pyarrow as pa
 
     from featstore.store.columns import column
@@ -81,8 +82,12 @@ def vector_table(vectors: np.ndarray, hashes: list[str] | None = None):
     arrays = [pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(rows)]),
               pa.FixedSizeListArray.from_arrays(values, dim)]
     if hashes is None:
-        return pa.Table.from_arrays(arrays, names=["r", "vector"])
-    return pa.Table.from_arrays(arrays + [column("VARCHAR", hashes)], names=["r", "vector", "hash"])
+        table = pa.Table.from_arrays(arrays, names=["r", "vector"])
+    else:
+        table = pa.Table.from_arrays(arrays + [column("VARCHAR", hashes)], names=["r", "vector", "hash"])
+    if chunk_rows and n > chunk_rows:
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=chunk_rows))
+    return table
 
 
 def _unpack(rows: dict, dim: int) -> tuple[np.ndarray, np.ndarray]:

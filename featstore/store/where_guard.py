@@ -26,7 +26,11 @@ MAX_DEPTH = 24             # nesting
 
 COLUMNS = ("item_id", "path", "hash", "size", "mtime", "width", "height", "updated_at", "label", "split", "text")
 META_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")     # a metadata column's name (store/metadata.py)
-RESERVED = COLUMNS + ("status", "error", "vector", "vec_id", "copies", "meta", "rank", "score", "item", "_passes")
+RESERVED = COLUMNS + ("status", "error", "vector", "vec_id", "copies", "meta", "rank", "score", "item", "_passes",
+                      "tag", "tags", "excluded")    # (the last three: names a new metadata column cannot take)
+CURATION_NAMES = ("tag", "tags", "excluded")
+TAG = "tag"                # an item's tags (store/edits.py): a set, so only membership forms (see _tag_form)
+TAG_FORMS = "tag = 'x', tag <> 'x', tag IN ('x', 'y'), tag NOT IN (...), tag IS NULL (no tag), tag IS NOT NULL"
 
 OPERATORS = {"+", "-", "*", "/", "//", "%", "^", "**", "||",
              "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~",                  # LIKE, NOT LIKE, ILIKE, NOT ILIKE, GLOB
@@ -90,7 +94,7 @@ def check_where(where: "str | ItemFilter", extra_columns=()) -> ItemFilter:
 @functools.lru_cache(maxsize=256)
 def _checked(where: str, extra_columns: tuple) -> ItemFilter:
     """check_where for a text, remembered: a condition a page or a loop sends again is not parsed again."""
-    allowed = COLUMNS + metadata_names(extra_columns)
+    allowed = COLUMNS + tuple(n for n in metadata_names(extra_columns) if n != TAG)   # `tag`: the item's tags
     if not where.strip():
         raise FeatstoreError("where: the condition is empty")
     if len(where) > MAX_LENGTH:
@@ -102,6 +106,8 @@ def _checked(where: str, extra_columns: tuple) -> ItemFilter:
     node = tree["where_clause"]
     columns: set = set()
     _walk(node, 0, [0], columns, allowed)
+    if TAG in columns:         # membership in the tags table, written by featstore, not by the user
+        tree["where_clause"] = _tags_rewritten(node)
     sql = _render(tree)
     if _strip(_parse(sql)) != _strip(tree):        # the rendering must be the tree that was checked
         raise FeatstoreError("where: the condition cannot be rendered back as checked; simplify it")
@@ -112,14 +118,16 @@ def metadata_names(names) -> tuple:
     """A store's metadata column names, each a plain lower-case name that is no item column (else one error)."""
     names = tuple(names)
     for name in names:
-        if not isinstance(name, str) or not META_NAME.fullmatch(name) or name in RESERVED:
+        if not isinstance(name, str) or not META_NAME.fullmatch(name) or \
+                (name in RESERVED and name not in CURATION_NAMES):        # a store's older columns of those names
             raise FeatstoreError(f"where: {name!r} cannot be a metadata column")
     return names
 
 
 def allowed_text() -> str:
     """One line for docs and errors: what a condition may use."""
-    return (f"columns {', '.join(COLUMNS)}; literals; = <> < > <= >= AND OR NOT IN BETWEEN LIKE ILIKE GLOB IS NULL "
+    return (f"columns {', '.join(COLUMNS)}; {TAG_FORMS}; literals; "
+            "= <> < > <= >= AND OR NOT IN BETWEEN LIKE ILIKE GLOB IS NULL "
             "CASE CAST; the functions " + ", ".join(sorted(FUNCTIONS)))
 
 
@@ -188,10 +196,15 @@ def _walk(node: dict, depth: int, count: list, columns: set, allowed: tuple) -> 
         raise FeatstoreError(f"where: more than {MAX_NODES} parts")
     kind = node.get("class")
     children: list = []
+    if _tag_form(node) is not None:
+        columns.add(TAG)
+        return
     if kind == "COLUMN_REF":
         names = [n.lower() for n in node.get("column_names", [])]
         if names[:1] == ["item"] and len(names) == 2:
             names = names[1:]
+        if names == [TAG] and TAG not in allowed:
+            raise FeatstoreError(f"where: an item's tags are a set: use {TAG_FORMS}")
         if len(names) != 1 or names[0] not in allowed:
             name = ".".join(node.get("column_names", []))
             why = "not filtered (vectors are what is searched)" if names == ["vector"] else "not an item column"
@@ -245,3 +258,54 @@ def _check_type(type_expr: dict) -> None:
     for child in type_expr.get("children") or []:
         if child.get("class") != "CONSTANT":
             raise FeatstoreError(f"where: the type {name}(...) takes numbers only")
+
+
+# ---- tags: `tag = 'x'` and its kin become membership tests on the tags table ------------------------------------
+def _is_tag(node: dict) -> bool:
+    names = [n.lower() for n in node.get("column_names", [])] if node.get("class") == "COLUMN_REF" else []
+    return names in ([TAG], ["item", TAG])
+
+
+def _tag_text(node: dict) -> str:
+    literal = node.get("literal") or {}
+    if node.get("class") != "CONSTANT" or literal.get("kind") != "STRING":
+        raise FeatstoreError(f"where: a tag is compared with quoted text, e.g. tag = 'x' ({TAG_FORMS})")
+    return literal["text"]
+
+
+def _tag_form(node: dict) -> tuple[str, list[str]] | None:
+    """(how, tags) when `node` is one of the tag forms: how 'has' (any of the tags), 'lacks' (none of them), 'any'
+    (some tag), 'none' (no tag); else None."""
+    kind, op = node.get("class"), node.get("type")
+    if kind == "COMPARISON" and op in ("COMPARE_EQUAL", "COMPARE_NOTEQUAL"):
+        left, right = node["left"], node["right"]
+        if _is_tag(right) and not _is_tag(left):
+            left, right = right, left
+        if _is_tag(left):
+            return ("has" if op == "COMPARE_EQUAL" else "lacks"), [_tag_text(right)]
+    elif kind == "OPERATOR" and op in ("COMPARE_IN", "COMPARE_NOT_IN") and node["children"] and \
+            _is_tag(node["children"][0]):
+        return ("has" if op == "COMPARE_IN" else "lacks"), [_tag_text(c) for c in node["children"][1:]]
+    elif kind == "OPERATOR" and op in ("OPERATOR_IS_NULL", "OPERATOR_IS_NOT_NULL") and _is_tag(node["children"][0]):
+        return ("none" if op == "OPERATOR_IS_NULL" else "any"), []
+    return None
+
+
+def _tags_rewritten(node):
+    """The checked tree with each tag form replaced by its test on the tags table (the tree of the SQL text that
+    tags_sql builds, parsed by DuckDB like any condition)."""
+    if isinstance(node, list):
+        return [_tags_rewritten(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    form = node.get("class") and _tag_form(node)
+    if form:
+        return _parse(_PREFIX + "(" + tags_sql(*form) + ")")["where_clause"]
+    return {k: _tags_rewritten(v) for k, v in node.items()}
+
+
+def tags_sql(how: str, tags: list[str]) -> str:
+    """SQL testing the row `item` against its tags: has one of `tags`, lacks all of them, has some, has none."""
+    listed = ", ".join("'" + t.replace("'", "''") + "'" for t in tags)
+    some = f"item.path IN (SELECT tags.path FROM tags{f' WHERE tags.tag IN ({listed})' if tags else ''})"
+    return some if how in ("has", "any") else f"NOT ({some})"
