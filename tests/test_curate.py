@@ -267,3 +267,36 @@ def test_label_csv_is_an_edit_too(store, run, tmp_path):
     run("undo", "--store", store)
     run("undo", "--store", store)
     assert state(store) == before                        # the new task's labels gone, the changed ones back
+
+
+def test_an_edit_keeps_the_computed_map(store, tmp_path):
+    """A label or tag edit moves the store's generation on, but the map's points are the same: the computed map is
+    reused, not recomputed (t-SNE takes half a minute on a large set)."""
+    from featstore.apps.map2d import map_points
+    from featstore.store.db import Store
+
+    cache = tmp_path / "maps"
+    with Store.open(store) as st:
+        s, generation = st.sets()[0], st.generation()
+        before = map_points(st, s, cache, generation, "pca")
+    files = list(cache.glob("*-pca.npz"))
+    stamp = files[0].stat().st_mtime_ns
+    fs = featstore.open(store)
+    fs.tag(ids_of(store, "roses")[:3], "red")
+    fs.set_labels("flowers", ids_of(store, "daisy")[:2], "tulips")
+    with Store.open(store) as st:
+        assert st.generation() > generation
+        after = map_points(st, s, cache, st.generation(), "pca")
+    assert list(cache.glob("*-pca.npz")) == files and files[0].stat().st_mtime_ns == stamp
+    assert (after["item_id"] == before["item_id"]).all() and (after["xy"] == before["xy"]).all()
+
+
+def test_select_offers_no_excluded_item(store, run):
+    """An excluded item is neither counted as labelled nor offered as a candidate to label next."""
+    daisies, roses = ids_of(store, "daisy")[:3], ids_of(store, "roses")[:2]
+    run("exclude", "--ids", ",".join(map(str, daisies)), "--reason", "duplicate", "--store", store)
+    run("label", "--task", "flowers", "--unset", "--ids", ",".join(map(str, roses)), "--store", store)
+    out = json.loads(run("select", "-n", "200", "--store", store, "--json").stdout)
+    assert sorted(it["item_id"] for it in out["items"]) == sorted(roses) and out["pool"] == 2
+    every = json.loads(run("select", "-n", "200", "--include-labelled", "--store", store, "--json").stdout)
+    assert every["pool"] == 100 - 3 and not {it["item_id"] for it in every["items"]} & set(daisies)

@@ -1,4 +1,5 @@
-"""A 2-D map of an embedding set, computed once per set, method and store generation and kept as a small .npz
+"""A 2-D map of an embedding set, computed once per set, method and set of live points (an edit of labels or tags
+keeps it; new or removed items make a new one) and kept as a small .npz
 file (item ids and coordinates) under a cache folder. Methods (scikit-learn):
 
 - "tsne" (the default): PCA to 50 dimensions, then t-SNE on a seeded sample of at most TSNE_SAMPLE points;
@@ -25,6 +26,7 @@ TSNE_SAMPLE = 3_000        # t-SNE runs on at most this many; the rest are place
 PLACE_K = 10
 METHODS = ("tsne", "pca")
 _computing = threading.Lock()      # one map computed at a time in a process (two requests for it wait, not redo)
+_keys: dict = {}                   # (cache, set_id, generation) -> the points' key (points_key), a few remembered
 
 
 def map_points(store: Store, s: EmbeddingSet, cache: Path, generation: int, method: str = "tsne") -> dict:
@@ -32,7 +34,13 @@ def map_points(store: Store, s: EmbeddingSet, cache: Path, generation: int, meth
     named by the first ok item holding it."""
     if method not in METHODS:
         raise FeatstoreError(f"map method: one of {', '.join(METHODS)} (got {method!r})")
-    path = Path(cache) / f"{s.set_id}-g{generation}-{method}.npz"
+    memo = (str(cache), s.set_id, generation)
+    key = _keys.get(memo)
+    if key is None:
+        key = _keys[memo] = points_key(store, s)
+        while len(_keys) > 32:
+            _keys.pop(next(iter(_keys)))
+    path = Path(cache) / f"{s.set_id}-p{key}-{method}.npz"
     if not path.exists():
         with _computing:
             if not path.exists():
@@ -41,11 +49,27 @@ def map_points(store: Store, s: EmbeddingSet, cache: Path, generation: int, meth
         return {"item_id": z["item_id"], "xy": z["xy"]}
 
 
+def _points(store: Store, s: EmbeddingSet) -> dict:
+    """{"vec_id", "item_id"}: each live vector of the set and the first ok item holding it, by vec_id."""
+    return store.con.execute(
+        f"""SELECT e.vec_id, min(i.item_id) AS item_id FROM {s.table} e
+            JOIN items i ON i.hash = e.hash AND i.status = 'ok' GROUP BY e.vec_id ORDER BY e.vec_id""").fetchnumpy()
+
+
+def points_key(store: Store, s: EmbeddingSet) -> str:
+    """What a map depends on (which vectors are live, and which item names each), as a short digest: a label,
+    tag or other edit moves the store's generation on but leaves the key, and so the computed map, as it was."""
+    from featstore.hashing import content_hash
+
+    rows = _points(store, s)
+    data = np.asarray(rows["vec_id"], np.int64).tobytes() + np.asarray(rows["item_id"], np.int64).tobytes()
+    return content_hash(data)[:16]
+
+
 def _compute(store: Store, s: EmbeddingSet, path: Path, method: str) -> None:
     vec_ids, vectors = store.live_vectors(s)
-    item_of = dict(store.con.execute(
-        f"""SELECT e.vec_id, min(i.item_id) FROM {s.table} e JOIN items i ON i.hash = e.hash AND i.status = 'ok'
-            GROUP BY e.vec_id""").fetchall())
+    rows = _points(store, s)
+    item_of = dict(zip(rows["vec_id"].tolist(), rows["item_id"].tolist()))
     keep = np.array([int(v) in item_of for v in vec_ids], bool)
     vec_ids, vectors = vec_ids[keep], vectors[keep]
     item_ids = np.array([item_of[int(v)] for v in vec_ids], np.int64)
@@ -54,7 +78,7 @@ def _compute(store: Store, s: EmbeddingSet, path: Path, method: str) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, item_id=item_ids, xy=xy)
     os.replace(tmp, path)
-    for old in path.parent.glob(f"{s.set_id}-g*-{method}.npz"):      # earlier generations' maps of this set
+    for old in path.parent.glob(f"{s.set_id}-*-{method}.npz"):      # the set's maps of earlier contents
         if old != path:
             old.unlink(missing_ok=True)
 

@@ -75,8 +75,12 @@ def select(store: Store, task: str | None, n: int, strategy: str = "diverse", se
     lab_hashes, X_lab, y_lab = store.labelled(s, task)
     vec_of = dict(store.con.execute(f"SELECT hash, vec_id FROM {s.table}").fetchall())
     labelled_ids = {vec_of[h] for h in lab_hashes}
+    excluded_ids = {vec_of[h] for (h,) in store.con.execute(     # excluded from fitting (featstore exclude): not
+        f"SELECT DISTINCT i.hash FROM items i JOIN {store.relation('exclusions')} x ON x.path = i.path").fetchall()
+        if h in vec_of}                                           # offered for labelling either
     live = store.live_ids(s)
-    pool = live if include_labelled else np.array([v for v in live.tolist() if v not in labelled_ids], np.int64)
+    skip = excluded_ids if include_labelled else labelled_ids | excluded_ids
+    pool = np.array([v for v in live.tolist() if v not in skip], np.int64)
     eligible = "items" + ("" if include_labelled else f" without a {task!r} label")
     if not len(pool):
         raise FeatstoreError(f"no {eligible} to choose from"
