@@ -273,14 +273,7 @@ def main() -> None:
     md.append(f"\nstore verifies clean afterwards: {verify['ok']}; items served before / after the embed: {before:,} / {seen:,}; "
               f"target p99 <= 100 ms (quiet, by id) and zero failures: {'met' if result['meets_target'] else 'NOT met'}")
     md += grid_md(grid)
-    (out / "serve.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    if args.keep:
-        print(f"store kept at {store}")
-    else:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
+    _report(md, out / "serve.md", args.keep, store, work)
 
 
 def grid_md(grid: dict) -> list[str]:
@@ -301,9 +294,14 @@ def _write_grid_only(args, stamp, grid: dict, store: Path, work: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_grid.json").write_text(json.dumps(result, indent=2))
     md = [f"# serve benchmark: gallery\n\n{result['machine']}; {args.n:,} stored items"] + grid_md(grid)
-    (out / "serve_grid.md").write_text("\n".join(md) + "\n")
+    _report(md, out / "serve_grid.md", args.keep, store, work)
+
+
+def _report(md: list[str], path: Path, keep: bool, store: Path, work: Path) -> None:
+    """Write and print the Markdown report; remove the benchmark's work folder unless --keep."""
+    path.write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    if args.keep:
+    if keep:
         print(f"store kept at {store}")
     else:
         import shutil

@@ -98,32 +98,33 @@ def set_labels(store: Store, task: str, paths: list[str], label: str | None, who
     check_text(task, "task")
     if label is not None:
         check_text(label, "label")
-    before = edits.current_values(store, "label", task, paths)
-    changes = [edits.Change("label", task, p, before.get(p), label) for p in paths]
-    action = "label" if label is not None else "unlabel"
-    return _done(store, edits.record(store, who, action, task, changes, {"label": label, "items": len(paths)}),
-                 action, task, paths)
+    return _set(store, who, "label" if label is not None else "unlabel", task, "label", task, paths, label,
+                {"label": label})
 
 
 def tag(store: Store, paths: list[str], tag_name: str, remove: bool, who: str) -> dict:
     """Add `tag_name` to these items, or with `remove` take it off."""
     check_tag(tag_name)
-    before = edits.current_values(store, "tag", tag_name, paths)
-    changes = [edits.Change("tag", tag_name, p, before.get(p), None if remove else "1") for p in paths]
-    action = "untag" if remove else "tag"
-    return _done(store, edits.record(store, who, action, None, changes, {"tag": tag_name, "items": len(paths)}),
-                 action, None, paths)
+    return _set(store, who, "untag" if remove else "tag", None, "tag", tag_name, paths, None if remove else "1",
+                {"tag": tag_name})
 
 
 def exclude(store: Store, paths: list[str], reason: str | None, who: str) -> dict:
     """Exclude these items from fitting and evaluation for `reason`, or with None include them again."""
     if reason is not None:
         check_text(reason, "reason")
-    before = edits.current_values(store, "excluded", None, paths)
-    changes = [edits.Change("excluded", None, p, before.get(p), reason) for p in paths]
-    action = "exclude" if reason is not None else "include"
-    return _done(store, edits.record(store, who, action, None, changes, {"reason": reason, "items": len(paths)}),
-                 action, None, paths)
+    return _set(store, who, "exclude" if reason is not None else "include", None, "excluded", None, paths, reason,
+                {"reason": reason})
+
+
+def _set(store: Store, who: str, action: str, task: str | None, kind: str, key: str | None, paths: list[str],
+         after: str | None, detail: dict) -> dict:
+    """One edit giving every item in `paths` the value `after` of kind `kind` (label: `key` is the task; tag: the
+    tag; excluded: none), each with its value before, so that the edit can be undone."""
+    before = edits.current_values(store, kind, key, paths)
+    changes = [edits.Change(kind, key, p, before.get(p), after) for p in paths]
+    return _done(store, edits.record(store, who, action, task, changes, detail | {"items": len(paths)}),
+                 action, task, paths)
 
 
 def accept(store: Store, task: str, rows: list[dict], who: str, source: str | None = None,

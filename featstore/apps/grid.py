@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from featstore.errors import FeatstoreError
+from featstore.store import edits
 from featstore.store.db import Store
 from featstore.store.where_guard import MAX_LENGTH, check_where
 
@@ -294,19 +295,16 @@ def curation(store: Store, memo: dict, task: str | None) -> Curation:
     def build():
         b = base(store, memo)
         n = len(b.ids)
-        edits = _edits()
         excluded = [None] * n
         tags: dict = {}
-        findings: list = []
-        if edits is not None:
-            for path, why in edits.excluded_paths(store).items():
-                if path in b.row_of_path:
-                    excluded[b.row_of_path[path]] = why or "excluded"
-            for path, names in edits.tags_of(store, list(b.paths)).items():
-                row = b.row_of_path.get(path)
-                for t in names if row is not None else ():
-                    tags.setdefault(t, np.zeros(n, bool))[row] = True
-            findings = edits.audit_findings(store, task) if task else []
+        for path, why in edits.excluded_paths(store).items():
+            if path in b.row_of_path:
+                excluded[b.row_of_path[path]] = why or "excluded"
+        for path, names in edits.tags_of(store, list(b.paths)).items():
+            row = b.row_of_path.get(path)
+            for t in names if row is not None else ():
+                tags.setdefault(t, np.zeros(n, bool))[row] = True
+        findings = edits.audit_findings(store, task) if task else []
         masks = {k: np.zeros(n, bool) for k in FINDINGS if k != "none"}
         suggested, reasons = {}, {}
         group = np.full(n, -1, np.int32)
@@ -325,15 +323,6 @@ def curation(store: Store, memo: dict, task: str | None) -> Curation:
         return Curation(Column(excluded, n), tags, masks, suggested, reasons, group)
 
     return _once(memo, ("grid", "curation", task), build)
-
-
-def _edits():
-    """The curation tables' readers (store/edits.py), or None in a featstore without them."""
-    try:
-        from featstore.store import edits
-    except ImportError:
-        return None
-    return edits
 
 
 def meta_columns(store: Store, memo: dict) -> dict:

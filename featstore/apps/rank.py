@@ -74,10 +74,8 @@ def _row(features: str, kind: str, model: str, cut: str, X: np.ndarray, y: np.nd
 
 
 def _activation_sets(store: Store, set_id: str) -> list:
-    try:
-        from featstore.store.activations import activation_sets
-    except ImportError:          # a featstore without cut activations
-        return []
+    from featstore.store.activations import activation_sets
+
     return [a for a in activation_sets(store) if a.set_id == set_id]
 
 

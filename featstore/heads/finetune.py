@@ -31,10 +31,8 @@ PARITY_TOLERANCE = 1e-4
 def activation_set_for_task(store: Store, eset, cut: str | None = None):
     """The newest activation set of the task's embedding set (at `cut` if given), or one line naming the
     `embed --cut` to run."""
-    try:
-        from featstore.store.activations import find_activation_set
-    except ImportError:
-        raise FeatstoreError("this featstore stores no cut activations") from None
+    from featstore.store.activations import find_activation_set
+
     if cut is not None:
         from featstore.models.cuts import check_cut
 
