@@ -286,13 +286,20 @@ class Store(VectorReads):
         cols = list(ITEM_COLUMNS)
         self.con.register("_new_items", arrow_table(columns))
         try:
-            insert = f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items"
-            if self.con.execute("SELECT count(*) FROM items JOIN _new_items n USING (path)").fetchall()[0][0]:
-                insert += (" ON CONFLICT (path) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-                           + ", updated_at = now()")
-            self.con.execute(insert)
+            self._insert_or_update(
+                f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items",
+                "SELECT count(*) FROM items JOIN _new_items n USING (path)",
+                " ON CONFLICT (path) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+                + ", updated_at = now()")
         finally:
             self.con.unregister("_new_items")
+
+    def _insert_or_update(self, insert: str, existing: str, on_conflict: str, params: list | None = None) -> None:
+        """`insert`, with its `on_conflict` clause only when `existing` (a count of the rows already stored) is not
+        zero: DuckDB's ON CONFLICT costs about a third more per row even where nothing conflicts."""
+        if self.con.execute(existing, params or []).fetchall()[0][0]:
+            insert += on_conflict
+        self.con.execute(insert, params or [])
 
     def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
         """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
@@ -313,11 +320,9 @@ class Store(VectorReads):
         with self.transaction():
             self.con.register("_new_labels", new)
             try:
-                insert = "INSERT INTO labels SELECT $1, path, label FROM _new_labels"
-                if self.con.execute("SELECT count(*) FROM labels JOIN _new_labels n USING (path) WHERE task = $1",
-                                    [task]).fetchall()[0][0]:             # as upsert_items: ON CONFLICT if needed
-                    insert += " ON CONFLICT (task, path) DO UPDATE SET label = excluded.label"
-                self.con.execute(insert, [task])
+                self._insert_or_update("INSERT INTO labels SELECT $1, path, label FROM _new_labels",
+                                       "SELECT count(*) FROM labels JOIN _new_labels n USING (path) WHERE task = $1",
+                                       " ON CONFLICT (task, path) DO UPDATE SET label = excluded.label", [task])
             finally:
                 self.con.unregister("_new_labels")
 
