@@ -305,7 +305,7 @@ def _index_text(stamp: dict | None) -> str:
 @store_option
 @json_option
 def verify(rehash, store_path, as_json):
-    """Check the store: finite vectors, FAISS in step with DuckDB, files unchanged (--rehash)."""
+    """Check the store: finite vectors, unique keys, FAISS in step with DuckDB, files unchanged (--rehash)."""
     out = _open(store_path).verify(rehash=rehash)
     if as_json:
         emit_json(out)
@@ -316,6 +316,8 @@ def verify(rehash, store_path, as_json):
         for a in out.get("activation_sets", []):
             click.echo(f"activations {a['act_id']} ({a['model']}, {a['cut']}): {a['items']} contents; missing "
                        f"views {a['incomplete']}, wrong size {a['bad_size']}, non-finite {a['non_finite']}")
+        for d in out.get("duplicate_keys", []):
+            click.echo(f"stored {d['rows']} times in {d['table']}: {d['key']}")
         if rehash:
             f = out["files"]
             click.echo(f"files: {f['checked']} checked, {len(f['changed'])} changed, {len(f['vanished'])} vanished")

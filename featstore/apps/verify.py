@@ -1,4 +1,4 @@
-"""Verify: vectors are finite, FAISS agrees with DuckDB, and (optionally) files on disk still match the store."""
+"""Verify: vectors are finite, no key is stored twice, FAISS agrees with DuckDB, and (optionally) files on disk still match the store."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +8,7 @@ from featstore.hashing import content_hash
 from featstore.store.index import is_current, paths
 from featstore.paths import fs_path
 from featstore.store.db import Store
+from featstore.store.keys import duplicate_keys
 
 faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
@@ -39,10 +40,11 @@ def verify(store: Store, rehash: bool = False) -> dict:
                      "indexed": indexed, "index": index_state})
     from featstore.store.activations import verify_activations      # cut activations (embed --cut)
 
-    report = {"store": str(store.root), "sets": sets, "activation_sets": verify_activations(store)}
+    report = {"store": str(store.root), "sets": sets, "activation_sets": verify_activations(store),
+              "duplicate_keys": duplicate_keys(store.con, [s.table for s in store.sets()])}
     if rehash:
         report["files"] = _rehash(store)
-    report["ok"] = all(s["non_finite"] == 0 for s in sets) and not any(
+    report["ok"] = all(s["non_finite"] == 0 for s in sets) and not report["duplicate_keys"] and not any(
         a["incomplete"] or a["bad_size"] or a["non_finite"] for a in report["activation_sets"]) and (
         not rehash or not (report["files"]["changed"] or report["files"]["vanished"]))
     return report

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from featstore.embed.shards import Shard, _sql_path
-from featstore.store.db import EmbeddingSet, Store
+from featstore.store.db import ITEM_COLUMNS, EmbeddingSet, Store
+from featstore.store.keys import upsert
 
 
 def is_ingested(store: Store, eset: EmbeddingSet, shard: Shard) -> bool:
@@ -29,11 +30,10 @@ def ingest(store: Store, eset: EmbeddingSet, shard: Shard, path: Path, again: bo
         con.execute(f"""INSERT INTO {eset.table}
             SELECT (SELECT coalesce(max(vec_id), 0) FROM {eset.table}) + row_number() OVER (ORDER BY pos), hash, vector
             FROM (SELECT hash, vector, row_number() OVER () AS pos FROM {src}) s
-            WHERE vector IS NOT NULL AND hash NOT IN (SELECT hash FROM {eset.table})""")
+            WHERE vector IS NOT NULL AND hash NOT IN (SELECT hash FROM {eset.table})
+            QUALIFY row_number() OVER (PARTITION BY hash ORDER BY pos) = 1""")
         embedded = con.execute(f"SELECT count(*) FROM {eset.table}").fetchone()[0] - before
-        cols = "path, hash, size, mtime, width, height, status, error"
-        con.execute(f"INSERT INTO items ({cols}) SELECT {cols} FROM {src} ON CONFLICT (path) DO UPDATE SET "
-                    + ", ".join(f"{c} = excluded.{c}" for c in cols.split(", ")[1:]) + ", updated_at = now()")
+        upsert(con, "items", ("path",), list(ITEM_COLUMNS), src, touch="updated_at")
         store.fill_copy_sizes(f"(SELECT path FROM {src})")
         failures = con.execute(f"SELECT path, error FROM {src} WHERE status = 'failed' ORDER BY path").fetchall()
         ok = con.execute(f"SELECT count(*) FROM {src} WHERE status = 'ok'").fetchone()[0]

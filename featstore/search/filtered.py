@@ -4,10 +4,12 @@ own index search honours, so only passing vectors are scored and no vector is re
 One rule, by the passing share f = passing / live vectors of the set:
 - flat: the exhaustive scan with the selector (exact; only passing vectors are scored).
 - IVF (ivf, ivf-sq8, ivf-pq): as many inverted lists as the selectivity needs, nprobe = min(nlist,
-  ceil(max(nprobe, 8) x 4 / f)), where nprobe is the one tuned for the set's recall target: a filter passing a
-  quarter of the vectors probes 16 times those lists, so more passing candidates are scored than an unfiltered
-  search scores (only passing vectors are scored, so probing is cheap). Once that reaches every list, the search
-  is exact over the vectors in memory. IVF-SQ8 and IVF-PQ rank 4 k and 20 k candidates on their codes and
+  ceil(max(2 x nprobe, 32) / f)), where nprobe is the one tuned for the set's recall target on the unfiltered
+  top 10: the filtered top 10 lie about as deep as the unfiltered top 10 / f, so the tuned lists over f, doubled,
+  hold them; and at least 32 / f lists, as an nprobe tuned as low as 1 on tightly clustered data misses passing
+  neighbours a list or two away. A filter passing a quarter of the vectors probes 8 times the tuned lists (at
+  least 128); only passing vectors are scored, so probing is cheap. Once that reaches every list, the search is
+  exact over the vectors in memory. IVF-SQ8 and IVF-PQ rank 4 k and 20 k candidates on their codes and
   re-score them on the stored vectors (the refine step).
 - HNSW: up to EXACT_HNSW passing vectors are scored exactly (reconstructed from the index's own storage); more
   are searched with the selector and efSearch scaled by 1 / f (at most the live count).
@@ -22,8 +24,8 @@ import numpy as np
 from featstore.store.index import faiss, normalise_rows
 from featstore.store.index_kinds import refined_search
 
-PROBE_FACTOR = 4          # lists probed per tuned nprobe (at least PROBE_FLOOR), over the passing share
-PROBE_FLOOR = 8           # an nprobe tuned as low as 1 on clustered data misses passing neighbours a list away
+TUNED_FACTOR = 2          # lists probed per tuned nprobe, over the passing share
+FLOOR_LISTS = 32          # and at least these, over the passing share (for an nprobe tuned as low as 1)
 EXACT_HNSW = 20_000       # passing vectors an HNSW set scores exactly
 
 
@@ -50,7 +52,7 @@ def filtered_topk(index, kind: str, queries: np.ndarray, k: int, passing: np.nda
         return _hnsw(index, q, k, passing, share, selector, live)
     if kind.startswith("ivf"):
         ivf = faiss.extract_index_ivf(index)
-        nprobe = min(ivf.nlist, math.ceil(max(ivf.nprobe, PROBE_FLOOR) * PROBE_FACTOR / share))
+        nprobe = min(ivf.nlist, math.ceil(max(TUNED_FACTOR * ivf.nprobe, FLOOR_LISTS) / share))
         params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
     else:
         params = faiss.SearchParameters(sel=selector)

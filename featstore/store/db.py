@@ -23,6 +23,7 @@ import numpy as np
 from featstore.errors import FeatstoreError, one_of
 from featstore.store.columns import arrow_table
 from featstore.store.filter_run import filter_connection, run_filter
+from featstore.store.keys import check_new_hashes, upsert
 from featstore.store.metadata import json_value, quote
 from featstore.store.where_guard import ItemFilter, check_where
 from featstore.store.vectors import VectorReads, vector_table
@@ -182,7 +183,7 @@ class Store(VectorReads):
         if self.get_set(s.set_id):
             return
         with self.transaction():
-            self.con.execute(f"CREATE TABLE {s.table} (vec_id BIGINT PRIMARY KEY, hash VARCHAR NOT NULL UNIQUE, "
+            self.con.execute(f"CREATE TABLE {s.table} (vec_id BIGINT PRIMARY KEY, hash VARCHAR NOT NULL, "    # keys.py
                              f"vector FLOAT[{s.dim}] NOT NULL)")
             self.con.execute("INSERT INTO embedding_sets (set_id, model, dim, table_name, onnx_path, onnx_sha256, "
                              "preprocess, precision, provider, feature_format) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -256,6 +257,7 @@ class Store(VectorReads):
         setting; one during an embed run, see bulk_writes) append pieces side by side, in order."""
         self.con.register("_new_vectors", vector_table(vectors, hashes, chunk_rows=INSERT_CHUNK_ROWS))
         try:
+            check_new_hashes(self.con, s.table, "_new_vectors")
             self.con.execute(f"""INSERT INTO {s.table} SELECT (SELECT coalesce(max(vec_id), 0) FROM {s.table}) + r + 1,
                 hash, vector FROM _new_vectors""")
         finally:
@@ -278,28 +280,15 @@ class Store(VectorReads):
 
     def upsert_items(self, items: list[dict] | dict[str, Sequence]) -> None:
         """Insert or update item rows (as write_batch takes them) by path, in one statement over the rows as one
-        Arrow table (columns.py). When none of the paths is stored yet (a first embed), a plain insert: DuckDB's
-        ON CONFLICT costs about a third more per row even where nothing conflicts."""
+        Arrow table (columns.py); the paths are kept unique by keys.upsert."""
         self._upsert_item_columns(item_columns(items))
 
     def _upsert_item_columns(self, columns: dict[str, tuple[str, Sequence]]) -> None:
-        cols = list(ITEM_COLUMNS)
         self.con.register("_new_items", arrow_table(columns))
         try:
-            self._insert_or_update(
-                f"INSERT INTO items ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _new_items",
-                "SELECT count(*) FROM items JOIN _new_items n USING (path)",
-                " ON CONFLICT (path) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-                + ", updated_at = now()")
+            upsert(self.con, "items", ("path",), list(ITEM_COLUMNS), "_new_items", touch="updated_at")
         finally:
             self.con.unregister("_new_items")
-
-    def _insert_or_update(self, insert: str, existing: str, on_conflict: str, params: list | None = None) -> None:
-        """`insert`, with its `on_conflict` clause only when `existing` (a count of the rows already stored) is not
-        zero: DuckDB's ON CONFLICT costs about a third more per row even where nothing conflicts."""
-        if self.con.execute(existing, params or []).fetchall()[0][0]:
-            insert += on_conflict
-        self.con.execute(insert, params or [])
 
     def fill_copy_sizes(self, paths_sql: str, params: list | None = None) -> None:
         """Items among `paths_sql` recorded without decoding (their content was already stored) get the width and
@@ -320,9 +309,8 @@ class Store(VectorReads):
         with self.transaction():
             self.con.register("_new_labels", new)
             try:
-                self._insert_or_update("INSERT INTO labels SELECT $1, path, label FROM _new_labels",
-                                       "SELECT count(*) FROM labels JOIN _new_labels n USING (path) WHERE task = $1",
-                                       " ON CONFLICT (task, path) DO UPDATE SET label = excluded.label", [task])
+                upsert(self.con, "labels", ("task", "path"), ["task", "path", "label"],
+                       "(SELECT $1 AS task, path, label FROM _new_labels)", [task])
             finally:
                 self.con.unregister("_new_labels")
 

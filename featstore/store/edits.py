@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from featstore.errors import FeatstoreError
 from featstore.store.db import Store
+from featstore.store.keys import upsert
 
 @dataclass(frozen=True)
 class Change:
@@ -251,8 +252,9 @@ def _apply(store: Store, changes: list[Change]) -> None:
             store.con.execute("DELETE FROM labels WHERE task = ? AND path IN (SELECT unnest(?::VARCHAR[]))",
                               [key, paths])
         elif kind == "label":
-            store.con.execute("INSERT INTO labels SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]) "
-                              "ON CONFLICT (task, path) DO UPDATE SET label = excluded.label", [key, paths, values])
+            upsert(store.con, "labels", ("task", "path"), ["task", "path", "label"],
+                   "(SELECT $1 AS task, unnest($2::VARCHAR[]) AS path, unnest($3::VARCHAR[]) AS label)",
+                   [key, paths, values])
         elif kind == "tag" and remove:
             store.con.execute("DELETE FROM tags WHERE tag = ? AND path IN (SELECT unnest(?::VARCHAR[]))", [key, paths])
         elif kind == "tag":

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FEATURE_FORMAT = 1   # featstore's own feature-format version: part of every embedding set's key
-SCHEMA_VERSION = 6       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
+SCHEMA_VERSION = 7       # 2: + splits (a task's fixed held-out split), texts; 3: + runs, shards; 4: + knn_graph(s);
                          # 5: + item_meta (the user's metadata columns); 6: + edits, edit_rows, tags, exclusions,
                          # audit_findings (curation, store/edits.py), activation_sets (cut activations,
-                         # store/activations.py); older migrate on write
+                         # store/activations.py); 7: new stores' items.path, labels (task, path) and vector
+                         # hashes without DuckDB indexes (featstore keeps them unique: keys.py; older stores keep
+                         # theirs); older migrate on write
 ADDED_TABLES = {"texts": ("hash", "text", "tokens", "truncated"), "splits": ("task", "hash", "split"),
                 "runs": ("run_id", "started_at", "set_id", "source", "config", "summary"),
                 "shards": ("set_id", "shard_key", "name", "files", "ingested_at"),
@@ -27,7 +29,7 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE SEQUENCE IF NOT EXISTS item_ids START 1;
 CREATE TABLE IF NOT EXISTS items (
     item_id    BIGINT PRIMARY KEY DEFAULT nextval('item_ids'),
-    path       VARCHAR NOT NULL UNIQUE,
+    path       VARCHAR NOT NULL,           -- unique: keys.py
     hash       VARCHAR,
     size       BIGINT,
     mtime      DOUBLE,
@@ -40,8 +42,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS labels (
     task  VARCHAR NOT NULL,
     path  VARCHAR NOT NULL,
-    label VARCHAR NOT NULL,
-    PRIMARY KEY (task, path)
+    label VARCHAR NOT NULL                  -- (task, path) unique: keys.py
 );
 CREATE TABLE IF NOT EXISTS embedding_sets (
     set_id         VARCHAR PRIMARY KEY,
