@@ -35,6 +35,8 @@ def test_vanished_files_are_removed_then_gc_and_return(run, small_folder, tmp_pa
     run("embed", other, "--store", store, "--no-progress")
     set_id = first["set_id"]
     ids = {p: _status(store, p)[0] for p in (x, y, z)}
+    run("tag", "blurry", "--ids", f"{ids[x]},{ids[z]}", "--store", store)        # curation of items that vanish
+    run("exclude", "--ids", f"{ids[y]},{ids[z]}", "--store", store)
     for p in (x, y, z):
         shutil.copy2(p, keep / p.name)
         p.unlink()
@@ -92,6 +94,7 @@ def test_vanished_files_are_removed_then_gc_and_return(run, small_folder, tmp_pa
     assert "removed 3 removed items" in out and f"  {y}" in out
     assert _status(store, x) is None and _status(store, y) is None
     assert query(store, f"SELECT count(*) FROM labels WHERE path IN ('{x}', '{y}')") == [(0,)]
+    assert query(store, "SELECT path FROM tags UNION ALL SELECT path FROM exclusions") == [(str(z),)] * 2
     assert query(store, f"SELECT count(*) FROM emb_{set_id}") == [(41,)]
     rep = _json(run("verify", "--store", store, "--json"))
     assert rep["sets"][0]["indexed"] == rep["sets"][0]["live"] == 41 and rep["sets"][0]["index"] == "in sync"

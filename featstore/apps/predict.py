@@ -31,22 +31,37 @@ def predict(store: Store, head_name: str, paths: list[str], progress: bool = Tru
     keys, unusable, inputs = _expand(paths, s.modality)
     if not keys:
         raise FeatstoreError("nothing to predict")
-    if record["kind"] == "finetune":       # its fused model on every input (predict_finetune.py)
-        from featstore.apps.predict_finetune import fused_outputs, fused_session
-
-        embedded = _vectors_stored(store, s, backbone, pre, inputs, progress)[2] if add else 0
-        outputs, errors = fused_outputs(fused_session(store, head_name), s, pre, inputs)
-    else:
-        if add:
-            vectors, errors, embedded = _vectors_stored(store, s, backbone, pre, inputs, progress)
-        else:
-            vectors, errors, embedded = _vectors_unstored(store, s, backbone, pre, inputs)
-        ok = [k for k in keys if k in vectors and k not in unusable]
-        outputs = dict(zip(ok, head.run(np.stack([vectors[k] for k in ok])))) if ok else {}
+    outputs, errors, embedded = _head_outputs(store, head_name, head, record, s, (backbone, pre), inputs, add,
+                                              progress)
     rows = [prediction_row(head, k, outputs.get(k), None if k in outputs else
                            unusable.get(k) or errors.get(k) or "not embedded") for k in keys]
     return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,
             "model": s.model, "embedded_now": embedded, "predictions": rows}
+
+
+def _head_outputs(store: Store, head_name: str, head, record: dict, s, runner: tuple, inputs: list, add: bool = False,
+                  progress: bool = False, sessions: dict | None = None) -> tuple[dict, dict, int]:
+    """(key -> the head's output, key -> why an input failed, contents embedded now) for `inputs`; `runner`: the
+    set's (backbone, preprocessing). With `add` the new inputs are embedded and stored first, as `embed` does. A
+    fine-tuned head runs its fused model (bottom graph, tuned top and head in one: predict_finetune.py) on every
+    input, kept loaded in `sessions` across calls (the server); any other head reads the inputs' vectors, stored
+    or embedded for this call only."""
+    backbone, pre = runner
+    if record["kind"] == "finetune":
+        from featstore.apps.predict_finetune import fused_outputs, fused_session
+
+        embedded = _vectors_stored(store, s, backbone, pre, inputs, progress)[2] if add else 0
+        sessions = {} if sessions is None else sessions
+        key = ("fused", head_name, record["created_at"])
+        if key not in sessions:
+            sessions[key] = fused_session(store, head_name)
+        return *fused_outputs(sessions[key], s, pre, inputs), embedded
+    if add:
+        vectors, errors, embedded = _vectors_stored(store, s, backbone, pre, inputs, progress)
+    else:
+        vectors, errors, embedded = _vectors_unstored(store, s, backbone, pre, inputs)
+    ok = [g.key for g in inputs if g.key in vectors]
+    return (dict(zip(ok, head.run(np.stack([vectors[k] for k in ok])))) if ok else {}), errors, embedded
 
 
 def _expand(paths: list[str], modality: str) -> tuple[list[str], dict, list]:
@@ -161,16 +176,8 @@ def predict_unstored(store: Store, head_name: str, files: list[tuple[str, str]] 
               enumerate(files)]                        # keyed by position: two uploads may share a name
     inputs += [TextRecord(key=str(i), text=text, label=None, size=None, mtime=None,
                           error=None if text.strip() else "empty text") for i, text in enumerate(texts)]
-    if record["kind"] == "finetune":
-        from featstore.apps.predict_finetune import fused_outputs, fused_session
-
-        if ("fused", head_name, record["created_at"]) not in backbones:
-            backbones[("fused", head_name, record["created_at"])] = fused_session(store, head_name)
-        outputs, errors = fused_outputs(backbones[("fused", head_name, record["created_at"])], s, pre, inputs)
-    else:
-        vectors, errors, _ = _vectors_unstored(store, s, backbone, pre, inputs)
-        ok = [g.key for g in inputs if g.key in vectors]
-        outputs = dict(zip(ok, head.run(np.stack([vectors[k] for k in ok])))) if ok else {}
+    outputs, errors, _ = _head_outputs(store, head_name, head, record, s, (backbone, pre), inputs,
+                                       sessions=backbones)
     rows = [prediction_row(head, name, outputs.get(str(i)), None if str(i) in outputs else
                            errors.get(str(i), "not embedded")) for i, name in enumerate(names)]
     return {"head": head_name, "kind": record["kind"], "task": record["task"], "task_type": head.task_type,

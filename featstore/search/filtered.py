@@ -9,7 +9,7 @@ One rule, by the passing share f = passing / live vectors of the set:
   hold them; and at least 32 / f lists, as an nprobe tuned as low as 1 on tightly clustered data misses passing
   neighbours a list or two away. A filter passing a quarter of the vectors probes 8 times the tuned lists (at
   least 128); only passing vectors are scored, so probing is cheap. Once that reaches every list, the search is
-  exact over the vectors in memory. IVF-SQ8 and IVF-PQ rank 4 k and 20 k candidates on their codes and
+  exact over the vectors in memory. IVF-SQ8 and IVF-PQ rank 4 k and 32 k candidates on their codes and
   re-score them on the stored vectors (the refine step).
 - HNSW: up to EXACT_HNSW passing vectors are scored exactly (reconstructed from the index's own storage); more
   are searched with the selector and efSearch scaled by 1 / f (at most the live count).

