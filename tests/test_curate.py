@@ -248,7 +248,12 @@ def test_an_older_store_reads_empty_and_migrates_on_the_first_edit(store, run):
     con.close()
     out = json.loads(run("stats", "--store", store, "--json").output)
     assert out["schema_version"] == 5 and out["curation"] == {"tags": {}, "excluded": 0, "edits": 0}
-    assert fit_counts(run, store)[0] == 100               # (fit-head writes: the store is version 6 from here)
+    none = run("search", "--id", "1", "--where", "tag = 'x'", "--store", store).output   # no tags table yet:
+    assert "--where \"tag = 'x'\" matched no items" in none                             # no item has a tag
+    found = json.loads(run("search", "--id", "1", "-k", "3", "--where", "tag IS NULL", "--store", store,
+                           "--json").output)
+    assert len(found["results"]) == 3
+    assert fit_counts(run, store)[0] == 100               # (fit-head writes: the store migrates from here)
     run("tag", "x", "--ids", "1,2", "--store", store)
     assert json.loads(run("stats", "--store", store, "--json").output)["curation"]["tags"] == {"x": 2}
 

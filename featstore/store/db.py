@@ -380,7 +380,9 @@ class Store(VectorReads):
         """Run `sql`, in which {items} stands for the ok items passing `where` (the item view's columns), on the
         filter connection within its bounds (see filter_run.py)."""
         where = check_where(where, self.metadata_columns())
-        items = f"(SELECT * FROM ({self.item_view()}) AS item WHERE {where.sql})"
+        tags = self.relation("tags") if "tag" in where.columns else "tags"
+        no_tags = "" if tags == "tags" else f"WITH tags AS {tags} "      # an older store, not written since
+        items = f"({no_tags}SELECT * FROM ({self.item_view()}) AS item WHERE {where.sql})"
         return run_filter(self.filter_con, where, sql.format(items=items), {"task": task} | (params or {}), fetch)
 
     def split_of(self, task: str) -> dict[str, str]:
