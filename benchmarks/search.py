@@ -14,6 +14,11 @@ as many lists as the selectivity needs) against filtering after an unfiltered ex
 (k / selectivity x 4, grown until k pass).
 Targets: auto at 1M recall@10 >= 0.95 with batched queries/s >= 20x FAISS exact; filtered search at
 1% exact and >= 10x faster than post-filtering. Writes search.json and search.md.
+
+    python benchmarks/search.py --lancedb [search_lancedb.py's options]
+
+runs featstore beside LanceDB instead (benchmarks/search_lancedb.py, which needs the `bench` extra): ingest,
+build, size, memory, unfiltered and filtered latency and recall of both on the same data.
 """
 from __future__ import annotations
 
@@ -122,7 +127,12 @@ def index_bytes(index) -> int:
 
 
 def main() -> None:
+    if "--lancedb" in sys.argv[1:]:         # the side-by-side with LanceDB: search_lancedb.py, with its own options
+        rest = [a for a in sys.argv[1:] if a != "--lancedb"]
+        sys.exit(subprocess.run([sys.executable, str(HERE / "search_lancedb.py"), *rest]).returncode)
     ap = argparse.ArgumentParser()
+    ap.add_argument("--lancedb", action="store_true", help="run featstore beside LanceDB instead "
+                    "(search_lancedb.py; the bench extra); the options after it are that script's")
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--hnsw-n", type=int, default=100_000)
