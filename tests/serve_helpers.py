@@ -1,6 +1,5 @@
 """A real store for the serve tests: the sample photos (task flowers, a logreg head) and a few BBC articles (task
 news), embedded and fitted through the CLI, plus a live uvicorn server on 127.0.0.1 in a thread."""
-import shutil
 import socket
 import threading
 import time
@@ -9,17 +8,14 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conftest import SAMPLE
-from test_text import bbc_texts
+from test_text import bbc_labelled_folder
 
 
 def build_store(tmp_path_factory) -> Path:
     from featstore.cli.main import cli
 
     root = tmp_path_factory.mktemp("serve")
-    store, texts = root / "store", root / "news"
-    for cls, f in bbc_texts(3):
-        (texts / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, texts / cls / f.name)
+    store, texts = root / "store", bbc_labelled_folder(root / "news", 3)
     for args in (["embed", str(SAMPLE)], ["embed", str(texts)], ["fit-head", "--task", "flowers", "--name", "fl"]):
         r = CliRunner().invoke(cli, [*args, "--store", str(store), *(["--no-progress"] if args[0] == "embed" else [])])
         assert r.exit_code == 0, r.output

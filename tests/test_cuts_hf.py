@@ -107,14 +107,9 @@ def test_unsupported_model_has_no_cut_points(cli, tmp_path):
 @pytest.fixture(scope="module")
 def bbc_small(tmp_path_factory):
     """2 BBC News articles per class (10 texts) as a labelled folder."""
-    import shutil
+    from test_text import bbc_labelled_folder
 
-    from test_text import bbc_texts
-
-    folder = tmp_path_factory.mktemp("bbc-cut") / "bbc"
-    for cls, f in bbc_texts(2):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, folder / cls / f.name)
+    folder = bbc_labelled_folder(tmp_path_factory.mktemp("bbc-cut") / "bbc", 2)
     (folder / "business" / "short.txt").write_text("Shares rose.", encoding="utf-8")
     return folder
 

@@ -131,6 +131,23 @@ def test_export_equals_predict_and_predict_needs_no_torch(store, cli, tmp_path):
     assert np.abs(got - exported).max() <= 1e-5           # predict rounds to 6 decimals
 
 
+def _export_equals_predict(cli, store, onnx_path, files, inputs=None):
+    """Head 'ft' exported (its own parity check within 1e-4) gives, on `inputs` (default: the files themselves),
+    the probabilities `predict` gives on `files` (predict rounds to 6 decimals)."""
+    import onnxruntime as ort
+
+    from featstore.models.deploy import preprocess
+
+    exported = json.loads(cli("export", "--head", "ft", "--store", store, onnx_path, "--json").stdout)
+    assert exported["max_abs_diff"] <= 1e-4
+    rows = json.loads(cli("predict", "--head", "ft", "--store", store, *files, "--json").stdout)["predictions"]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    classes = json.loads(session.get_modelmeta().custom_metadata_map["featstore.outputs"])
+    want = session.run(None, preprocess(session, files if inputs is None else inputs))[0]
+    got = np.array([[r["probabilities"][c] for c in classes] for r in rows])
+    assert np.abs(got - want).max() <= 1e-5
+
+
 def test_store_without_cut_activations_names_the_command(home, cli, tmp_path):
     path = tmp_path / "plain"
     cli("embed", SAMPLE, "--store", path, "--no-progress")
@@ -186,30 +203,16 @@ def test_tiny_transformer_finetune_export_and_predict(tiny, kind, tmp_path):
     cli("embed", SAMPLE, "--store", store, "--model", name, "--cut", "last-block", "--no-progress")
     out = _fit(store, "ft")
     assert out["params"]["cut"] == "last-block" and out["metrics"]["onnx_parity"] <= 1e-4
-    exported = json.loads(cli("export", "--head", "ft", "--store", store, tmp_path / "t.onnx", "--json").stdout)
-    assert exported["max_abs_diff"] <= 1e-4
     files = sorted(str(p) for p in (SAMPLE / "daisy").glob("*.jpg"))[:4]
-    rows = json.loads(cli("predict", "--head", "ft", "--store", store, *files, "--json").stdout)["predictions"]
-    import onnxruntime as ort
-
-    from featstore.models.deploy import preprocess
-
-    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
-    classes = json.loads(session.get_modelmeta().custom_metadata_map["featstore.outputs"])
-    want = session.run(None, preprocess(session, files))[0]
-    got = np.array([[r["probabilities"][c] for c in classes] for r in rows])
-    assert np.abs(got - want).max() <= 1e-5
+    _export_equals_predict(cli, store, tmp_path / "t.onnx", files)
 
 
 def test_minilm_last_block_finetune_on_bbc(home, cli, tmp_path):
     """Real all-MiniLM-L6-v2 on real BBC News articles (8 per class): the last transformer block tuned on the
     stored hidden states; the fused export (tokens -> frozen blocks -> tuned block -> head) equals predict."""
-    from test_text import bbc_texts
+    from test_text import bbc_labelled_folder
 
-    folder = tmp_path / "bbc"
-    for i, (cls, path) in enumerate(bbc_texts(8)):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        (folder / cls / f"{i}.txt").write_bytes(path.read_bytes())
+    folder = bbc_labelled_folder(tmp_path / "bbc", 8)
     store = tmp_path / "store"
     cli("embed", folder, "--store", store, "--cut", "last-block", "--no-progress")
     from featstore.heads.fit import fit_head
@@ -218,21 +221,10 @@ def test_minilm_last_block_finetune_on_bbc(home, cli, tmp_path):
     with Store.open(store, write=True) as st:
         out = fit_head(st, "bbc", "finetune", name="ft", **FAST)
     assert out["params"]["cut"] == "last-block" and out["metrics"]["onnx_parity"] <= 1e-4
-    exported = json.loads(cli("export", "--head", "ft", "--store", store, tmp_path / "t.onnx", "--json").stdout)
-    assert exported["max_abs_diff"] <= 1e-4
-    files = sorted(str(p) for p in (folder / "tech").glob("*.txt"))[:3]
-    rows = json.loads(cli("predict", "--head", "ft", "--store", store, *files, "--json").stdout)["predictions"]
-    import onnxruntime as ort
-
-    from featstore.models.deploy import preprocess
-
-    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
-    classes = json.loads(session.get_modelmeta().custom_metadata_map["featstore.outputs"])
     from featstore.embed.text_source import read_text_source
 
-    want = session.run(None, preprocess(session, [read_text_source(f)[0][0].text for f in files]))[0]
-    got = np.array([[r["probabilities"][c] for c in classes] for r in rows])
-    assert np.abs(got - want).max() <= 1e-5
+    files = sorted(str(p) for p in (folder / "tech").glob("*.txt"))[:3]
+    _export_equals_predict(cli, store, tmp_path / "t.onnx", files, [read_text_source(f)[0][0].text for f in files])
 
 
 def test_served_pages_run_a_finetune_head_on_stored_activations(store, cli):

@@ -5,7 +5,6 @@ processor's pixels; CLIP's two towers share a space (text -> image search, zero-
 blocked for the whole module, so a hidden download fails the tests."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +53,9 @@ def imported(hf_home, cli_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory):
     """A labelled folder of real texts: 12 BBC News articles per class (5 classes)."""
-    from test_text import bbc_texts
+    from test_text import bbc_labelled_folder
 
-    folder = tmp_path_factory.mktemp("texts") / "news"
-    for cls, f in bbc_texts(12):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, folder / cls / f.name)
-    return folder
+    return bbc_labelled_folder(tmp_path_factory.mktemp("texts") / "news", 12)
 
 
 def _json(result):

@@ -182,12 +182,9 @@ def test_text_export_carries_its_tokenizer(run, home, tmp_path):
     import onnxruntime as ort
 
     from featstore.models.catalog import resolve, spec_file
-    from test_text import bbc_texts
+    from test_text import bbc_labelled_folder
 
-    folder = tmp_path / "news"
-    for cls, f in bbc_texts(5):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, folder / cls / f.name)
+    folder = bbc_labelled_folder(tmp_path / "news", 5)
     store = tmp_path / "store"
     run("embed", folder, "--store", store, "--no-progress")
     run("fit-head", "--task", "news", "--store", store)

@@ -32,6 +32,14 @@ def bbc_texts(per_class: int) -> list[tuple[str, Path]]:
     return out
 
 
+
+def bbc_labelled_folder(folder: Path, per_class: int) -> Path:
+    """`per_class` BBC articles of each class copied into `folder`/<class>/ (a labelled folder); `folder`."""
+    for cls, f in bbc_texts(per_class):
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, folder / cls / f.name)
+    return folder
+
 @pytest.fixture(scope="module")
 def bbc(tmp_path_factory, home):
     """30 BBC articles per class as a folder of .txt files in class subfolders, embedded once."""
@@ -40,10 +48,7 @@ def bbc(tmp_path_factory, home):
     from featstore.cli.main import cli
 
     root = tmp_path_factory.mktemp("bbc")
-    folder = root / "bbc"
-    for cls, f in bbc_texts(30):
-        (folder / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, folder / cls / f.name)
+    folder = bbc_labelled_folder(root / "bbc", 30)
     store = root / "store"
     r = CliRunner().invoke(cli, ["embed", str(folder), "--store", str(store), "--json"])
     assert r.exit_code == 0, r.output
@@ -144,10 +149,7 @@ def test_tables_with_bad_rows(run, home, tmp_path):
 def test_images_and_texts_share_one_store(run, home, tmp_path):
     store = tmp_path / "store"
     run("embed", SAMPLE, "--store", store, "--no-progress")
-    texts = tmp_path / "news"
-    for cls, f in bbc_texts(4):
-        (texts / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, texts / cls / f.name)
+    texts = bbc_labelled_folder(tmp_path / "news", 4)
     run("embed", texts, "--store", store, "--no-progress")
     assert _json(run("fit-head", "--task", "flowers", "--store", store, "--json"))["model"] == "efficientnet-lite0"
     assert _json(run("fit-head", "--task", "news", "--store", store, "--json"))["model"] == TEXT_MODEL
